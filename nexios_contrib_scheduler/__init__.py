@@ -1,0 +1,34 @@
+"""Job scheduling for Nexios apps: interval, cron and one-shot jobs on APScheduler 3."""
+
+from .config import JobStatus, SchedulerConfig
+from .cron import CronSyntaxError
+from .dependencies import SchedulerDepend, SchedulerDepends
+from .errors import ConflictingIdError, JobNotFoundError, SchedulerError, TriggerError
+from .integration import get_scheduler, setup_scheduler
+from .jobs import RunRecord, ScheduledJob
+from .manager import SchedulerManager
+from .triggers import CronTrigger, DateTimeTrigger, IntervalTrigger, Trigger
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConflictingIdError",
+    "CronSyntaxError",
+    "CronTrigger",
+    "DateTimeTrigger",
+    "IntervalTrigger",
+    "JobNotFoundError",
+    "JobStatus",
+    "RunRecord",
+    "ScheduledJob",
+    "SchedulerConfig",
+    "SchedulerDepend",
+    "SchedulerDepends",
+    "SchedulerError",
+    "SchedulerManager",
+    "Trigger",
+    "TriggerError",
+    "__version__",
+    "get_scheduler",
+    "setup_scheduler",
+]

@@ -1,0 +1,159 @@
+"""Scheduler configuration and the job status enum."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timezone, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError
+
+DEFAULT_JOB_DEFAULTS: dict[str, Any] = {
+    "max_instances": 3,
+    "misfire_grace_time": 30,
+    "coalesce": True,
+}
+
+# Options a job can take from ``job_defaults``; add_job accepts each of them too.
+JOB_OPTION_NAMES = frozenset(DEFAULT_JOB_DEFAULTS)
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life; the value is the upper-case name."""
+
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def resolve_timezone(value: str | tzinfo) -> tzinfo:
+    """Turn an IANA name, ``"UTC"``, ``"local"`` or a tzinfo into a tzinfo."""
+    if isinstance(value, tzinfo):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"timezone must be an IANA name or a tzinfo, not {type(value).__name__}")
+    if value.upper() == "UTC":
+        return timezone.utc
+    if value == "local":
+        import tzlocal
+
+        return tzlocal.get_localzone()
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"unknown timezone {value!r}: use an IANA name such as 'Europe/Paris', 'UTC' or 'local'"
+        ) from exc
+
+
+def check_max_instances(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_instances must be a positive int, not {value!r}")
+    if value < 1:
+        raise ConfigError(f"max_instances must be at least 1, got {value}")
+    return value
+
+
+def check_misfire_grace_time(value: object) -> float | None:
+    """A positive number of seconds, or None for "run however late"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"misfire_grace_time must be a number of seconds or None, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"misfire_grace_time must be a positive number of seconds (or None), got {value!r}"
+        )
+    return value
+
+
+def check_coalesce(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"coalesce must be True or False, not {value!r}")
+    return value
+
+
+_CHECKS = {
+    "max_instances": check_max_instances,
+    "misfire_grace_time": check_misfire_grace_time,
+    "coalesce": check_coalesce,
+}
+
+
+def check_job_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``values`` over the built-in defaults, refusing unknown keys and bad values."""
+    if not isinstance(values, Mapping):
+        raise TypeError(f"job_defaults must be a mapping, not {type(values).__name__}")
+    unknown = sorted(set(values) - JOB_OPTION_NAMES)
+    if unknown:
+        raise ConfigError(
+            f"unknown job_defaults key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(sorted(JOB_OPTION_NAMES))}"
+        )
+    merged = dict(DEFAULT_JOB_DEFAULTS)
+    for key, value in values.items():
+        merged[key] = _CHECKS[key](value)
+    return merged
+
+
+@dataclass
+class SchedulerConfig:
+    """How the scheduler behaves; every field has a production-ready default.
+
+    ``timezone`` is an IANA name, ``"UTC"`` or ``"local"``: cron expressions and naive
+    dates are read in it. ``max_concurrent_jobs`` caps runs in progress across all jobs
+    (further runs wait for a slot). ``log_level`` is the level of the package's own
+    logger, ``nexios_contrib_scheduler``. ``job_defaults`` fill the options an
+    ``add_job`` call leaves as ``None``. ``shutdown_timeout`` is how long shutdown waits
+    for running jobs before cancelling them.
+    """
+
+    timezone: str | tzinfo = "UTC"
+    max_concurrent_jobs: int = 10
+    log_level: int = logging.INFO
+    job_defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_JOB_DEFAULTS))
+    shutdown_timeout: float = 30.0
+    history_size: int = 20
+
+    def __post_init__(self) -> None:
+        self.tzinfo: tzinfo = resolve_timezone(self.timezone)
+        if isinstance(self.max_concurrent_jobs, bool) or not isinstance(
+            self.max_concurrent_jobs, int
+        ):
+            raise TypeError(f"max_concurrent_jobs must be an int, not {self.max_concurrent_jobs!r}")
+        if self.max_concurrent_jobs < 1:
+            raise ConfigError(
+                f"max_concurrent_jobs must be at least 1, got {self.max_concurrent_jobs}"
+            )
+        if isinstance(self.log_level, bool) or not isinstance(self.log_level, (int, str)):
+            raise TypeError(f"log_level must be a logging level, not {self.log_level!r}")
+        if isinstance(self.log_level, str):
+            level = logging.getLevelName(self.log_level.upper())
+            if not isinstance(level, int):
+                raise ConfigError(f"unknown log_level {self.log_level!r}")
+            self.log_level = level
+        self.job_defaults = check_job_defaults(self.job_defaults)
+        if isinstance(self.shutdown_timeout, bool) or not isinstance(
+            self.shutdown_timeout, (int, float)
+        ):
+            raise TypeError(
+                f"shutdown_timeout must be a number of seconds, not {self.shutdown_timeout!r}"
+            )
+        if not self.shutdown_timeout >= 0:
+            raise ConfigError(
+                f"shutdown_timeout must be zero or more seconds, got {self.shutdown_timeout!r}"
+            )
+        if isinstance(self.history_size, bool) or not isinstance(self.history_size, int):
+            raise TypeError(f"history_size must be an int, not {self.history_size!r}")
+        if self.history_size < 0:
+            raise ConfigError(f"history_size must be zero or more, got {self.history_size}")

@@ -1,0 +1,250 @@
+"""ScheduledJob, the read-only view of a job, and the records behind it."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+from .config import JobStatus
+from .triggers import ScheduleTrigger, Trigger
+
+if TYPE_CHECKING:
+    from .manager import SchedulerManager
+
+Outcome = Literal["success", "error", "timeout", "missed", "skipped", "cancelled"]
+
+FAILURE_OUTCOMES: frozenset[str] = frozenset({"error", "timeout", "missed", "cancelled"})
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a job, or one fire that did not become a run (missed, skipped)."""
+
+    scheduled_time: datetime | None
+    start: datetime | None
+    end: datetime | None
+    outcome: Outcome
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, for runs that started."""
+        if self.start is None or self.end is None:
+            return None
+        return (self.end - self.start).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scheduled_time": _iso(self.scheduled_time),
+            "start": _iso(self.start),
+            "end": _iso(self.end),
+            "duration": self.duration,
+            "outcome": self.outcome,
+            "error": self.error,
+        }
+
+
+@dataclass(eq=False)
+class JobRecord:
+    """The mutable state of one job; only the manager and its executor write it."""
+
+    id: str
+    name: str
+    func: Callable[..., Any]
+    trigger: Trigger
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    max_instances: int
+    misfire_grace_time: float | None
+    coalesce: bool
+    created_at: datetime
+    history_size: int
+    status: JobStatus = JobStatus.ACTIVE
+    schedule: ScheduleTrigger | None = None
+    pending_next_run: datetime | None = None
+    finished: bool = False
+    submissions: int = 0
+    current_instances: int = 0
+    last_run_time: datetime | None = None
+    last_outcome: Outcome | None = None
+    last_error: str | None = None
+    total_run_count: int = 0
+    success_count: int = 0
+    failure_count: int = 0
+    missed_count: int = 0
+    skipped_count: int = 0
+    consecutive_failures: int = 0
+    last_duration: float | None = None
+    history: deque[RunRecord] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.history = deque(self.history, maxlen=self.history_size)
+
+    def record(self, run: RunRecord) -> None:
+        if self.history_size:
+            self.history.appendleft(run)
+
+
+class ScheduledJob:
+    """A live, read-only view of a scheduled job.
+
+    Every attribute reads the job's current state, so a handle kept from ``add_job`` shows
+    later runs, a pause, or ``CANCELLED`` once the job is removed.
+    """
+
+    __slots__ = ("_manager", "_record")
+
+    def __init__(self, manager: SchedulerManager, record: JobRecord) -> None:
+        self._manager = manager
+        self._record = record
+
+    id = property(lambda self: self._record.id, doc="The job's id.")
+    name = property(lambda self: self._record.name, doc="The job's name.")
+    func = property(lambda self: self._record.func, doc="The function the job calls.")
+
+    @property
+    def trigger(self) -> Trigger:
+        return self._record.trigger
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self._record.args
+
+    @property
+    def kwargs(self) -> Mapping[str, Any]:
+        return dict(self._record.kwargs)
+
+    @property
+    def max_instances(self) -> int:
+        return self._record.max_instances
+
+    @property
+    def misfire_grace_time(self) -> float | None:
+        return self._record.misfire_grace_time
+
+    @property
+    def coalesce(self) -> bool:
+        return self._record.coalesce
+
+    @property
+    def status(self) -> JobStatus:
+        return self._record.status
+
+    @property
+    def next_run_time(self) -> datetime | None:
+        """When the job fires next; ``None`` while paused or once finished."""
+        return self._manager._next_run_time(self._record)
+
+    @property
+    def last_run_time(self) -> datetime | None:
+        """When the latest run started."""
+        return self._record.last_run_time
+
+    @property
+    def total_run_count(self) -> int:
+        """Runs started (a fire skipped or missed is not a run)."""
+        return self._record.total_run_count
+
+    @property
+    def last_error(self) -> str | None:
+        """``"ValueError: boom"`` for the latest failed run, kept until the next failure."""
+        return self._record.last_error
+
+    @property
+    def current_instances(self) -> int:
+        """Runs of this job in progress now."""
+        return self._record.current_instances
+
+    @property
+    def created_at(self) -> datetime:
+        return self._record.created_at
+
+    @property
+    def last_outcome(self) -> Outcome | None:
+        return self._record.last_outcome
+
+    @property
+    def success_count(self) -> int:
+        return self._record.success_count
+
+    @property
+    def failure_count(self) -> int:
+        return self._record.failure_count
+
+    @property
+    def missed_count(self) -> int:
+        return self._record.missed_count
+
+    @property
+    def skipped_count(self) -> int:
+        return self._record.skipped_count
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._record.consecutive_failures
+
+    @property
+    def last_duration(self) -> float | None:
+        return self._record.last_duration
+
+    @property
+    def history(self) -> list[RunRecord]:
+        """The latest runs, newest first (``SchedulerConfig.history_size`` of them)."""
+        return list(self._record.history)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as JSON-ready data; times are ISO 8601 strings."""
+        record = self._record
+        return {
+            "id": record.id,
+            "name": record.name,
+            "func": _func_name(record.func),
+            "trigger": record.trigger.to_dict(),
+            "trigger_description": record.trigger.describe(),
+            "args": list(record.args),
+            "kwargs": dict(record.kwargs),
+            "max_instances": record.max_instances,
+            "misfire_grace_time": record.misfire_grace_time,
+            "coalesce": record.coalesce,
+            "status": record.status.value,
+            "next_run_time": _iso(self.next_run_time),
+            "last_run_time": _iso(record.last_run_time),
+            "last_outcome": record.last_outcome,
+            "last_error": record.last_error,
+            "total_run_count": record.total_run_count,
+            "success_count": record.success_count,
+            "failure_count": record.failure_count,
+            "missed_count": record.missed_count,
+            "skipped_count": record.skipped_count,
+            "consecutive_failures": record.consecutive_failures,
+            "last_duration": record.last_duration,
+            "current_instances": record.current_instances,
+            "created_at": _iso(record.created_at),
+            "history": [run.to_dict() for run in record.history],
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ScheduledJob) and other._record is self._record
+
+    def __hash__(self) -> int:
+        return hash(self._record.id)
+
+    def __repr__(self) -> str:
+        return f"<ScheduledJob id={self.id!r} name={self.name!r} status={self.status.value}>"
+
+
+def _func_name(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None) or repr(func)
+    return f"{module}:{qualname}" if module else qualname
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,434 @@
+"""SchedulerManager: the documented API over APScheduler's AsyncIOScheduler.
+
+The manager keeps a registry of job records beside APScheduler's job store. APScheduler
+decides when jobs are due; the manager's executor runs them and reports each run back here,
+and a listener on APScheduler's events notices what APScheduler does on its own (a one-shot
+job leaving the store, a fire skipped because ``max_instances`` was reached). The registry
+outlives APScheduler's in-memory store, so a manager can be stopped and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import math
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_REMOVED, JobEvent
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+
+from .config import (
+    JobStatus,
+    SchedulerConfig,
+    check_coalesce,
+    check_max_instances,
+    check_misfire_grace_time,
+)
+from .errors import ConflictingIdError
+from .executor import JobExecutor
+from .jobs import FAILURE_OUTCOMES, JobRecord, Outcome, RunRecord, ScheduledJob, utcnow
+from .triggers import Trigger
+
+logger = logging.getLogger("nexios_contrib_scheduler")
+
+
+class _Scheduler(AsyncIOScheduler):  # type: ignore[misc]
+    """AsyncIOScheduler whose shutdown takes effect at once when called on its own loop.
+
+    APScheduler defers ``shutdown`` through ``call_soon_threadsafe``; if the loop closes
+    first the call is lost and the scheduler believes it is still running.
+    """
+
+    def shutdown(self, wait: bool = False) -> None:
+        if self.state == STATE_STOPPED:
+            return
+        BaseScheduler.shutdown(self, wait=False)
+        self._stop_timer()
+        self._eventloop = None
+
+
+class SchedulerManager:
+    """Schedules and runs jobs on the app's event loop.
+
+    Jobs can be added before or after ``start()``; ``apscheduler`` gives the underlying
+    ``AsyncIOScheduler`` for advanced use.
+    """
+
+    def __init__(self, app: Any = None, config: SchedulerConfig | None = None) -> None:
+        if config is not None and not isinstance(config, SchedulerConfig):
+            raise TypeError(f"config must be a SchedulerConfig, not {type(config).__name__}")
+        self.app = app
+        self.config = config if config is not None else SchedulerConfig()
+        logger.setLevel(self.config.log_level)
+        self._records: dict[str, JobRecord] = {}
+        self._lock = threading.RLock()
+        self._semaphore: asyncio.Semaphore | None = None
+        self._executor = JobExecutor(self)
+        self._scheduler = _Scheduler(
+            timezone=self.config.tzinfo,
+            executors={"default": self._executor},
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        )
+        self._scheduler.add_listener(
+            self._on_apscheduler_event, EVENT_JOB_REMOVED | EVENT_JOB_MAX_INSTANCES
+        )
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def apscheduler(self) -> AsyncIOScheduler:
+        """The underlying APScheduler scheduler, for what this API does not cover."""
+        return self._scheduler
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``shutdown()``."""
+        return bool(self._scheduler.state != STATE_STOPPED)
+
+    async def start(self) -> None:
+        """Start firing jobs on the running event loop; a no-op if already running."""
+        if self.running:
+            return
+        self._semaphore = asyncio.Semaphore(self.config.max_concurrent_jobs)
+        self._scheduler.start()
+        now = utcnow()
+        with self._lock:
+            for record in list(self._records.values()):
+                if not record.finished:
+                    self._schedule(record, now)
+        logger.info("scheduler started with %d job(s)", len(self._records))
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop firing, let running jobs finish (up to ``shutdown_timeout``), cancel the rest."""
+        if not self.running:
+            return
+        self._scheduler.pause()
+        limit = self.config.shutdown_timeout if timeout is None else timeout
+        tasks = dict(self._executor.tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=limit)
+            if pending:
+                names = sorted({tasks[t].name for t in pending})
+                logger.warning(
+                    "cancelling %d run(s) still going after %gs at shutdown: %s",
+                    len(pending),
+                    limit,
+                    ", ".join(names),
+                )
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        self._scheduler.shutdown()
+        with self._lock:
+            for record in self._records.values():
+                if not record.finished and record.status is not JobStatus.PAUSED:
+                    record.pending_next_run = None
+        self._semaphore = None
+        logger.info("scheduler stopped")
+
+    def _slots(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.config.max_concurrent_jobs)
+        return self._semaphore
+
+    # ------------------------------------------------------------ job operations
+
+    def add_job(
+        self,
+        func: Callable[..., Any],
+        trigger: Trigger,
+        *,
+        name: str | None = None,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        max_instances: int | None = None,
+        misfire_grace_time: float | None = None,
+        coalesce: bool | None = None,
+        id: str | None = None,
+        replace_existing: bool = False,
+    ) -> ScheduledJob:
+        """Schedule ``func`` on ``trigger``; options left as ``None`` take ``job_defaults``.
+
+        Raises ``ConflictingIdError`` if ``id`` is taken (unless ``replace_existing``),
+        ``TypeError`` for a non-callable, ``ValueError`` for bad option values.
+        """
+        record = self._new_record(
+            func, trigger, name, args, kwargs, max_instances, misfire_grace_time, coalesce, id
+        )
+        with self._lock:
+            old = self._records.get(record.id)
+            if old is not None:
+                if not replace_existing:
+                    raise ConflictingIdError(record.id)
+                old.status = JobStatus.CANCELLED
+            self._records[record.id] = record
+            try:
+                self._schedule(record, utcnow())
+            except BaseException:
+                if old is None:
+                    del self._records[record.id]
+                else:
+                    self._records[record.id] = old
+                raise
+        logger.debug("added job %r (%s): %s", record.name, record.id, record.trigger.describe())
+        return ScheduledJob(self, record)
+
+    def _new_record(
+        self,
+        func: Callable[..., Any],
+        trigger: Trigger,
+        name: str | None,
+        args: Iterable[Any],
+        kwargs: Mapping[str, Any] | None,
+        max_instances: int | None,
+        misfire_grace_time: float | None,
+        coalesce: bool | None,
+        job_id: str | None,
+    ) -> JobRecord:
+        if inspect.iscoroutine(func):
+            func.close()
+            raise TypeError(
+                "add_job needs the function itself, not a coroutine object: "
+                "write add_job(my_task, ...) rather than add_job(my_task(), ...)"
+            )
+        if not callable(func):
+            raise TypeError(f"add_job needs a callable, not {type(func).__name__}: {func!r}")
+        if not isinstance(trigger, Trigger):
+            raise TypeError(
+                "trigger must be an IntervalTrigger, CronTrigger or DateTimeTrigger, "
+                f"not {type(trigger).__name__}"
+            )
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if job_id is not None and (not isinstance(job_id, str) or not job_id):
+            raise TypeError(f"id must be a non-empty str, not {job_id!r}")
+        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+            raise TypeError(f"args must be a tuple or list, not {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(f"kwargs must be a mapping, not {type(kwargs).__name__}")
+        defaults = self.config.job_defaults
+        return JobRecord(
+            id=job_id or uuid.uuid4().hex,
+            name=name or getattr(func, "__qualname__", None) or repr(func),
+            func=func,
+            trigger=trigger,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            max_instances=check_max_instances(
+                defaults["max_instances"] if max_instances is None else max_instances
+            ),
+            misfire_grace_time=check_misfire_grace_time(
+                defaults["misfire_grace_time"] if misfire_grace_time is None else misfire_grace_time
+            ),
+            coalesce=check_coalesce(defaults["coalesce"] if coalesce is None else coalesce),
+            created_at=utcnow(),
+            history_size=self.config.history_size,
+        )
+
+    def _schedule(self, record: JobRecord, now: datetime) -> None:
+        """Anchor the record's trigger at ``now`` and hand the job to APScheduler if running."""
+        record.schedule = record.trigger.to_apscheduler(self.config.tzinfo, now)
+        first = record.schedule.first_fire_time(now)
+        paused = record.status is JobStatus.PAUSED
+        if first is None:
+            self._finish(record)
+            return
+        record.pending_next_run = None if paused else first
+        if not self.running:
+            return
+        grace = record.misfire_grace_time
+        self._scheduler.add_job(
+            record.func,
+            trigger=record.schedule,
+            id=record.id,
+            name=record.name,
+            args=record.args,
+            kwargs=record.kwargs,
+            max_instances=record.max_instances,
+            misfire_grace_time=None if grace is None else max(1, math.ceil(grace)),
+            coalesce=record.coalesce,
+            next_run_time=None if paused else first,
+            replace_existing=True,
+        )
+
+    def remove_job(self, job_id: str) -> bool:
+        """Remove a job for good; False if there is no such job."""
+        with self._lock:
+            record = self._records.pop(job_id, None) if isinstance(job_id, str) else None
+            if record is None:
+                return False
+            record.status = JobStatus.CANCELLED
+            record.pending_next_run = None
+            self._drop_from_apscheduler(job_id)
+        logger.debug("removed job %r (%s)", record.name, job_id)
+        return True
+
+    def _drop_from_apscheduler(self, job_id: str) -> None:
+        if self.running:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(job_id)
+
+    def get_job(self, job_id: str) -> ScheduledJob | None:
+        """The job with this id, or None."""
+        record = self._records.get(job_id) if isinstance(job_id, str) else None
+        return None if record is None else ScheduledJob(self, record)
+
+    def get_jobs(self, status: JobStatus | str | None = None) -> list[ScheduledJob]:
+        """Every job, or those with the given status."""
+        wanted = (
+            None
+            if status is None
+            else JobStatus(status.upper() if isinstance(status, str) else status)
+        )
+        with self._lock:
+            records = list(self._records.values())
+        return [ScheduledJob(self, r) for r in records if wanted is None or r.status is wanted]
+
+    def pause_job(self, job_id: str) -> bool:
+        """Stop a job from firing until ``resume_job``; False if unknown or finished."""
+        with self._lock:
+            record = self._records.get(job_id) if isinstance(job_id, str) else None
+            if record is None or record.finished:
+                return False
+            if record.status is not JobStatus.PAUSED:
+                record.status = JobStatus.PAUSED
+                record.pending_next_run = None
+                if self.running:
+                    self._scheduler.pause_job(job_id)
+        logger.debug("paused job %r (%s)", record.name, job_id)
+        return True
+
+    def resume_job(self, job_id: str) -> bool:
+        """Let a paused job fire again, from its next fire time after now."""
+        with self._lock:
+            record = self._records.get(job_id) if isinstance(job_id, str) else None
+            if record is None or record.finished:
+                return False
+            if record.status is not JobStatus.PAUSED:
+                return True
+            record.status = JobStatus.ACTIVE
+            now = utcnow()
+            if self.running:
+                self._scheduler.resume_job(job_id)
+            elif record.schedule is not None:
+                nxt = record.schedule.get_next_fire_time(None, now)
+                record.pending_next_run = nxt
+                if nxt is None:
+                    self._finish(record)
+        logger.debug("resumed job %r (%s)", record.name, job_id)
+        return True
+
+    # ------------------------------------------------------------ state, for the views
+
+    def _next_run_time(self, record: JobRecord) -> datetime | None:
+        if record.finished or record.status in (JobStatus.PAUSED, JobStatus.CANCELLED):
+            return None
+        if not self.running:
+            return record.pending_next_run
+        job = self._scheduler.get_job(record.id)
+        return None if job is None else job.next_run_time
+
+    # ------------------------------------------------------------ the listener layer
+
+    def _on_apscheduler_event(self, event: JobEvent) -> None:
+        record = self._records.get(event.job_id)
+        if record is None:
+            return
+        if event.code == EVENT_JOB_REMOVED:
+            # APScheduler removes a job whose trigger has no next fire; removals we make
+            # ourselves have taken the record out of the registry already.
+            self._finish(record)
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            for scheduled in event.scheduled_run_times:
+                self._run_skipped(record, scheduled)
+
+    def _finish(self, record: JobRecord) -> None:
+        record.finished = True
+        record.pending_next_run = None
+        self._submission_done(record)
+
+    def _submission_done(self, record: JobRecord) -> None:
+        """Settle the final status of a job whose schedule has ended, once nothing runs."""
+        if not record.finished or record.submissions or record.status is JobStatus.CANCELLED:
+            return
+        failed = record.last_outcome in FAILURE_OUTCOMES
+        record.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
+
+    def _run_started(self, record: JobRecord, scheduled: datetime | None, start: datetime) -> None:
+        record.current_instances += 1
+        record.total_run_count += 1
+        record.last_run_time = start
+
+    def _run_finished(
+        self,
+        record: JobRecord,
+        scheduled: datetime | None,
+        start: datetime,
+        outcome: Outcome,
+        error: str | None,
+        exc: BaseException | None = None,
+    ) -> None:
+        end = utcnow()
+        run = RunRecord(scheduled, start, end, outcome, error)
+        record.current_instances -= 1
+        record.last_duration = run.duration
+        record.last_outcome = outcome
+        record.record(run)
+        if outcome == "success":
+            record.success_count += 1
+            record.consecutive_failures = 0
+            if record.status is JobStatus.FAILED:
+                record.status = JobStatus.ACTIVE
+            return
+        record.failure_count += 1
+        record.consecutive_failures += 1
+        record.last_error = error
+        if record.status is JobStatus.ACTIVE:
+            record.status = JobStatus.FAILED
+        if outcome == "error":
+            logger.error(
+                "job %r (%s) raised %s",
+                record.name,
+                record.id,
+                error,
+                exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+            )
+        else:
+            logger.warning("job %r (%s): %s", record.name, record.id, error)
+
+    def _run_missed(self, record: JobRecord, scheduled: datetime, now: datetime) -> None:
+        late = (now - scheduled).total_seconds()
+        error = (
+            f"missed: run scheduled for {scheduled.isoformat()} was {late:.3f}s late, "
+            f"beyond its misfire_grace_time of {record.misfire_grace_time:g}s"
+        )
+        record.missed_count += 1
+        record.last_outcome = "missed"
+        record.record(RunRecord(scheduled, None, None, "missed", error))
+        if record.schedule is not None and _is_one_shot(record):
+            record.last_error = error
+            if record.status is JobStatus.ACTIVE:
+                record.status = JobStatus.FAILED
+        logger.warning("job %r (%s) %s", record.name, record.id, error)
+
+    def _run_skipped(self, record: JobRecord, scheduled: datetime) -> None:
+        reason = f"skipped: max_instances ({record.max_instances}) runs already in progress"
+        record.skipped_count += 1
+        record.record(RunRecord(scheduled, None, None, "skipped", reason))
+        logger.warning(
+            "job %r (%s) fire at %s %s", record.name, record.id, scheduled.isoformat(), reason
+        )
+
+
+def _is_one_shot(record: JobRecord) -> bool:
+    from .triggers import DateTimeTrigger
+
+    return isinstance(record.trigger, DateTimeTrigger)
