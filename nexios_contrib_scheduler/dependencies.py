@@ -59,14 +59,20 @@ class SchedulerDepend:
     def get_jobs(self, status: JobStatus | str | None = None) -> list[ScheduledJob]:
         return self.manager.get_jobs(status)
 
-    def pause_job(self, job_id: str) -> bool:
-        return self.manager.pause_job(job_id)
+    def pause_job(self, job_id: str, reason: str | None = None) -> bool:
+        return self.manager.pause_job(job_id, reason)
 
     def resume_job(self, job_id: str) -> bool:
         return self.manager.resume_job(job_id)
 
+    def run_job_now(self, job_id: str) -> bool:
+        return self.manager.run_job_now(job_id)
 
-def _provide_scheduler(ctx: Context = Context()) -> SchedulerDepend:  # noqa: B008 - Nexios injects ctx this way
+    def reschedule_job(self, job_id: str, trigger: Trigger) -> ScheduledJob | None:
+        return self.manager.reschedule_job(job_id, trigger)
+
+
+def _provide_scheduler(ctx: Context = Context()) -> SchedulerDepend:
     app = ctx.base_app if ctx.base_app is not None else getattr(ctx.request, "base_app", None)
     return SchedulerDepend(get_scheduler(app))
 

@@ -69,6 +69,29 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
     def _forget(self, task: asyncio.Task[None]) -> None:
         self.tasks.pop(task, None)
 
+    def submit_manual(self, record: JobRecord) -> bool:
+        """Start a run asked for by hand; False if ``max_instances`` runs are in progress.
+
+        The run is counted in APScheduler's own instance count, so scheduled fires see it.
+        """
+        with self._lock:
+            if self._instances[record.id] >= record.max_instances:
+                return False
+            self._instances[record.id] += 1
+        record.submissions += 1
+        task = self._eventloop.create_task(self._run_manual(record))
+        self.tasks[task] = record
+        task.add_done_callback(self._forget)
+        return True
+
+    async def _run_manual(self, record: JobRecord) -> None:
+        try:
+            await self.run_once(record, None)
+        finally:
+            record.submissions -= 1
+            self._manager._submission_done(record)
+            self._run_job_success(record.id, [])
+
     async def _run(self, job: Job, record: JobRecord, run_times: list[datetime]) -> None:
         events: list[JobExecutionEvent] = []
         try:

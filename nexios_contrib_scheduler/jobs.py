@@ -67,6 +67,7 @@ class JobRecord:
     created_at: datetime
     history_size: int
     status: JobStatus = JobStatus.ACTIVE
+    paused_reason: str | None = None
     schedule: ScheduleTrigger | None = None
     pending_next_run: datetime | None = None
     finished: bool = False
@@ -136,6 +137,11 @@ class ScheduledJob:
     @property
     def status(self) -> JobStatus:
         return self._record.status
+
+    @property
+    def paused_reason(self) -> str | None:
+        """The reason given to ``pause_job``, while the job is paused."""
+        return self._record.paused_reason
 
     @property
     def next_run_time(self) -> datetime | None:
@@ -214,6 +220,7 @@ class ScheduledJob:
             "misfire_grace_time": record.misfire_grace_time,
             "coalesce": record.coalesce,
             "status": record.status.value,
+            "paused_reason": record.paused_reason,
             "next_run_time": _iso(self.next_run_time),
             "last_run_time": _iso(record.last_run_time),
             "last_outcome": record.last_outcome,

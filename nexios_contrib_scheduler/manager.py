@@ -23,7 +23,7 @@ from typing import Any
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_REMOVED, JobEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
 
 from .config import (
     JobStatus,
@@ -35,24 +35,10 @@ from .config import (
 from .errors import ConflictingIdError
 from .executor import JobExecutor
 from .jobs import FAILURE_OUTCOMES, JobRecord, Outcome, RunRecord, ScheduledJob, utcnow
+from .scheduler import AdapterScheduler
 from .triggers import Trigger
 
 logger = logging.getLogger("nexios_contrib_scheduler")
-
-
-class _Scheduler(AsyncIOScheduler):  # type: ignore[misc]
-    """AsyncIOScheduler whose shutdown takes effect at once when called on its own loop.
-
-    APScheduler defers ``shutdown`` through ``call_soon_threadsafe``; if the loop closes
-    first the call is lost and the scheduler believes it is still running.
-    """
-
-    def shutdown(self, wait: bool = False) -> None:
-        if self.state == STATE_STOPPED:
-            return
-        BaseScheduler.shutdown(self, wait=False)
-        self._stop_timer()
-        self._eventloop = None
 
 
 class SchedulerManager:
@@ -72,7 +58,7 @@ class SchedulerManager:
         self._lock = threading.RLock()
         self._semaphore: asyncio.Semaphore | None = None
         self._executor = JobExecutor(self)
-        self._scheduler = _Scheduler(
+        self._scheduler = AdapterScheduler(
             timezone=self.config.tzinfo,
             executors={"default": self._executor},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
@@ -178,6 +164,7 @@ class SchedulerManager:
                 else:
                     self._records[record.id] = old
                 raise
+            self._changed(record)
         logger.debug("added job %r (%s): %s", record.name, record.id, record.trigger.describe())
         return ScheduledJob(self, record)
 
@@ -268,6 +255,7 @@ class SchedulerManager:
             record.status = JobStatus.CANCELLED
             record.pending_next_run = None
             self._drop_from_apscheduler(job_id)
+            self._changed(record)
         logger.debug("removed job %r (%s)", record.name, job_id)
         return True
 
@@ -292,17 +280,24 @@ class SchedulerManager:
             records = list(self._records.values())
         return [ScheduledJob(self, r) for r in records if wanted is None or r.status is wanted]
 
-    def pause_job(self, job_id: str) -> bool:
-        """Stop a job from firing until ``resume_job``; False if unknown or finished."""
+    def pause_job(self, job_id: str, reason: str | None = None) -> bool:
+        """Stop a job from firing until ``resume_job``; False if unknown or finished.
+
+        ``reason`` is kept on the job as ``paused_reason``.
+        """
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, not {type(reason).__name__}")
         with self._lock:
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None or record.finished:
                 return False
+            record.paused_reason = reason
             if record.status is not JobStatus.PAUSED:
                 record.status = JobStatus.PAUSED
                 record.pending_next_run = None
                 if self.running:
                     self._scheduler.pause_job(job_id)
+            self._changed(record)
         logger.debug("paused job %r (%s)", record.name, job_id)
         return True
 
@@ -315,6 +310,7 @@ class SchedulerManager:
             if record.status is not JobStatus.PAUSED:
                 return True
             record.status = JobStatus.ACTIVE
+            record.paused_reason = None
             now = utcnow()
             if self.running:
                 self._scheduler.resume_job(job_id)
@@ -323,8 +319,55 @@ class SchedulerManager:
                 record.pending_next_run = nxt
                 if nxt is None:
                     self._finish(record)
+            self._changed(record)
         logger.debug("resumed job %r (%s)", record.name, job_id)
         return True
+
+    def run_job_now(self, job_id: str) -> bool:
+        """Start an extra run at once, without moving the schedule; works on paused jobs.
+
+        False if the job is unknown, finished, the scheduler is not running, or
+        ``max_instances`` runs are already in progress.
+        """
+        with self._lock:
+            record = self._records.get(job_id) if isinstance(job_id, str) else None
+            if record is None or record.finished or not self.running:
+                return False
+            if not self._executor.submit_manual(record):
+                logger.warning(
+                    "job %r (%s) not run now: max_instances (%d) runs already in progress",
+                    record.name,
+                    job_id,
+                    record.max_instances,
+                )
+                return False
+        logger.debug("running job %r (%s) now", record.name, job_id)
+        return True
+
+    def reschedule_job(self, job_id: str, trigger: Trigger) -> ScheduledJob | None:
+        """Give a job a new trigger, anchored now; None if there is no such job."""
+        if not isinstance(trigger, Trigger):
+            raise TypeError(
+                "trigger must be an IntervalTrigger, CronTrigger or DateTimeTrigger, "
+                f"not {type(trigger).__name__}"
+            )
+        with self._lock:
+            record = self._records.get(job_id) if isinstance(job_id, str) else None
+            if record is None:
+                return None
+            previous = (record.trigger, record.finished, record.status)
+            record.trigger = trigger
+            if record.finished:
+                record.finished = False
+                record.status = JobStatus.ACTIVE
+            try:
+                self._schedule(record, utcnow())
+            except BaseException:
+                record.trigger, record.finished, record.status = previous
+                raise
+            self._changed(record)
+        logger.debug("rescheduled job %r (%s): %s", record.name, job_id, trigger.describe())
+        return ScheduledJob(self, record)
 
     # ------------------------------------------------------------ state, for the views
 
@@ -350,10 +393,14 @@ class SchedulerManager:
             for scheduled in event.scheduled_run_times:
                 self._run_skipped(record, scheduled)
 
+    def _changed(self, record: JobRecord) -> None:
+        """Called after every change to a record's state; persistence hooks in here."""
+
     def _finish(self, record: JobRecord) -> None:
         record.finished = True
         record.pending_next_run = None
         self._submission_done(record)
+        self._changed(record)
 
     def _submission_done(self, record: JobRecord) -> None:
         """Settle the final status of a job whose schedule has ended, once nothing runs."""
@@ -361,11 +408,13 @@ class SchedulerManager:
             return
         failed = record.last_outcome in FAILURE_OUTCOMES
         record.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
+        self._changed(record)
 
     def _run_started(self, record: JobRecord, scheduled: datetime | None, start: datetime) -> None:
         record.current_instances += 1
         record.total_run_count += 1
         record.last_run_time = start
+        self._changed(record)
 
     def _run_finished(
         self,
@@ -387,6 +436,7 @@ class SchedulerManager:
             record.consecutive_failures = 0
             if record.status is JobStatus.FAILED:
                 record.status = JobStatus.ACTIVE
+            self._changed(record)
             return
         record.failure_count += 1
         record.consecutive_failures += 1
@@ -403,6 +453,7 @@ class SchedulerManager:
             )
         else:
             logger.warning("job %r (%s): %s", record.name, record.id, error)
+        self._changed(record)
 
     def _run_missed(self, record: JobRecord, scheduled: datetime, now: datetime) -> None:
         late = (now - scheduled).total_seconds()
@@ -417,12 +468,14 @@ class SchedulerManager:
             record.last_error = error
             if record.status is JobStatus.ACTIVE:
                 record.status = JobStatus.FAILED
+        self._changed(record)
         logger.warning("job %r (%s) %s", record.name, record.id, error)
 
     def _run_skipped(self, record: JobRecord, scheduled: datetime) -> None:
         reason = f"skipped: max_instances ({record.max_instances}) runs already in progress"
         record.skipped_count += 1
         record.record(RunRecord(scheduled, None, None, "skipped", reason))
+        self._changed(record)
         logger.warning(
             "job %r (%s) fire at %s %s", record.name, record.id, scheduled.isoformat(), reason
         )

@@ -492,3 +492,72 @@ class TestLifecycle:
         assert logging.getLogger().level == root
         SchedulerManager()
         assert logging.getLogger("nexios_contrib_scheduler").level == logging.INFO
+
+
+class TestRunNowRescheduleAndPauseReason:
+    async def test_run_now_runs_once_without_moving_the_schedule(self, manager):
+        counter = Counter()
+        job = manager.add_job(counter, IntervalTrigger(hours=1, start_now=False), id="x")
+        await manager.start()
+        before = job.next_run_time
+        assert manager.run_job_now("x") is True
+        await wait_until(lambda: counter.count == 1 and job.current_instances == 0)
+        assert job.total_run_count == 1
+        assert job.next_run_time == before
+        assert job.history[0].outcome == "success" and job.history[0].scheduled_time is None
+
+    async def test_run_now_works_on_a_paused_job(self, manager):
+        counter = Counter()
+        job = manager.add_job(counter, IntervalTrigger(hours=1), id="x")
+        manager.pause_job("x")
+        await manager.start()
+        assert manager.run_job_now("x") is True
+        await wait_until(lambda: counter.count == 1)
+        assert job.status is JobStatus.PAUSED
+
+    async def test_run_now_respects_max_instances(self, manager):
+        release = asyncio.Event()
+
+        async def slow():
+            await release.wait()
+
+        job = manager.add_job(slow, IntervalTrigger(hours=1), max_instances=1, id="x")
+        await manager.start()
+        await wait_until(lambda: job.current_instances == 1)
+        assert manager.run_job_now("x") is False
+        release.set()
+        await wait_until(lambda: job.current_instances == 0)
+        assert manager.run_job_now("x") is True
+        await wait_until(lambda: job.total_run_count == 2)
+
+    async def test_run_now_unknown_or_stopped(self, manager):
+        manager.add_job(noop, IntervalTrigger(hours=1), id="x")
+        assert manager.run_job_now("nope") is False
+        assert manager.run_job_now("x") is False  # not started: nothing can run
+
+    async def test_reschedule_changes_the_trigger(self, manager):
+        job = manager.add_job(noop, IntervalTrigger(hours=1, start_now=False), id="x")
+        await manager.start()
+        view = manager.reschedule_job("x", DateTimeTrigger("2099-01-01T00:00:00"))
+        assert view == job
+        assert job.next_run_time == datetime(2099, 1, 1, tzinfo=UTC)
+        assert manager.reschedule_job("nope", IntervalTrigger(seconds=1)) is None
+        with pytest.raises(TypeError):
+            manager.reschedule_job("x", "0 * * * *")
+
+    async def test_reschedule_revives_a_completed_job(self, manager):
+        counter = Counter()
+        job = manager.add_job(counter, DateTimeTrigger(datetime.now(UTC)), id="x")
+        await manager.start()
+        await wait_until(lambda: job.status is JobStatus.COMPLETED)
+        manager.reschedule_job("x", IntervalTrigger(hours=1))
+        assert job.status is JobStatus.ACTIVE
+        await wait_until(lambda: counter.count == 2)
+
+    async def test_pause_reason_is_kept_until_resume(self, manager):
+        job = manager.add_job(noop, IntervalTrigger(hours=1), id="x")
+        assert manager.pause_job("x", reason="maintenance window") is True
+        assert job.paused_reason == "maintenance window"
+        assert job.to_dict()["paused_reason"] == "maintenance window"
+        manager.resume_job("x")
+        assert job.paused_reason is None
