@@ -17,7 +17,7 @@ import math
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_REMOVED, JobEvent
@@ -59,7 +59,10 @@ class SchedulerManager:
         self._semaphore: asyncio.Semaphore | None = None
         self._executor = JobExecutor(self)
         self._scheduler = AdapterScheduler(
-            timezone=self.config.tzinfo,
+            # APScheduler works in UTC: with a zone that has daylight saving, its wakeup
+            # arithmetic on same-zone datetimes is off by the DST offset around a change.
+            # Triggers read wall clocks in the configured zone themselves.
+            timezone=timezone.utc,
             executors={"default": self._executor},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
@@ -375,9 +378,11 @@ class SchedulerManager:
         if record.finished or record.status in (JobStatus.PAUSED, JobStatus.CANCELLED):
             return None
         if not self.running:
-            return record.pending_next_run
-        job = self._scheduler.get_job(record.id)
-        return None if job is None else job.next_run_time
+            nxt = record.pending_next_run
+        else:
+            job = self._scheduler.get_job(record.id)
+            nxt = None if job is None else job.next_run_time
+        return None if nxt is None else nxt.astimezone(self.config.tzinfo)
 
     # ------------------------------------------------------------ the listener layer
 

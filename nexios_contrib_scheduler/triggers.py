@@ -66,8 +66,9 @@ class Trigger(ABC):
         """
         count = _check_count(n)
         start = _now() if start is None else _aware(start, "start")
-        schedule = self.to_apscheduler(self._default_zone(), start)
-        return schedule.fire_times(count, start)
+        zone = self._default_zone()
+        schedule = self.to_apscheduler(zone, start)
+        return [fire.astimezone(zone) for fire in schedule.fire_times(count, start)]
 
     def _default_zone(self) -> tzinfo:
         return UTC
@@ -88,7 +89,12 @@ class Trigger(ABC):
 
 
 class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
-    """Base of the per-job APScheduler triggers this package schedules with."""
+    """Base of the per-job APScheduler triggers this package schedules with.
+
+    Fire times are UTC datetimes. Python compares and subtracts two datetimes that share a
+    ``tzinfo`` by their wall-clock values, which is wrong across a daylight-saving change;
+    UTC values compare as instants. Views convert to the scheduler's zone for display.
+    """
 
     def first_fire_time(self, now: datetime) -> datetime | None:
         """When a newly scheduled job fires first."""
@@ -188,21 +194,20 @@ class IntervalSchedule(ScheduleTrigger):
         self.timezone = tz
 
     def first_fire_time(self, now: datetime) -> datetime:
-        first = self.anchor if self.start_now else self.anchor + self.interval
-        return first.astimezone(self.timezone)
+        return self.anchor if self.start_now else self.anchor + self.interval
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
         if previous_fire_time is not None:
-            return (previous_fire_time.astimezone(UTC) + self.interval).astimezone(self.timezone)
+            return previous_fire_time.astimezone(UTC) + self.interval
         # No previous fire (resumed, rescheduled): the first grid point at or after now.
         base = self.anchor if self.start_now else self.anchor + self.interval
         now_utc = now.astimezone(UTC)
         if now_utc > base:
             steps = math.ceil((now_utc - base) / self.interval)
             base += steps * self.interval
-        return base.astimezone(self.timezone)
+        return base
 
     def __str__(self) -> str:
         return f"interval[{self.interval}]"
@@ -249,10 +254,9 @@ class CronSchedule(ScheduleTrigger):
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
-        if previous_fire_time is None:
-            # A job scheduled exactly on a fire time fires at that time.
-            return self.expression.next_after(now - _ONE_MICROSECOND, self.timezone)
-        return self.expression.next_after(previous_fire_time, self.timezone)
+        # A job scheduled exactly on a fire time fires at that time.
+        after = now - _ONE_MICROSECOND if previous_fire_time is None else previous_fire_time
+        return self.expression.next_after(after, self.timezone).astimezone(UTC)
 
     def __str__(self) -> str:
         return f"cron[{self.expression.expr}]"
@@ -325,7 +329,7 @@ class DateTimeTrigger(Trigger):
 
 class DateSchedule(ScheduleTrigger):
     def __init__(self, run_date: datetime) -> None:
-        self.run_date = run_date
+        self.run_date = run_date.astimezone(UTC)
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime

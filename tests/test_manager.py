@@ -561,3 +561,25 @@ class TestRunNowRescheduleAndPauseReason:
         assert job.to_dict()["paused_reason"] == "maintenance window"
         manager.resume_job("x")
         assert job.paused_reason is None
+
+
+class TestTimeZones:
+    async def test_next_run_time_is_shown_in_the_scheduler_zone(self):
+        from zoneinfo import ZoneInfo
+
+        from nexios_contrib_scheduler import CronTrigger
+
+        riga = ZoneInfo("Europe/Riga")
+        m = SchedulerManager(config=SchedulerConfig(timezone="Europe/Riga"))
+        job = m.add_job(noop, CronTrigger("30 3 * * *"))
+        assert job.next_run_time.tzinfo is riga
+        assert (job.next_run_time.hour, job.next_run_time.minute) == (3, 30)
+        await m.start()
+        try:
+            assert job.next_run_time.tzinfo is riga
+            assert (job.next_run_time.hour, job.next_run_time.minute) == (3, 30)
+            # APScheduler itself works on UTC instants, so its wakeup arithmetic holds
+            # across daylight-saving changes.
+            assert m.apscheduler.timezone == UTC
+        finally:
+            await m.shutdown()
