@@ -214,8 +214,8 @@ class ScheduledJob:
             "func": _func_name(record.func),
             "trigger": record.trigger.to_dict(),
             "trigger_description": record.trigger.describe(),
-            "args": list(record.args),
-            "kwargs": dict(record.kwargs),
+            "args": [_json_safe(arg) for arg in record.args],
+            "kwargs": {str(k): _json_safe(v) for k, v in record.kwargs.items()},
             "max_instances": record.max_instances,
             "misfire_grace_time": record.misfire_grace_time,
             "coalesce": record.coalesce,
@@ -245,6 +245,17 @@ class ScheduledJob:
 
     def __repr__(self) -> str:
         return f"<ScheduledJob id={self.id!r} name={self.name!r} status={self.status.value}>"
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON types as they are; anything else (a client, a model) as its repr."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return repr(value)
 
 
 def _func_name(func: Callable[..., Any]) -> str:

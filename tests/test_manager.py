@@ -583,3 +583,26 @@ class TestTimeZones:
             assert m.apscheduler.timezone == UTC
         finally:
             await m.shutdown()
+
+
+async def test_to_dict_is_json_ready(manager):
+    import json
+
+    class Client:
+        def __repr__(self) -> str:
+            return "<Client>"
+
+    job = manager.add_job(
+        noop,
+        IntervalTrigger(seconds=30),
+        args=(Client(), [1, "a"]),
+        kwargs={"when": datetime(2026, 1, 1, tzinfo=UTC)},
+        id="x",
+    )
+    data = json.loads(json.dumps(job.to_dict()))
+    assert data["args"] == ["<Client>", [1, "a"]]
+    assert data["kwargs"] == {"when": repr(datetime(2026, 1, 1, tzinfo=UTC))}
+    assert data["status"] == "ACTIVE"
+    assert data["trigger"] == {"type": "interval", "seconds": 30, "start_now": True}
+    assert datetime.fromisoformat(data["next_run_time"]) == job.next_run_time
+    assert datetime.fromisoformat(data["created_at"]) == job.created_at
