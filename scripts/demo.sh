@@ -7,4 +7,4 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[demo]'
-exec .venv/bin/python examples/demo.py "$@"
+exec .venv/bin/nexios-scheduler demo "$@"
