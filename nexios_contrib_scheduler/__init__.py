@@ -4,6 +4,7 @@ from .config import JobStatus, SchedulerConfig
 from .cron import CronSyntaxError
 from .dependencies import SchedulerDepend, SchedulerDepends
 from .errors import ConflictingIdError, JobNotFoundError, SchedulerError, TriggerError
+from .events import EVENT_KINDS, SchedulerEvent
 from .integration import get_scheduler, setup_scheduler
 from .jobs import RunRecord, ScheduledJob
 from .manager import SchedulerManager
@@ -12,6 +13,7 @@ from .triggers import CronTrigger, DateTimeTrigger, IntervalTrigger, Trigger
 __version__ = "0.1.0"
 
 __all__ = [
+    "EVENT_KINDS",
     "ConflictingIdError",
     "CronSyntaxError",
     "CronTrigger",
@@ -25,6 +27,7 @@ __all__ = [
     "SchedulerDepend",
     "SchedulerDepends",
     "SchedulerError",
+    "SchedulerEvent",
     "SchedulerManager",
     "Trigger",
     "TriggerError",

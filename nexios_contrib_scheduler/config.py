@@ -17,6 +17,8 @@ DEFAULT_JOB_DEFAULTS: dict[str, Any] = {
     "max_instances": 3,
     "misfire_grace_time": 30,
     "coalesce": True,
+    "timeout": None,
+    "pause_on_failure": False,
 }
 
 # Options a job can take from ``job_defaults``; add_job accepts each of them too.
@@ -83,10 +85,42 @@ def check_coalesce(value: object) -> bool:
     return value
 
 
+def check_timeout(value: object) -> float | None:
+    """A positive number of seconds a run may take, or None for no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"timeout must be a positive number of seconds (or None for no limit), got {value!r}"
+        )
+    return value
+
+
+def check_pause_on_failure(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"pause_on_failure must be True or False, not {value!r}")
+    return value
+
+
+def check_max_runs(value: object) -> int | None:
+    """A positive number of runs after which the job is completed, or None for no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_runs must be a positive int or None, not {value!r}")
+    if value < 1:
+        raise ConfigError(f"max_runs must be at least 1 (or None for no limit), got {value}")
+    return value
+
+
 _CHECKS = {
     "max_instances": check_max_instances,
     "misfire_grace_time": check_misfire_grace_time,
     "coalesce": check_coalesce,
+    "timeout": check_timeout,
+    "pause_on_failure": check_pause_on_failure,
 }
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from nexios.dependencies import Context, Depend
 
 from .config import JobStatus
+from .events import Listener
 from .integration import get_scheduler
 from .jobs import ScheduledJob
-from .manager import SchedulerManager
+from .manager import UNCHANGED, SchedulerManager, Unchanged
 from .triggers import Trigger
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class SchedulerDepend:
@@ -35,6 +38,9 @@ class SchedulerDepend:
         coalesce: bool | None = None,
         id: str | None = None,
         replace_existing: bool = False,
+        timeout: float | None = None,
+        pause_on_failure: bool | None = None,
+        max_runs: int | None = None,
     ) -> ScheduledJob:
         """See ``SchedulerManager.add_job``."""
         return self.manager.add_job(
@@ -48,7 +54,46 @@ class SchedulerDepend:
             coalesce=coalesce,
             id=id,
             replace_existing=replace_existing,
+            timeout=timeout,
+            pause_on_failure=pause_on_failure,
+            max_runs=max_runs,
         )
+
+    def scheduled_job(self, trigger: Trigger, **options: Any) -> Callable[[F], F]:
+        """See ``SchedulerManager.scheduled_job``."""
+        return self.manager.scheduled_job(trigger, **options)
+
+    def modify_job(
+        self,
+        job_id: str,
+        *,
+        name: str | Unchanged = UNCHANGED,
+        args: Iterable[Any] | Unchanged = UNCHANGED,
+        kwargs: Mapping[str, Any] | Unchanged = UNCHANGED,
+        max_instances: int | Unchanged = UNCHANGED,
+        misfire_grace_time: float | Unchanged | None = UNCHANGED,
+        coalesce: bool | Unchanged = UNCHANGED,
+        timeout: float | Unchanged | None = UNCHANGED,
+    ) -> ScheduledJob | None:
+        """See ``SchedulerManager.modify_job``."""
+        return self.manager.modify_job(
+            job_id,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            max_instances=max_instances,
+            misfire_grace_time=misfire_grace_time,
+            coalesce=coalesce,
+            timeout=timeout,
+        )
+
+    def add_listener(self, callback: Listener, events: str | Iterable[str] | None = None) -> None:
+        """See ``SchedulerManager.add_listener``."""
+        self.manager.add_listener(callback, events)
+
+    def remove_listener(self, callback: Listener) -> bool:
+        """See ``SchedulerManager.remove_listener``."""
+        return self.manager.remove_listener(callback)
 
     def remove_job(self, job_id: str) -> bool:
         return self.manager.remove_job(job_id)

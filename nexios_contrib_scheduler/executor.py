@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ from .jobs import JobRecord, utcnow
 
 if TYPE_CHECKING:
     from .manager import SchedulerManager
+
+logger = logging.getLogger("nexios_contrib_scheduler")
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -114,6 +117,8 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         """
         manager = self._manager
         async with manager._slots():
+            if record.max_runs is not None and record.total_run_count >= record.max_runs:
+                return None  # an earlier run took the job's last one
             now = utcnow()
             grace = record.misfire_grace_time
             late = scheduled is not None and grace is not None
@@ -121,10 +126,14 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
                 manager._run_missed(record, scheduled, now)  # type: ignore[arg-type]
                 return JobExecutionEvent(EVENT_JOB_MISSED, record.id, None, scheduled)
             manager._run_started(record, scheduled, now)
+            timed_out = None
             try:
-                await self._call(record)
-            except asyncio.CancelledError:
-                manager._run_finished(record, scheduled, now, "cancelled", "run was cancelled")
+                if record.timeout is None:
+                    await self._call(record)
+                else:
+                    timed_out = await self._call_with_timeout(record, record.timeout)
+            except asyncio.CancelledError as exc:
+                manager._run_finished(record, scheduled, now, "cancelled", "run was cancelled", exc)
                 raise
             except BaseException as exc:
                 manager._run_finished(record, scheduled, now, "error", describe_exception(exc), exc)
@@ -136,8 +145,60 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
                     exception=exc,
                     traceback=_format_tb(exc),
                 )
+            if timed_out is not None:
+                timeout_exc = TimeoutError(timed_out)
+                manager._run_finished(record, scheduled, now, "timeout", timed_out, timeout_exc)
+                return JobExecutionEvent(
+                    EVENT_JOB_ERROR, record.id, None, scheduled, exception=timeout_exc
+                )
             manager._run_finished(record, scheduled, now, "success", None)
             return JobExecutionEvent(EVENT_JOB_EXECUTED, record.id, None, scheduled)
+
+    async def _call_with_timeout(self, record: JobRecord, timeout: float) -> str | None:
+        """Run with a time limit; the error text if the run went over it, else None.
+
+        A coroutine still running at the deadline is cancelled. A plain function runs in a
+        worker thread that cannot be stopped: it is awaited to its end (keeping its slot)
+        and reported as timed out if it took too long.
+        """
+        loop = self._eventloop
+        if not is_async_callable(record.func):
+            started = loop.time()
+            handle = loop.call_later(timeout, _warn_overrun, record, timeout)
+            try:
+                await self._call(record)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                if loop.time() - started <= timeout:
+                    raise
+            finally:
+                handle.cancel()
+            elapsed = loop.time() - started
+            if elapsed <= timeout:
+                return None
+            return (
+                f"timed out after {timeout:g}s (a plain function cannot be cancelled; "
+                f"it returned after {elapsed:.3f}s)"
+            )
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = _Deadline(task)
+        handle = loop.call_later(timeout, deadline.expire)
+        try:
+            await self._call(record)
+        except BaseException as exc:
+            if not deadline.expired:
+                raise
+            if deadline.withdraw() and isinstance(exc, asyncio.CancelledError):
+                raise  # cancelled by someone else too (shutdown): let that through
+        else:
+            if not deadline.expired:
+                return None
+            deadline.withdraw()  # the job swallowed the cancellation and returned
+        finally:
+            handle.cancel()
+        return f"timed out after {timeout:g}s"
 
     async def _call(self, record: JobRecord) -> None:
         func, args, kwargs = record.func, record.args, record.kwargs
@@ -149,6 +210,38 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         result = await self._eventloop.run_in_executor(None, call)
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             await result
+
+
+class _Deadline:
+    """Cancels a run's task at its timeout, remembering that it did."""
+
+    __slots__ = ("expired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
+    def withdraw(self) -> bool:
+        """Take back our cancellation; True if the task was also cancelled by another.
+
+        Python 3.10 does not count cancellations, so there it always answers False.
+        """
+        uncancel = getattr(self.task, "uncancel", None)
+        return uncancel is not None and uncancel() > 0
+
+
+def _warn_overrun(record: JobRecord, timeout: float) -> None:
+    logger.warning(
+        "job %r (%s) is still running after its %gs timeout; a plain function cannot be "
+        "cancelled, so the run keeps its max_instances slot until it returns",
+        record.name,
+        record.id,
+        timeout,
+    )
 
 
 def _format_tb(exc: BaseException) -> str:

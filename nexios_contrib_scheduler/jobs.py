@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from .clock import utcnow as utcnow  # re-exported: the executor and manager read time here
 from .config import JobStatus
 from .triggers import ScheduleTrigger, Trigger
 
@@ -66,7 +67,12 @@ class JobRecord:
     coalesce: bool
     created_at: datetime
     history_size: int
+    timeout: float | None = None
+    pause_on_failure: bool = False
+    max_runs: int | None = None
     status: JobStatus = JobStatus.ACTIVE
+    #: Paused by ``pause_on_failure`` after a failed run (the status stays FAILED).
+    failure_paused: bool = False
     paused_reason: str | None = None
     schedule: ScheduleTrigger | None = None
     pending_next_run: datetime | None = None
@@ -135,6 +141,21 @@ class ScheduledJob:
         return self._record.coalesce
 
     @property
+    def timeout(self) -> float | None:
+        """Seconds a run may take before it is cancelled (``None``: no limit)."""
+        return self._record.timeout
+
+    @property
+    def pause_on_failure(self) -> bool:
+        """Whether a failed run pauses the job until ``resume_job``."""
+        return self._record.pause_on_failure
+
+    @property
+    def max_runs(self) -> int | None:
+        """Runs after which the job is completed (``None``: no limit)."""
+        return self._record.max_runs
+
+    @property
     def status(self) -> JobStatus:
         return self._record.status
 
@@ -147,6 +168,16 @@ class ScheduledJob:
     def next_run_time(self) -> datetime | None:
         """When the job fires next; ``None`` while paused or once finished."""
         return self._manager._next_run_time(self._record)
+
+    def next_run_times(self, n: int) -> list[datetime]:
+        """The next ``n`` fire times, starting at ``next_run_time``; empty while paused or
+        once the job has finished.
+
+        They follow the job's own schedule (its interval grid, its bounds, ``max_runs``).
+        With jitter, the first time is the drawn one; later times are shown without jitter,
+        which is drawn as each becomes the next.
+        """
+        return self._manager._next_run_times(self._record, n)
 
     @property
     def last_run_time(self) -> datetime | None:
@@ -219,6 +250,9 @@ class ScheduledJob:
             "max_instances": record.max_instances,
             "misfire_grace_time": record.misfire_grace_time,
             "coalesce": record.coalesce,
+            "timeout": record.timeout,
+            "pause_on_failure": record.pause_on_failure,
+            "max_runs": record.max_runs,
             "status": record.status.value,
             "paused_reason": record.paused_reason,
             "next_run_time": _iso(self.next_run_time),
@@ -262,7 +296,3 @@ def _func_name(func: Callable[..., Any]) -> str:
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", None) or repr(func)
     return f"{module}:{qualname}" if module else qualname
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

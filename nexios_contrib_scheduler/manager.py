@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import inspect
 import logging
 import math
@@ -18,27 +19,46 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_REMOVED, JobEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 
+from . import clock
 from .config import (
     JobStatus,
     SchedulerConfig,
     check_coalesce,
     check_max_instances,
+    check_max_runs,
     check_misfire_grace_time,
+    check_pause_on_failure,
+    check_timeout,
 )
 from .errors import ConflictingIdError
+from .events import Listener, Listeners, SchedulerEvent
 from .executor import JobExecutor
 from .jobs import FAILURE_OUTCOMES, JobRecord, Outcome, RunRecord, ScheduledJob, utcnow
 from .scheduler import AdapterScheduler
-from .triggers import Trigger
+from .triggers import Trigger, _check_count
 
 logger = logging.getLogger("nexios_contrib_scheduler")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Unchanged(enum.Enum):
+    UNCHANGED = "unchanged"
+
+    def __repr__(self) -> str:
+        return "<unchanged>"
+
+
+#: The default of ``modify_job``'s options: leave that option as it is.
+UNCHANGED = _Unchanged.UNCHANGED
+Unchanged = Literal[_Unchanged.UNCHANGED]
 
 
 class SchedulerManager:
@@ -69,6 +89,7 @@ class SchedulerManager:
         self._scheduler.add_listener(
             self._on_apscheduler_event, EVENT_JOB_REMOVED | EVENT_JOB_MAX_INSTANCES
         )
+        self._listeners = Listeners(lambda: self._scheduler._eventloop)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -82,12 +103,18 @@ class SchedulerManager:
         """True between ``start()`` and ``shutdown()``."""
         return bool(self._scheduler.state != STATE_STOPPED)
 
+    @property
+    def last_pass_time(self) -> datetime | None:
+        """When the scheduler last looked for due jobs (UTC); None before its first look."""
+        return self._scheduler.last_pass_time
+
     async def start(self) -> None:
         """Start firing jobs on the running event loop; a no-op if already running."""
         if self.running:
             return
         self._semaphore = asyncio.Semaphore(self.config.max_concurrent_jobs)
         self._scheduler.start()
+        clock.register_running(self)
         now = utcnow()
         with self._lock:
             for record in list(self._records.values()):
@@ -116,6 +143,7 @@ class SchedulerManager:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         self._scheduler.shutdown()
+        clock.unregister_running(self)
         with self._lock:
             for record in self._records.values():
                 if not record.finished and record.status is not JobStatus.PAUSED:
@@ -143,15 +171,32 @@ class SchedulerManager:
         coalesce: bool | None = None,
         id: str | None = None,
         replace_existing: bool = False,
+        timeout: float | None = None,
+        pause_on_failure: bool | None = None,
+        max_runs: int | None = None,
     ) -> ScheduledJob:
         """Schedule ``func`` on ``trigger``; options left as ``None`` take ``job_defaults``.
 
+        ``timeout`` is how many seconds a run may take: a coroutine run still going then is
+        cancelled and recorded as ``timeout``; a plain function (run in a worker thread,
+        which cannot be stopped) is recorded as ``timeout`` and keeps its ``max_instances``
+        slot until it returns. ``pause_on_failure=True`` pauses the job after a failed run
+        (status ``FAILED``) until ``resume_job``. ``max_runs`` completes the job after that
+        many runs.
+
         Raises ``ConflictingIdError`` if ``id`` is taken (unless ``replace_existing``),
-        ``TypeError`` for a non-callable, ``ValueError`` for bad option values.
+        ``TypeError`` for a non-callable or an unknown option, ``ValueError`` for bad option
+        values.
         """
         record = self._new_record(
             func, trigger, name, args, kwargs, max_instances, misfire_grace_time, coalesce, id
         )
+        defaults = self.config.job_defaults
+        record.timeout = check_timeout(defaults["timeout"] if timeout is None else timeout)
+        record.pause_on_failure = check_pause_on_failure(
+            defaults["pause_on_failure"] if pause_on_failure is None else pause_on_failure
+        )
+        record.max_runs = check_max_runs(max_runs)
         with self._lock:
             old = self._records.get(record.id)
             if old is not None:
@@ -169,6 +214,70 @@ class SchedulerManager:
                 raise
             self._changed(record)
         logger.debug("added job %r (%s): %s", record.name, record.id, record.trigger.describe())
+        self._emit("job_added", record)
+        return ScheduledJob(self, record)
+
+    def scheduled_job(self, trigger: Trigger, **options: Any) -> Callable[[F], F]:
+        """Decorator form of ``add_job``: ``@scheduler.scheduled_job(IntervalTrigger(seconds=30))``.
+
+        ``options`` are those of ``add_job``. The function is scheduled when the decorator
+        runs (before or after ``start()``) and is returned unchanged.
+        """
+
+        def decorate(func: F) -> F:
+            self.add_job(func, trigger, **options)
+            return func
+
+        return decorate
+
+    def modify_job(
+        self,
+        job_id: str,
+        *,
+        name: str | Unchanged = UNCHANGED,
+        args: Iterable[Any] | Unchanged = UNCHANGED,
+        kwargs: Mapping[str, Any] | Unchanged = UNCHANGED,
+        max_instances: int | Unchanged = UNCHANGED,
+        misfire_grace_time: float | Unchanged | None = UNCHANGED,
+        coalesce: bool | Unchanged = UNCHANGED,
+        timeout: float | Unchanged | None = UNCHANGED,
+    ) -> ScheduledJob | None:
+        """Change some of a job's options; those not given stay as they are.
+
+        ``None`` is a value here, not "the default": ``misfire_grace_time=None`` runs
+        however late, ``timeout=None`` lifts the time limit. Values are checked as by
+        ``add_job`` (same errors) and nothing changes if one is refused. Runs already in
+        progress keep the options they started with. Returns ``None`` for an unknown id.
+        """
+        changes: dict[str, Any] = {}
+        if name is not UNCHANGED:
+            changes["name"] = _check_name(name)
+        if args is not UNCHANGED:
+            changes["args"] = _check_args(args)
+        if kwargs is not UNCHANGED:
+            changes["kwargs"] = _check_kwargs(kwargs)
+        if max_instances is not UNCHANGED:
+            changes["max_instances"] = check_max_instances(max_instances)
+        if misfire_grace_time is not UNCHANGED:
+            changes["misfire_grace_time"] = check_misfire_grace_time(misfire_grace_time)
+        if coalesce is not UNCHANGED:
+            changes["coalesce"] = check_coalesce(coalesce)
+        if timeout is not UNCHANGED:
+            changes["timeout"] = check_timeout(timeout)
+        with self._lock:
+            record = self._records.get(job_id) if isinstance(job_id, str) else None
+            if record is None:
+                return None
+            aps_changes = {k: v for k, v in changes.items() if k not in ("timeout",)}
+            if "misfire_grace_time" in aps_changes:
+                aps_changes["misfire_grace_time"] = _aps_grace(changes["misfire_grace_time"])
+            if aps_changes and self.running and not record.finished:
+                with contextlib.suppress(JobLookupError):
+                    self._scheduler.modify_job(record.id, **aps_changes)
+            for key, value in changes.items():
+                setattr(record, key, value)
+            self._changed(record)
+        logger.debug("modified job %r (%s): %s", record.name, job_id, ", ".join(changes))
         return ScheduledJob(self, record)
 
     def _new_record(
@@ -200,18 +309,16 @@ class SchedulerManager:
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         if job_id is not None and (not isinstance(job_id, str) or not job_id):
             raise TypeError(f"id must be a non-empty str, not {job_id!r}")
-        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
-            raise TypeError(f"args must be a tuple or list, not {type(args).__name__}")
-        if kwargs is not None and not isinstance(kwargs, Mapping):
-            raise TypeError(f"kwargs must be a mapping, not {type(kwargs).__name__}")
+        args = _check_args(args)
+        kwargs = _check_kwargs({} if kwargs is None else kwargs)
         defaults = self.config.job_defaults
         return JobRecord(
             id=job_id or uuid.uuid4().hex,
             name=name or getattr(func, "__qualname__", None) or repr(func),
             func=func,
             trigger=trigger,
-            args=tuple(args),
-            kwargs=dict(kwargs or {}),
+            args=args,
+            kwargs=kwargs,
             max_instances=check_max_instances(
                 defaults["max_instances"] if max_instances is None else max_instances
             ),
@@ -227,7 +334,7 @@ class SchedulerManager:
         """Anchor the record's trigger at ``now`` and hand the job to APScheduler if running."""
         record.schedule = record.trigger.to_apscheduler(self.config.tzinfo, now)
         first = record.schedule.first_fire_time(now)
-        paused = record.status is JobStatus.PAUSED
+        paused = record.status is JobStatus.PAUSED or record.failure_paused
         if first is None:
             self._finish(record)
             return
@@ -243,7 +350,7 @@ class SchedulerManager:
             args=record.args,
             kwargs=record.kwargs,
             max_instances=record.max_instances,
-            misfire_grace_time=None if grace is None else max(1, math.ceil(grace)),
+            misfire_grace_time=_aps_grace(grace),
             coalesce=record.coalesce,
             next_run_time=None if paused else first,
             replace_existing=True,
@@ -260,6 +367,7 @@ class SchedulerManager:
             self._drop_from_apscheduler(job_id)
             self._changed(record)
         logger.debug("removed job %r (%s)", record.name, job_id)
+        self._emit("job_removed", record)
         return True
 
     def _drop_from_apscheduler(self, job_id: str) -> None:
@@ -302,17 +410,22 @@ class SchedulerManager:
                     self._scheduler.pause_job(job_id)
             self._changed(record)
         logger.debug("paused job %r (%s)", record.name, job_id)
+        self._emit("job_paused", record, error=reason)
         return True
 
     def resume_job(self, job_id: str) -> bool:
-        """Let a paused job fire again, from its next fire time after now."""
+        """Let a paused job fire again, from its next fire time after now.
+
+        A job paused by ``pause_on_failure`` becomes ``ACTIVE`` again too.
+        """
         with self._lock:
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None or record.finished:
                 return False
-            if record.status is not JobStatus.PAUSED:
+            if record.status is not JobStatus.PAUSED and not record.failure_paused:
                 return True
             record.status = JobStatus.ACTIVE
+            record.failure_paused = False
             record.paused_reason = None
             now = utcnow()
             if self.running:
@@ -324,6 +437,7 @@ class SchedulerManager:
                     self._finish(record)
             self._changed(record)
         logger.debug("resumed job %r (%s)", record.name, job_id)
+        self._emit("job_resumed", record)
         return True
 
     def run_job_now(self, job_id: str) -> bool:
@@ -377,12 +491,54 @@ class SchedulerManager:
     def _next_run_time(self, record: JobRecord) -> datetime | None:
         if record.finished or record.status in (JobStatus.PAUSED, JobStatus.CANCELLED):
             return None
+        if record.failure_paused:
+            return None
         if not self.running:
             nxt = record.pending_next_run
         else:
             job = self._scheduler.get_job(record.id)
             nxt = None if job is None else job.next_run_time
         return None if nxt is None else nxt.astimezone(self.config.tzinfo)
+
+    def _next_run_times(self, record: JobRecord, n: int) -> list[datetime]:
+        count = _check_count(n)
+        first = self._next_run_time(record)
+        if first is None or record.schedule is None:
+            return []
+        if record.max_runs is not None:
+            count = min(count, max(0, record.max_runs - record.total_run_count))
+        times = record.schedule.fire_times(count, first, first=first)
+        return [t.astimezone(self.config.tzinfo) for t in times]
+
+    # ------------------------------------------------------------ hooks
+
+    def add_listener(self, callback: Listener, events: str | Iterable[str] | None = None) -> None:
+        """Call ``callback(event)`` with a ``SchedulerEvent`` on each of ``events`` (None: all).
+
+        Event names: ``job_added``, ``job_started``, ``job_succeeded``, ``job_failed``,
+        ``job_missed``, ``job_skipped``, ``job_paused``, ``job_resumed``, ``job_removed``;
+        an unknown name is a ``ValueError``. A plain function is called inline, on the
+        event loop for run events, so it must not block; an ``async`` one runs as a task
+        on the loop. An exception in a callback is logged, never raised.
+        """
+        self._listeners.add(callback, events)
+
+    def remove_listener(self, callback: Listener) -> bool:
+        """Stop calling ``callback``; False if it was not registered."""
+        return self._listeners.remove(callback)
+
+    def _emit(
+        self,
+        kind: str,
+        record: JobRecord,
+        scheduled: datetime | None = None,
+        duration: float | None = None,
+        exc: BaseException | None = None,
+        error: str | None = None,
+    ) -> None:
+        if self._listeners.wants(kind):
+            event = SchedulerEvent(kind, record.id, record.name, scheduled, duration, exc, error)
+            self._listeners.emit(event)
 
     # ------------------------------------------------------------ the listener layer
 
@@ -419,7 +575,13 @@ class SchedulerManager:
         record.current_instances += 1
         record.total_run_count += 1
         record.last_run_time = start
+        if record.max_runs is not None and record.total_run_count >= record.max_runs:
+            # That was the last run: no more fires; the status settles when it ends.
+            self._drop_from_apscheduler(record.id)
+            if not record.finished:
+                self._finish(record)
         self._changed(record)
+        self._emit("job_started", record, scheduled)
 
     def _run_finished(
         self,
@@ -439,9 +601,10 @@ class SchedulerManager:
         if outcome == "success":
             record.success_count += 1
             record.consecutive_failures = 0
-            if record.status is JobStatus.FAILED:
+            if record.status is JobStatus.FAILED and not record.failure_paused:
                 record.status = JobStatus.ACTIVE
             self._changed(record)
+            self._emit("job_succeeded", record, scheduled, run.duration)
             return
         record.failure_count += 1
         record.consecutive_failures += 1
@@ -459,6 +622,29 @@ class SchedulerManager:
         else:
             logger.warning("job %r (%s): %s", record.name, record.id, error)
         self._changed(record)
+        self._emit("job_failed", record, scheduled, run.duration, exc, error)
+        if record.pause_on_failure and outcome in ("error", "timeout"):
+            self._pause_after_failure(record, error)
+
+    def _pause_after_failure(self, record: JobRecord, error: str | None) -> None:
+        """``pause_on_failure``: stop firing until ``resume_job``; the status stays FAILED."""
+        if record.finished or record.failure_paused:
+            return
+        if record.status in (JobStatus.PAUSED, JobStatus.CANCELLED):
+            return
+        record.failure_paused = True
+        record.paused_reason = f"paused after a failed run: {error}"
+        record.pending_next_run = None
+        if self.running:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.pause_job(record.id)
+        self._changed(record)
+        logger.warning(
+            "job %r (%s) paused after a failed run (pause_on_failure); resume_job to go on",
+            record.name,
+            record.id,
+        )
+        self._emit("job_paused", record, error=record.paused_reason)
 
     def _run_missed(self, record: JobRecord, scheduled: datetime, now: datetime) -> None:
         late = (now - scheduled).total_seconds()
@@ -475,6 +661,7 @@ class SchedulerManager:
                 record.status = JobStatus.FAILED
         self._changed(record)
         logger.warning("job %r (%s) %s", record.name, record.id, error)
+        self._emit("job_missed", record, scheduled, error=error)
 
     def _run_skipped(self, record: JobRecord, scheduled: datetime) -> None:
         reason = f"skipped: max_instances ({record.max_instances}) runs already in progress"
@@ -484,9 +671,33 @@ class SchedulerManager:
         logger.warning(
             "job %r (%s) fire at %s %s", record.name, record.id, scheduled.isoformat(), reason
         )
+        self._emit("job_skipped", record, scheduled, error=reason)
 
 
 def _is_one_shot(record: JobRecord) -> bool:
     from .triggers import DateTimeTrigger
 
     return isinstance(record.trigger, DateTimeTrigger)
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, not {name!r}")
+    return name
+
+
+def _check_args(args: object) -> tuple[Any, ...]:
+    if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+        raise TypeError(f"args must be a tuple or list, not {type(args).__name__}")
+    return tuple(args)
+
+
+def _check_kwargs(kwargs: object) -> dict[str, Any]:
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"kwargs must be a mapping, not {type(kwargs).__name__}")
+    return dict(kwargs)
+
+
+def _aps_grace(grace: float | None) -> int | None:
+    # APScheduler wants a positive int; the executor applies the exact window itself.
+    return None if grace is None else max(1, math.ceil(grace))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+
+from . import clock
 
 
 class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
@@ -12,6 +16,20 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     APScheduler defers ``shutdown`` through ``call_soon_threadsafe``; if the loop closes
     first the call is lost and the scheduler believes it is still running.
     """
+
+    #: When the scheduler last looked for due jobs (UTC), for health checks.
+    last_pass_time: datetime | None = None
+
+    def _process_jobs(self) -> float | None:
+        self.last_pass_time = datetime.now(timezone.utc)
+        return super()._process_jobs()  # type: ignore[no-any-return]
+
+    def _start_timer(self, wait_seconds: float | None) -> None:
+        if clock.is_frozen():
+            # A hand-moved clock (the testing aid) runs the due jobs itself.
+            self._stop_timer()
+            return
+        super()._start_timer(wait_seconds)
 
     def shutdown(self, wait: bool = False) -> None:
         if self.state == STATE_STOPPED:

@@ -9,13 +9,17 @@ changes never stretch or shrink an interval.
 
 from __future__ import annotations
 
+import inspect
 import math
+import random
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 
+from .clock import utcnow
 from .config import resolve_timezone
 from .cron import CronExpression
 from .errors import TriggerError
@@ -25,7 +29,7 @@ _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return utcnow()
 
 
 def _aware(value: datetime, name: str) -> datetime:
@@ -42,6 +46,91 @@ def _check_count(n: object) -> int:
     if n < 0:
         raise ValueError(f"n must be zero or more, got {n}")
     return n
+
+
+def _check_jitter(value: object, owner: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{owner} jitter must be a number of seconds or None, not {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise TriggerError(
+            f"{owner} jitter must be a finite number of seconds of zero or more, got {value!r}"
+        )
+    return value or None
+
+
+def _read_bound(value: object, owner: str, name: str) -> datetime | None:
+    """Read a start_date or end_date; naive when the input names no zone."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{owner} {name} must be a datetime or an ISO 8601 str, not {value!r}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise TriggerError(
+            f"{owner} cannot read {name} {value!r}: use ISO 8601 such as "
+            "'2026-12-25T10:30:00', '2026-12-25T10:30:00+00:00' or '2026-12-25'"
+        ) from None
+
+
+def _is_aware(value: datetime) -> bool:
+    return value.tzinfo is not None and value.utcoffset() is not None
+
+
+def _check_bounds(start: datetime | None, end: datetime | None, owner: str) -> None:
+    if start is None or end is None or _is_aware(start) != _is_aware(end):
+        return  # a naive and an aware bound are compared once the zone is known
+    if end <= start:
+        raise TriggerError(
+            f"{owner} end_date {end.isoformat()} must be after start_date {start.isoformat()}"
+        )
+
+
+def _resolve_bounds(
+    start: datetime | None, end: datetime | None, tz: tzinfo, owner: str
+) -> tuple[datetime | None, datetime | None]:
+    """The bounds as UTC instants, naive ones read in ``tz``."""
+
+    def utc(value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return (value if _is_aware(value) else value.replace(tzinfo=tz)).astimezone(UTC)
+
+    first, last = utc(start), utc(end)
+    if first is not None and last is not None and last <= first:
+        raise TriggerError(
+            f"{owner} end_date {last.isoformat()} must be after start_date {first.isoformat()}"
+        )
+    return first, last
+
+
+def _describe_extras(jitter: float | None, start: datetime | None, end: datetime | None) -> str:
+    parts = []
+    if jitter:
+        parts.append(f", with up to {jitter:g}s of jitter")
+    if start is not None:
+        parts.append(f", from {start.isoformat(sep=' ')}")
+    if end is not None:
+        parts.append(f", until {end.isoformat(sep=' ')}")
+    return "".join(parts)
+
+
+def _extras_dict(
+    jitter: float | None, start: datetime | None, end: datetime | None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if jitter:
+        data["jitter"] = jitter
+    if start is not None:
+        data["start_date"] = start.isoformat()
+    if end is not None:
+        data["end_date"] = end.isoformat()
+    return data
 
 
 class Trigger(ABC):
@@ -94,19 +183,54 @@ class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
     Fire times are UTC datetimes. Python compares and subtracts two datetimes that share a
     ``tzinfo`` by their wall-clock values, which is wrong across a daylight-saving change;
     UTC values compare as instants. Views convert to the scheduler's zone for display.
+
+    Subclasses give the fire times without jitter (``next_base``); this class adds the
+    jitter: a random delay in ``[0, jitter]`` seconds, cut short so that a run never moves
+    past the next un-jittered fire time (nor past ``end_date``). The delay is drawn afresh
+    each time APScheduler asks for a fire time, so schedules stay plain picklable data.
     """
+
+    # Class-level defaults keep schedules pickled before these attributes existed loadable.
+    jitter: float | None = None
+    end_date: datetime | None = None
+
+    def next_base(self, previous: datetime | None, now: datetime) -> datetime | None:
+        """The next fire time without jitter: the first strictly after ``previous``, or
+        with no previous fire, the first at or after ``now``."""
+        raise NotImplementedError
+
+    def first_base(self, now: datetime) -> datetime | None:
+        """When a job scheduled at ``now`` fires first, without jitter."""
+        return self.next_base(None, now)
 
     def first_fire_time(self, now: datetime) -> datetime | None:
         """When a newly scheduled job fires first."""
-        return self.get_next_fire_time(None, now)  # type: ignore[no-any-return]
+        return self._jittered(self.first_base(now))
 
-    def fire_times(self, n: int, now: datetime) -> list[datetime]:
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        return self._jittered(self.next_base(previous_fire_time, now))
+
+    def fire_times(self, n: int, now: datetime, first: datetime | None = None) -> list[datetime]:
+        """Up to ``n`` fire times without jitter, from ``first`` (default: the first fire)."""
         times: list[datetime] = []
-        fire = self.first_fire_time(now)
+        fire = self.first_base(now) if first is None else first
         while fire is not None and len(times) < n:
             times.append(fire)
-            fire = self.get_next_fire_time(fire, now)
+            fire = self.next_base(fire, now)
         return times
+
+    def _jittered(self, base: datetime | None) -> datetime | None:
+        if base is None or not self.jitter:
+            return base
+        delay = timedelta(seconds=random.uniform(0, self.jitter))
+        following = self.next_base(base, base)
+        if following is not None:
+            delay = min(delay, following - base - _ONE_MICROSECOND)
+        if self.end_date is not None:
+            delay = min(delay, self.end_date - base)
+        return base + max(delay, timedelta(0))
 
 
 # ---------------------------------------------------------------- interval
@@ -120,6 +244,12 @@ class IntervalTrigger(Trigger):
 
     With ``start_now=True`` (the default) the job runs once as soon as it is scheduled (at
     startup for jobs added before it), then every interval after that.
+
+    ``jitter`` delays each run by a random ``[0, jitter]`` seconds, never past the next
+    scheduled run. ``start_date`` and ``end_date`` (aware datetimes or ISO 8601 strings;
+    naive ones in the scheduler's zone) bound the schedule: a ``start_date`` still to come
+    replaces the moment of scheduling as the start of the interval grid, and the job is
+    completed after the last fire before ``end_date``.
     """
 
     def __init__(
@@ -130,6 +260,10 @@ class IntervalTrigger(Trigger):
         days: float = 0,
         weeks: float = 0,
         start_now: bool = True,
+        *,
+        jitter: float | None = None,
+        start_date: str | datetime | None = None,
+        end_date: str | datetime | None = None,
     ) -> None:
         values = {
             "weeks": weeks,
@@ -158,9 +292,19 @@ class IntervalTrigger(Trigger):
         self.minutes, self.seconds = minutes, seconds
         self.start_now = start_now
         self.interval = interval
+        self.jitter = _check_jitter(jitter, "IntervalTrigger")
+        self.start_date = _read_bound(start_date, "IntervalTrigger", "start_date")
+        self.end_date = _read_bound(end_date, "IntervalTrigger", "end_date")
+        _check_bounds(self.start_date, self.end_date, "IntervalTrigger")
 
     def to_apscheduler(self, tz: tzinfo, now: datetime) -> IntervalSchedule:
-        return IntervalSchedule(self.interval, _aware(now, "now"), self.start_now, tz)
+        anchor = _aware(now, "now").astimezone(UTC)
+        start, end = _resolve_bounds(self.start_date, self.end_date, tz, "IntervalTrigger")
+        if start is not None and start > anchor:
+            anchor = start
+        return IntervalSchedule(
+            self.interval, anchor, self.start_now, tz, jitter=self.jitter, end_date=end
+        )
 
     def describe(self) -> str:
         parts = []
@@ -172,7 +316,8 @@ class IntervalTrigger(Trigger):
                 rest -= count * size
                 amount = f"{count:g}" if unit == "seconds" else f"{int(count)}"
                 parts.append(f"{amount} {unit[:-1] if amount == '1' else unit}")
-        return "Every " + " ".join(parts)
+        extras = _describe_extras(self.jitter, self.start_date, self.end_date)
+        return "Every " + " ".join(parts) + extras
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": "interval"}
@@ -181,33 +326,47 @@ class IntervalTrigger(Trigger):
             if value:
                 data[unit] = value
         data["start_now"] = self.start_now
+        data.update(_extras_dict(self.jitter, self.start_date, self.end_date))
         return data
 
 
 class IntervalSchedule(ScheduleTrigger):
     """Fires at ``anchor + k * interval`` (k >= 0 with start_now, else k >= 1)."""
 
-    def __init__(self, interval: timedelta, anchor: datetime, start_now: bool, tz: tzinfo) -> None:
+    def __init__(
+        self,
+        interval: timedelta,
+        anchor: datetime,
+        start_now: bool,
+        tz: tzinfo,
+        *,
+        jitter: float | None = None,
+        end_date: datetime | None = None,
+    ) -> None:
         self.interval = interval
         self.anchor = anchor.astimezone(UTC)
         self.start_now = start_now
         self.timezone = tz
+        self.jitter = jitter
+        self.end_date = end_date
 
-    def first_fire_time(self, now: datetime) -> datetime:
-        return self.anchor if self.start_now else self.anchor + self.interval
+    def _within(self, fire: datetime) -> datetime | None:
+        return None if self.end_date is not None and fire > self.end_date else fire
 
-    def get_next_fire_time(
-        self, previous_fire_time: datetime | None, now: datetime
-    ) -> datetime | None:
-        if previous_fire_time is not None:
-            return previous_fire_time.astimezone(UTC) + self.interval
-        # No previous fire (resumed, rescheduled): the first grid point at or after now.
-        base = self.anchor if self.start_now else self.anchor + self.interval
-        now_utc = now.astimezone(UTC)
-        if now_utc > base:
-            steps = math.ceil((now_utc - base) / self.interval)
-            base += steps * self.interval
-        return base
+    def first_base(self, now: datetime) -> datetime | None:
+        return self._within(self.anchor if self.start_now else self.anchor + self.interval)
+
+    def next_base(self, previous: datetime | None, now: datetime) -> datetime | None:
+        start = self.anchor if self.start_now else self.anchor + self.interval
+        if previous is None:
+            # No previous fire (resumed, rescheduled): the first grid point at or after now.
+            ref = now.astimezone(UTC)
+            steps = -((start - ref) // self.interval) if ref > start else 0
+        else:
+            # The first grid point after the previous fire, which jitter may have delayed.
+            ref = previous.astimezone(UTC)
+            steps = (ref - start) // self.interval + 1 if ref >= start else 0
+        return self._within(start + steps * self.interval)
 
     def __str__(self) -> str:
         return f"interval[{self.interval}]"
@@ -226,37 +385,75 @@ class CronTrigger(Trigger):
 
     ``timezone`` (IANA name or tzinfo) defaults to the scheduler's zone, or UTC when the
     trigger is used on its own.
+
+    ``jitter`` delays each run by a random ``[0, jitter]`` seconds, never past the next
+    scheduled run. ``start_date`` and ``end_date`` (aware datetimes or ISO 8601 strings;
+    naive ones in the trigger's zone) bound the schedule: nothing fires before
+    ``start_date``, and the job is completed after the last fire before ``end_date``.
     """
 
-    def __init__(self, expr: str, timezone: str | tzinfo | None = None) -> None:
+    def __init__(
+        self,
+        expr: str,
+        timezone: str | tzinfo | None = None,
+        *,
+        jitter: float | None = None,
+        start_date: str | datetime | None = None,
+        end_date: str | datetime | None = None,
+    ) -> None:
         self.expression = CronExpression(expr)
         self.expr = self.expression.expr
         self.timezone = None if timezone is None else resolve_timezone(timezone)
+        self.jitter = _check_jitter(jitter, "CronTrigger")
+        self.start_date = _read_bound(start_date, "CronTrigger", "start_date")
+        self.end_date = _read_bound(end_date, "CronTrigger", "end_date")
+        _check_bounds(self.start_date, self.end_date, "CronTrigger")
 
     def to_apscheduler(self, tz: tzinfo, now: datetime) -> CronSchedule:
-        return CronSchedule(self.expression, self.timezone or tz)
+        zone = self.timezone or tz
+        start, end = _resolve_bounds(self.start_date, self.end_date, zone, "CronTrigger")
+        return CronSchedule(
+            self.expression, zone, jitter=self.jitter, start_date=start, end_date=end
+        )
 
     def describe(self) -> str:
-        return self.expression.describe()
+        extras = _describe_extras(self.jitter, self.start_date, self.end_date)
+        return self.expression.describe() + extras
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "cron", "expr": self.expr, "timezone": _zone_name(self.timezone)}
+        data = {"type": "cron", "expr": self.expr, "timezone": _zone_name(self.timezone)}
+        data.update(_extras_dict(self.jitter, self.start_date, self.end_date))
+        return data
 
     def _default_zone(self) -> tzinfo:
         return self.timezone or UTC
 
 
 class CronSchedule(ScheduleTrigger):
-    def __init__(self, expression: CronExpression, tz: tzinfo) -> None:
+    start_date: datetime | None = None
+
+    def __init__(
+        self,
+        expression: CronExpression,
+        tz: tzinfo,
+        *,
+        jitter: float | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+    ) -> None:
         self.expression = expression
         self.timezone = tz
+        self.jitter = jitter
+        self.start_date = start_date
+        self.end_date = end_date
 
-    def get_next_fire_time(
-        self, previous_fire_time: datetime | None, now: datetime
-    ) -> datetime | None:
+    def next_base(self, previous: datetime | None, now: datetime) -> datetime | None:
         # A job scheduled exactly on a fire time fires at that time.
-        after = now - _ONE_MICROSECOND if previous_fire_time is None else previous_fire_time
-        return self.expression.next_after(after, self.timezone).astimezone(UTC)
+        after = now - _ONE_MICROSECOND if previous is None else previous
+        if self.start_date is not None and after < self.start_date:
+            after = self.start_date - _ONE_MICROSECOND
+        fire = self.expression.next_after(after, self.timezone).astimezone(UTC)
+        return None if self.end_date is not None and fire > self.end_date else fire
 
     def __str__(self) -> str:
         return f"cron[{self.expression.expr}]"
@@ -331,10 +528,8 @@ class DateSchedule(ScheduleTrigger):
     def __init__(self, run_date: datetime) -> None:
         self.run_date = run_date.astimezone(UTC)
 
-    def get_next_fire_time(
-        self, previous_fire_time: datetime | None, now: datetime
-    ) -> datetime | None:
-        return self.run_date if previous_fire_time is None else None
+    def next_base(self, previous: datetime | None, now: datetime) -> datetime | None:
+        return self.run_date if previous is None else None
 
     def __str__(self) -> str:
         return f"date[{self.run_date.isoformat()}]"
@@ -348,3 +543,38 @@ def _zone_name(tz: tzinfo | None) -> str | None:
         return None
     key = getattr(tz, "key", None)
     return key if isinstance(key, str) else str(tz)
+
+
+# ---------------------------------------------------------------- from data
+
+_TRIGGER_KINDS: dict[str, type[Trigger]] = {
+    "interval": IntervalTrigger,
+    "cron": CronTrigger,
+    "date": DateTimeTrigger,
+}
+
+
+def trigger_from_dict(data: Mapping[str, Any]) -> Trigger:
+    """Build a trigger from ``{"type": "interval" | "cron" | "date", **constructor_args}``.
+
+    It reads exactly what ``Trigger.to_dict()`` writes, so
+    ``trigger_from_dict(t.to_dict()) == t``. Raises ``TypeError`` for a parameter the
+    trigger's constructor does not take, and the trigger's own ``TypeError`` or
+    ``ValueError`` (``TriggerError``, ``CronSyntaxError``) for bad values.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a trigger must be a mapping with a 'type' key, not {data!r}")
+    kind = data.get("type")
+    cls = _TRIGGER_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        allowed = ", ".join(repr(k) for k in _TRIGGER_KINDS)
+        raise TriggerError(f"unknown trigger type {kind!r}: use one of {allowed}")
+    params = {key: value for key, value in data.items() if key != "type"}
+    accepted = [name for name in inspect.signature(cls).parameters if name != "self"]
+    unknown = sorted(str(key) for key in params if key not in accepted)
+    if unknown:
+        raise TypeError(
+            f"{cls.__name__} does not take {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(map(repr, accepted))}"
+        )
+    return cls(**params)

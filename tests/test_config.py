@@ -20,6 +20,8 @@ class TestDefaults:
             "max_instances": 3,
             "misfire_grace_time": 30,
             "coalesce": True,
+            "timeout": None,
+            "pause_on_failure": False,
         }
         assert config.shutdown_timeout == 30.0
 
@@ -29,6 +31,8 @@ class TestDefaults:
             "max_instances": 3,
             "misfire_grace_time": 30,
             "coalesce": False,
+            "timeout": None,
+            "pause_on_failure": False,
         }
 
     def test_none_grace_in_defaults_means_run_however_late(self):
