@@ -199,6 +199,15 @@ class TestCronValidation:
     def test_old_accepts_what_cannot_be_right(self, expr):
         old.CronTrigger(expr)
 
+    async def test_old_start_fails_and_no_job_runs(self):
+        m = old.SchedulerManager()
+        m.add_job(noop, old.IntervalTrigger(seconds=1))
+        m.add_job(noop, old.CronTrigger("61 * * * *"))
+        # start() scans a year of minutes, blocking the loop, then gives up.
+        with pytest.raises(RuntimeError, match="Could not find next run time"):
+            await m.start()
+        assert m._running is True and m._ticker_task is None  # "running", but nothing ticks
+
     def test_old_fires_february_30th_every_day_of_february(self):
         assert old_fires("0 0 30 2 *", "2026-01-02T12:00", 2) == [
             "Sun 2026-02-01 00:00",

@@ -130,16 +130,14 @@ def cmd_cron(args: argparse.Namespace, out: TextIO) -> int:
     if not times:
         return EXIT_OK
     out.write(f"\nNext {len(times)} fire time(s) from {start.isoformat(sep=' ')}:\n\n")
-    rows = [
-        [
-            str(i),
-            when.isoformat(sep=" "),
-            f"{when:%A}",
-            when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        ]
-        for i, when in enumerate(times, 1)
-    ]
-    headers = ["#", f"time ({_zone_label(tz)})", "weekday", "in UTC"]
+    in_utc = _zone_label(tz) != "UTC"
+    rows = []
+    for i, when in enumerate(times, 1):
+        row = [str(i), when.isoformat(sep=" "), f"{when:%A}"]
+        if in_utc:
+            row.append(when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        rows.append(row)
+    headers = ["#", f"time ({_zone_label(tz)})", "weekday", "in UTC"][: len(rows[0])]
     out.write(format_table(headers, rows, _terminal_width(), keep=(0, 1)) + "\n")
     return EXIT_OK
 
@@ -248,7 +246,10 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     except (ValueError, TypeError) as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    out.write(f"demo app on http://{args.host}:{args.port}/jobs (Ctrl+C to stop)\n")
+    out.write(
+        f"demo app on http://{args.host}:{args.port}/jobs, dashboard at "
+        f"http://{args.host}:{args.port}/scheduler/ (Ctrl+C to stop)\n"
+    )
     out.flush()
     uvicorn.run(app, host=args.host, port=args.port)
     return EXIT_OK

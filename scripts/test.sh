@@ -22,5 +22,9 @@ echo "== ruff"
 .venv/bin/ruff format --check nexios_contrib_scheduler tests compat examples
 echo "== mypy --strict"
 .venv/bin/mypy
+echo "== mkdocs build --strict"
+site_dir="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site_dir"
+rm -rf "$site_dir"
 echo "== pytest"
 .venv/bin/python -m pytest "$@"
