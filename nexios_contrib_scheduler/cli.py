@@ -81,6 +81,9 @@ def format_table(
 
 
 def _terminal_width() -> int:
+    """The terminal's width; unlimited when the output goes to a file or a pipe."""
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        return sys.maxsize
     return shutil.get_terminal_size((100, 24)).columns
 
 
@@ -129,7 +132,8 @@ def cmd_cron(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"{trigger.expr}: {trigger.describe()}\n")
     if not times:
         return EXIT_OK
-    out.write(f"\nNext {len(times)} fire time(s) from {start.isoformat(sep=' ')}:\n\n")
+    since = start.isoformat(sep=" ", timespec="seconds")
+    out.write(f"\nNext {len(times)} fire time(s) from {since}:\n\n")
     in_utc = _zone_label(tz) != "UTC"
     rows = []
     for i, when in enumerate(times, 1):

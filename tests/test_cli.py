@@ -390,6 +390,14 @@ class TestSubprocess:
         assert result.returncode == 0, result.stderr
         assert "At 09:00, Monday through Friday" in result.stdout
 
+    def test_output_to_a_pipe_is_not_cut(self):
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+        result = _python("jobs", "examples.reports:app", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "…" not in result.stdout
+        assert "max_instances=1 misfire_grace_time=30 coalesce=False" in result.stdout
+        assert "Once at 2099-12-31 23:59:00" in result.stdout
+
     def test_console_script_is_installed(self):
         script = Path(sys.executable).with_name("nexios-scheduler")
         assert script.exists(), "pip install -e . installs the nexios-scheduler command"
