@@ -66,6 +66,13 @@ async def noop() -> None:
     pass
 
 
+@pytest.fixture(autouse=True)
+def quiet_old_logs(monkeypatch):
+    # 0.5.0 logs failures with tracebacks through Nexios' handler, straight to the terminal.
+    monkeypatch.setattr(logging.getLogger("nexios.scheduler"), "disabled", True)
+    monkeypatch.setattr(logging.getLogger("nexios.scheduler.job"), "disabled", True)
+
+
 @pytest.fixture
 async def manager():
     m = SchedulerManager(config=SchedulerConfig(shutdown_timeout=2))
