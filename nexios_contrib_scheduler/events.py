@@ -85,6 +85,8 @@ class Listeners:
         return removed
 
     def wants(self, kind: str) -> bool:
+        if not self._entries:  # the common case, on every run: keep it cheap
+            return False
         return any(kinds is None or kind in kinds for _, kinds in self._entries)
 
     def emit(self, event: SchedulerEvent) -> None:

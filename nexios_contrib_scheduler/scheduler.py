@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
@@ -21,7 +21,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     last_pass_time: datetime | None = None
 
     def _process_jobs(self) -> float | None:
-        self.last_pass_time = datetime.now(timezone.utc)
+        self.last_pass_time = clock.utcnow()
         return super()._process_jobs()  # type: ignore[no-any-return]
 
     def _start_timer(self, wait_seconds: float | None) -> None:
