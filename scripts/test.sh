@@ -12,6 +12,14 @@ if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/de
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
 fi
 
+# Debian's Chromium for the dashboard's browser test (Playwright drives it; it never
+# downloads a browser of its own).
+if [ ! -x /usr/bin/chromium ]; then
+  { apt-get update -q &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } ||
+    echo "could not install chromium: the browser test will fail" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
