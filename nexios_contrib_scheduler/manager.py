@@ -335,7 +335,8 @@ class SchedulerManager:
         record.schedule = record.trigger.to_apscheduler(self.config.tzinfo, now)
         first = record.schedule.first_fire_time(now)
         paused = record.status is JobStatus.PAUSED or record.failure_paused
-        if first is None:
+        exhausted = record.max_runs is not None and record.total_run_count >= record.max_runs
+        if first is None or exhausted:
             self._finish(record)
             return
         record.pending_next_run = None if paused else first

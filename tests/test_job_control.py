@@ -545,6 +545,17 @@ class TestMaxRuns:
         await scheduler_clock.advance(hours=5)
         assert job.total_run_count == 2 and job.status is JobStatus.COMPLETED
 
+    async def test_rescheduling_a_job_that_used_its_runs_completes_it_again(
+        self, clocked, scheduler_clock
+    ):
+        job = clocked.add_job(noop, IntervalTrigger(minutes=1), id="x", max_runs=1)
+        await clocked.start()
+        await scheduler_clock.run_due()
+        assert job.status is JobStatus.COMPLETED
+        clocked.reschedule_job("x", IntervalTrigger(minutes=5))
+        assert job.status is JobStatus.COMPLETED and job.next_run_time is None
+        assert clocked.apscheduler.get_job("x") is None
+
     async def test_a_failed_last_run_ends_failed(self, clocked, scheduler_clock):
         job = clocked.add_job(boom, IntervalTrigger(minutes=1), max_runs=1)
         await clocked.start()
