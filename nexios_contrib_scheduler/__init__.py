@@ -8,6 +8,7 @@ from .events import EVENT_KINDS, SchedulerEvent
 from .integration import get_scheduler, setup_scheduler
 from .jobs import RunRecord, ScheduledJob
 from .manager import SchedulerManager
+from .stores import FireKey, current_fire
 from .triggers import CronTrigger, DateTimeTrigger, IntervalTrigger, Trigger
 
 __version__ = "0.1.0"
@@ -18,6 +19,7 @@ __all__ = [
     "CronSyntaxError",
     "CronTrigger",
     "DateTimeTrigger",
+    "FireKey",
     "IntervalTrigger",
     "JobNotFoundError",
     "JobStatus",
@@ -32,6 +34,7 @@ __all__ = [
     "Trigger",
     "TriggerError",
     "__version__",
+    "current_fire",
     "get_scheduler",
     "setup_scheduler",
 ]

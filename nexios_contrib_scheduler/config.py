@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
+from .stores.urls import StoreURL, check_namespace, parse_coordination, parse_jobstore
 
 DEFAULT_JOB_DEFAULTS: dict[str, Any] = {
     "max_instances": 3,
@@ -150,6 +151,15 @@ class SchedulerConfig:
     logger, ``nexios_contrib_scheduler``. ``job_defaults`` fill the options an
     ``add_job`` call leaves as ``None``. ``shutdown_timeout`` is how long shutdown waits
     for running jobs before cancelling them.
+
+    ``jobstore`` is where jobs are kept: ``"memory"`` (lost on exit),
+    ``"sqlite:///path/jobs.db"``, ``"postgresql://user:pw@host/db"`` or
+    ``"redis://host:6379/0"``. ``coordination`` lets several processes share a persistent
+    job store with exactly one of them firing jobs: ``None`` (a single process),
+    ``"file:///path/scheduler.lock"`` (workers on one host), or a ``postgresql://`` or
+    ``redis://`` URL (workers on several hosts). The leader holds a lease of
+    ``lease_seconds``; when it dies another worker takes over within that time.
+    ``namespace`` prefixes the tables and keys the scheduler keeps in the store.
     """
 
     timezone: str | tzinfo = "UTC"
@@ -158,6 +168,10 @@ class SchedulerConfig:
     job_defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_JOB_DEFAULTS))
     shutdown_timeout: float = 30.0
     history_size: int = 20
+    jobstore: str = "memory"
+    coordination: str | None = None
+    lease_seconds: float = 10.0
+    namespace: str = "nexios_scheduler"
 
     def __post_init__(self) -> None:
         self.tzinfo: tzinfo = resolve_timezone(self.timezone)
@@ -191,3 +205,20 @@ class SchedulerConfig:
             raise TypeError(f"history_size must be an int, not {self.history_size!r}")
         if self.history_size < 0:
             raise ConfigError(f"history_size must be zero or more, got {self.history_size}")
+        self._check_stores()
+
+    def _check_stores(self) -> None:
+        self.jobstore_url: StoreURL | None = parse_jobstore(self.jobstore)
+        self.coordination_url: StoreURL | None = parse_coordination(self.coordination)
+        if self.coordination_url is not None and self.jobstore_url is None:
+            raise ConfigError(
+                f"coordination={self.coordination_url.redacted!r} needs a persistent jobstore: "
+                "with jobstore='memory' every process has its own jobs; use "
+                "'sqlite:///path/jobs.db', 'postgresql://...' or 'redis://...'"
+            )
+        seconds = self.lease_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"lease_seconds must be a number of seconds, not {seconds!r}")
+        if not (math.isfinite(seconds) and seconds >= 1):
+            raise ConfigError(f"lease_seconds must be at least 1 second, got {seconds!r}")
+        self.namespace = check_namespace(self.namespace)

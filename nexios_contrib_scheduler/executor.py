@@ -61,6 +61,8 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
 
     def _do_submit_job(self, job: Job, run_times: Sequence[datetime]) -> None:
         record = self._manager._records.get(job.id)
+        if self._manager._persistence is not None:  # may load it, counts coalesced fires
+            record = self._manager._persistence.on_submit(job, run_times, record)
         if record is None:  # removed between the scheduler's pass and this submission
             self._run_job_success(job.id, [])
             return
@@ -125,6 +127,8 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             if late and now - scheduled > timedelta(seconds=grace):  # type: ignore[operator,arg-type]
                 manager._run_missed(record, scheduled, now)  # type: ignore[arg-type]
                 return JobExecutionEvent(EVENT_JOB_MISSED, record.id, None, scheduled)
+            if not manager._claim_fire(record, scheduled):
+                return None  # another worker ran this fire
             manager._run_started(record, scheduled, now)
             timed_out = None
             try:

@@ -15,11 +15,13 @@ import enum
 import inspect
 import logging
 import math
+import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_REMOVED, JobEvent
 from apscheduler.jobstores.base import JobLookupError
@@ -42,7 +44,11 @@ from .events import Listener, Listeners, SchedulerEvent
 from .executor import JobExecutor
 from .jobs import FAILURE_OUTCOMES, JobRecord, Outcome, RunRecord, ScheduledJob, utcnow
 from .scheduler import AdapterScheduler
+from .stores.fires import set_current_fire
 from .triggers import Trigger, _check_count
+
+if TYPE_CHECKING:
+    from .stores.persistence import Persistence
 
 logger = logging.getLogger("nexios_contrib_scheduler")
 
@@ -78,12 +84,20 @@ class SchedulerManager:
         self._lock = threading.RLock()
         self._semaphore: asyncio.Semaphore | None = None
         self._executor = JobExecutor(self)
+        self._persistence: Persistence | None = None
+        jobstores: dict[str, Any] = {}
+        if self.config.jobstore_url is not None:
+            from .stores.persistence import Persistence
+
+            self._persistence = Persistence(self, self.config.jobstore_url)
+            jobstores["default"] = self._persistence.jobstore
         self._scheduler = AdapterScheduler(
             # APScheduler works in UTC: with a zone that has daylight saving, its wakeup
             # arithmetic on same-zone datetimes is off by the DST offset around a change.
             # Triggers read wall clocks in the configured zone themselves.
             timezone=timezone.utc,
             executors={"default": self._executor},
+            jobstores=jobstores,
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         self._scheduler.add_listener(
@@ -108,11 +122,53 @@ class SchedulerManager:
         """When the scheduler last looked for due jobs (UTC); None before its first look."""
         return self._scheduler.last_pass_time
 
+    @property
+    def worker_id(self) -> str:
+        """This worker's id: ``host:pid``, plus a random part (new at each start) when the
+        job store is persistent."""
+        if self._persistence is not None:
+            return self._persistence.worker_id
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this worker fires jobs: always while running with ``jobstore="memory"``
+        or no ``coordination``; with coordination, while it holds the lease."""
+        if self._persistence is not None:
+            return self._persistence.is_leader
+        return self.running
+
+    def status(self) -> dict[str, Any]:
+        """Which worker fires the jobs, for a health or status page.
+
+        Keys: ``worker_id``, ``role`` (``"leader"``, ``"standby"`` or ``"stopped"``),
+        ``is_leader``, ``leader`` (the leading worker's id, if known), ``jobstore`` and
+        ``coordination`` (URLs without passwords), ``lease_seconds``, and ``workers``: the
+        workers seen alive by their heartbeats. It does no I/O: the leader and the workers
+        are as of the latest heartbeat (every ``lease_seconds / 2``, at most 5 s).
+        """
+        if self._persistence is not None:
+            return self._persistence.status()
+        return {
+            "worker_id": self.worker_id,
+            "role": "leader" if self.running else "stopped",
+            "is_leader": self.running,
+            "leader": self.worker_id if self.running else None,
+            "jobstore": "memory",
+            "coordination": None,
+            "lease_seconds": self.config.lease_seconds,
+            "workers": [],
+        }
+
     async def start(self) -> None:
         """Start firing jobs on the running event loop; a no-op if already running."""
         if self.running:
             return
         self._semaphore = asyncio.Semaphore(self.config.max_concurrent_jobs)
+        if self._persistence is not None:
+            await self._persistence.start()
+            clock.register_running(self)
+            return
         self._scheduler.start()
         clock.register_running(self)
         now = utcnow()
@@ -126,6 +182,8 @@ class SchedulerManager:
         """Stop firing, let running jobs finish (up to ``shutdown_timeout``), cancel the rest."""
         if not self.running:
             return
+        if self._persistence is not None:
+            await self._persistence.stop()
         self._scheduler.pause()
         limit = self.config.shutdown_timeout if timeout is None else timeout
         tasks = dict(self._executor.tasks)
@@ -143,6 +201,8 @@ class SchedulerManager:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         self._scheduler.shutdown()
+        if self._persistence is not None:
+            self._persistence.close()
         clock.unregister_running(self)
         with self._lock:
             for record in self._records.values():
@@ -197,6 +257,8 @@ class SchedulerManager:
             defaults["pause_on_failure"] if pause_on_failure is None else pause_on_failure
         )
         record.max_runs = check_max_runs(max_runs)
+        if self._persistence is not None:
+            self._persistence.prepare_add(record, explicit_id=id is not None)
         with self._lock:
             old = self._records.get(record.id)
             if old is not None:
@@ -264,6 +326,8 @@ class SchedulerManager:
             changes["coalesce"] = check_coalesce(coalesce)
         if timeout is not UNCHANGED:
             changes["timeout"] = check_timeout(timeout)
+        if self._persistence is not None:
+            self._persistence.refresh(job_id)
         with self._lock:
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None:
@@ -359,6 +423,8 @@ class SchedulerManager:
 
     def remove_job(self, job_id: str) -> bool:
         """Remove a job for good; False if there is no such job."""
+        if self._persistence is not None:
+            self._persistence.refresh(job_id)
         with self._lock:
             record = self._records.pop(job_id, None) if isinstance(job_id, str) else None
             if record is None:
@@ -378,6 +444,8 @@ class SchedulerManager:
 
     def get_job(self, job_id: str) -> ScheduledJob | None:
         """The job with this id, or None."""
+        if self._persistence is not None:
+            self._persistence.refresh(job_id)
         record = self._records.get(job_id) if isinstance(job_id, str) else None
         return None if record is None else ScheduledJob(self, record)
 
@@ -388,6 +456,8 @@ class SchedulerManager:
             if status is None
             else JobStatus(status.upper() if isinstance(status, str) else status)
         )
+        if self._persistence is not None:
+            self._persistence.refresh()
         with self._lock:
             records = list(self._records.values())
         return [ScheduledJob(self, r) for r in records if wanted is None or r.status is wanted]
@@ -399,6 +469,8 @@ class SchedulerManager:
         """
         if reason is not None and not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
+        if self._persistence is not None:
+            self._persistence.refresh(job_id)
         with self._lock:
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None or record.finished:
@@ -419,6 +491,8 @@ class SchedulerManager:
 
         A job paused by ``pause_on_failure`` becomes ``ACTIVE`` again too.
         """
+        if self._persistence is not None:
+            self._persistence.refresh(job_id)
         with self._lock:
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None or record.finished:
@@ -445,8 +519,11 @@ class SchedulerManager:
         """Start an extra run at once, without moving the schedule; works on paused jobs.
 
         False if the job is unknown, finished, the scheduler is not running, or
-        ``max_instances`` runs are already in progress.
+        ``max_instances`` runs are already in progress. With several workers, a worker that
+        is not the leader asks the leader to run it (True once asked).
         """
+        if self._persistence is not None and self.running and not self._persistence.is_leader:
+            return self._persistence.request_run(job_id)
         with self._lock:
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None or record.finished or not self.running:
@@ -469,6 +546,8 @@ class SchedulerManager:
                 "trigger must be an IntervalTrigger, CronTrigger or DateTimeTrigger, "
                 f"not {type(trigger).__name__}"
             )
+        if self._persistence is not None:
+            self._persistence.refresh(job_id)
         with self._lock:
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None:
@@ -557,6 +636,15 @@ class SchedulerManager:
 
     def _changed(self, record: JobRecord) -> None:
         """Called after every change to a record's state; persistence hooks in here."""
+        if self._persistence is not None:
+            self._persistence.changed(record)
+
+    def _claim_fire(self, record: JobRecord, scheduled: datetime | None) -> bool:
+        """Called as a run begins: False if another worker ran (or runs) this fire."""
+        set_current_fire(record.id, scheduled)
+        if self._persistence is None or scheduled is None:
+            return True
+        return self._persistence.claim(record, scheduled)
 
     def _finish(self, record: JobRecord) -> None:
         record.finished = True

@@ -1,0 +1,168 @@
+"""Job records as stored values: which fields persist, how they are written and read back.
+
+Every field of ``JobRecord`` persists except the ones that only make sense inside one
+process (the APScheduler trigger object, which APScheduler's own job store keeps, the
+runs in progress here) so fields added to ``JobRecord`` later persist without a change
+here. The function is kept as its textual reference ``module:qualname``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import pickle
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from apscheduler.util import obj_to_ref, ref_to_obj
+
+from ..jobs import JobRecord
+
+logger = logging.getLogger("nexios_contrib_scheduler")
+
+#: Fields that belong to one process and are never stored.
+LOCAL_FIELDS = frozenset(
+    {"schedule", "pending_next_run", "submissions", "current_instances", "history_size"}
+)
+#: Fields that define what a job does: a change is a new definition.
+DEFINITION_FIELDS = ("func", "trigger", "args", "kwargs")
+#: Stored beside the fields: when the definition was last written (epoch seconds).
+DEFINED_AT = "~defined_at"
+
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+@functools.cache
+def persisted_fields() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(JobRecord) if f.name not in LOCAL_FIELDS)
+
+
+@functools.cache
+def _required_fields() -> frozenset[str]:
+    return frozenset(
+        f.name
+        for f in dataclasses.fields(JobRecord)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+
+
+def func_ref(func: Callable[..., Any]) -> str:
+    return str(obj_to_ref(func))
+
+
+def encode(record: JobRecord) -> dict[str, bytes]:
+    """The record's stored fields as pickled values."""
+    fields: dict[str, bytes] = {}
+    for name in persisted_fields():
+        value = getattr(record, name)
+        if name == "func":
+            value = func_ref(value)
+        elif isinstance(value, deque):
+            value = list(value)
+        try:
+            fields[name] = pickle.dumps(value, PROTOCOL)
+        except Exception as exc:  # a field that cannot be pickled stays in this process
+            logger.warning("job %s: field %r cannot be stored: %s", record.id, name, exc)
+    return fields
+
+
+def decode(fields: Mapping[str, bytes], job_id: str) -> dict[str, Any]:
+    """Stored fields back as values; unreadable ones are left out (and logged)."""
+    values: dict[str, Any] = {}
+    for name, raw in fields.items():
+        try:
+            values[name] = pickle.loads(raw)
+        except Exception as exc:
+            logger.warning("job %s: stored field %r cannot be read: %s", job_id, name, exc)
+    return values
+
+
+def apply(record: JobRecord, values: Mapping[str, Any]) -> None:
+    """Set stored values on a record (the function only if its reference changed)."""
+    known = set(persisted_fields())
+    for name, value in values.items():
+        if name not in known:
+            continue
+        if name == "func":
+            if value != func_ref(record.func):
+                record.func = ref_to_obj(value)
+        elif name == "history":
+            record.history = deque(value, maxlen=record.history_size)
+        else:
+            setattr(record, name, value)
+
+
+def build(
+    values: Mapping[str, Any], func: Callable[..., Any] | None, history_size: int
+) -> JobRecord:
+    """A new record from stored values; ``func`` is resolved from its reference if not given.
+
+    Raises ``ValueError`` when a required field is missing and ``ImportError`` or
+    ``AttributeError`` when the function cannot be imported.
+    """
+    known = set(persisted_fields())
+    kwargs = {k: v for k, v in values.items() if k in known}
+    missing = sorted(_required_fields() - set(kwargs) - {"history_size"})
+    if missing:
+        raise ValueError(f"stored job lacks {', '.join(missing)}")
+    kwargs["func"] = func if func is not None else ref_to_obj(kwargs["func"])
+    kwargs["history"] = deque(kwargs.get("history", ()), maxlen=history_size)
+    kwargs["history_size"] = history_size
+    return JobRecord(**kwargs)
+
+
+def same_definition(a: JobRecord, b: JobRecord) -> bool:
+    """Same function, arguments and trigger."""
+    try:
+        same_func = func_ref(a.func) == func_ref(b.func)
+    except ValueError:
+        same_func = a.func is b.func
+    return same_func and a.args == b.args and a.kwargs == b.kwargs and a.trigger == b.trigger
+
+
+def check_storable(func: Callable[..., Any], args: Any, kwargs: Any, store: str) -> None:
+    """Refuse what a persistent job store cannot keep, naming the function.
+
+    The store keeps a reference ``module:qualname`` to the function, so it must be a
+    function importable by that name from any worker.
+    """
+    name = getattr(func, "__qualname__", None) or repr(func)
+    reason = _unstorable(func, name)
+    if reason is not None:
+        raise ValueError(
+            f"job function {name!r} is {reason}: the {store} job store keeps the function "
+            "as a reference 'module:name' that every worker imports, so use a function "
+            "defined at the top level of a module"
+        )
+    try:
+        pickle.dumps((args, kwargs), PROTOCOL)
+    except Exception as exc:
+        raise ValueError(
+            f"the args or kwargs of job function {name!r} cannot be stored in the {store} "
+            f"job store (they are pickled): {exc}"
+        ) from None
+
+
+def _unstorable(func: Any, name: str) -> str | None:
+    if isinstance(func, functools.partial):
+        return "a functools.partial"
+    if inspect.ismethod(func) and not inspect.isclass(func.__self__):
+        return "a bound method"
+    routine = inspect.isfunction(func) or inspect.ismethod(func) or inspect.isbuiltin(func)
+    if not (routine or inspect.isclass(func)):
+        return "a callable object, not a function"
+    if "<lambda>" in name:
+        return "a lambda"
+    if "<locals>" in name:
+        return "a function defined inside another function"
+    try:
+        ref = func_ref(func)
+        found = ref_to_obj(ref)
+    except Exception:
+        return "not importable by its module and name"
+    if found != func:
+        return f"not what {ref!r} imports"
+    return None

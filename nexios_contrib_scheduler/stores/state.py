@@ -1,0 +1,610 @@
+"""What the scheduler keeps beside APScheduler's job store, per backend.
+
+APScheduler's job store holds each job's schedule. Beside it, in the same database, the
+scheduler keeps:
+
+* the adapter's state of each job (status, counters, history, ...), one value per field so
+  that two workers changing different fields do not overwrite each other;
+* when a job was removed (so a worker that declared it earlier does not bring it back);
+* the fires already claimed: the idempotency keys, written before a run;
+* a heartbeat per worker, to list the workers and spot several of them sharing a store
+  without coordination;
+* a message channel to tell the leader that another worker changed a job (PostgreSQL
+  ``LISTEN``/``NOTIFY``, Redis pub/sub, or a change table polled every quarter second on
+  SQLite).
+
+Values are pickled, as APScheduler pickles its jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import select as selectors
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from .urls import StoreURL
+
+if TYPE_CHECKING:
+    from apscheduler.jobstores.base import BaseJobStore
+    from redis import Redis
+    from sqlalchemy import Table
+    from sqlalchemy.engine import Engine
+
+logger = logging.getLogger("nexios_contrib_scheduler")
+
+Message = dict[str, Any]
+Deliver = Callable[[Message], None]
+
+CLAIM_TTL = 7 * 86400.0  # how long a claimed fire is remembered
+TOMBSTONE_TTL = 30 * 86400.0  # how long a removal is remembered
+WORKER_TTL = 3600.0  # when a silent worker's heartbeat is forgotten
+MESSAGE_TTL = 600.0  # how long the SQLite change table keeps a message
+POLL_SECONDS = 0.25  # how often SQLite workers look at the change table
+
+
+class StateBackend(ABC):
+    """The scheduler's own keys or tables in one database."""
+
+    def __init__(self, url: StoreURL, namespace: str) -> None:
+        self.url = url
+        self.namespace = namespace
+
+    @abstractmethod
+    def make_jobstore(self) -> BaseJobStore:
+        """APScheduler's job store for this database, guarded for several writers."""
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect once and create what is missing; raises if the database is unreachable."""
+
+    def close(self) -> None:
+        """Drop the connections (they are made again on the next use)."""
+        return None
+
+    # ---- job state: field name -> pickled value
+
+    @abstractmethod
+    def load(self, job_id: str) -> dict[str, bytes] | None:
+        """The stored fields of one job, or None if it has none."""
+
+    @abstractmethod
+    def load_all(self) -> dict[str, dict[str, bytes]]:
+        """The stored fields of every job."""
+
+    @abstractmethod
+    def create(self, job_id: str, fields: Mapping[str, bytes]) -> None:
+        """Store a job's fields, replacing whatever it had; forgets a removal of its id."""
+
+    @abstractmethod
+    def update(self, job_id: str, fields: Mapping[str, bytes]) -> bool:
+        """Overwrite these fields of a stored job; False (nothing written) if it is gone."""
+
+    @abstractmethod
+    def delete(self, job_id: str, removed_at: float) -> None:
+        """Forget a job's fields and remember when it was removed."""
+
+    @abstractmethod
+    def tombstones(self) -> dict[str, float]:
+        """Job id -> when it was removed (epoch seconds)."""
+
+    # ---- fires
+
+    @abstractmethod
+    def claim(self, job_id: str, token: str, worker_id: str) -> bool:
+        """Record a fire before it runs; False if some worker recorded it first."""
+
+    # ---- workers
+
+    @abstractmethod
+    def heartbeat(self, worker_id: str, info: Mapping[str, Any], live_for: float) -> list[Message]:
+        """Record this worker as alive; the workers seen within ``live_for`` seconds."""
+
+    @abstractmethod
+    def leave(self, worker_id: str) -> None:
+        """Forget this worker's heartbeat."""
+
+    @abstractmethod
+    def prune(self, now: float) -> None:
+        """Drop claims, removals, heartbeats and messages too old to matter."""
+
+    # ---- messages between workers
+
+    @abstractmethod
+    def publish(self, message: Message) -> None:
+        """Send a message to every listening worker."""
+
+    @abstractmethod
+    def listen(self, deliver: Deliver, stop: threading.Event) -> None:
+        """Call ``deliver`` for each message until ``stop`` is set (blocks; run it in a thread).
+
+        After a lost connection it delivers ``{"op": "resync"}``: messages may have been lost.
+        """
+
+
+# ---------------------------------------------------------------- SQL (SQLite, PostgreSQL)
+
+
+def create_sql_engine(url: StoreURL) -> Engine:
+    """An SQLAlchemy engine for a ``sqlite:`` or ``postgresql:`` URL."""
+    import os
+
+    from sqlalchemy import create_engine, event
+
+    if url.kind == "sqlite":
+        directory = os.path.dirname(os.path.abspath(url.path))
+        os.makedirs(directory, exist_ok=True)
+        engine = create_engine(url.url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets readers in other processes go on while one writes.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    scheme, rest = url.url.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        scheme = "postgresql+psycopg2"
+    return create_engine(f"{scheme}://{rest}", pool_pre_ping=True)
+
+
+def create_tables(engine: Engine, tables: Sequence[Table]) -> None:
+    """Create the missing tables, safely when several workers start at once.
+
+    On PostgreSQL an advisory lock serialises the workers; on SQLite (whose check and
+    create are not one step) a worker that lost the race sees the table on a retry.
+    """
+    import zlib
+
+    from sqlalchemy import func, select
+
+    key = zlib.crc32(",".join(t.name for t in tables).encode())
+    for attempt in range(5):
+        try:
+            with engine.begin() as connection:
+                if engine.dialect.name == "postgresql":
+                    connection.execute(select(func.pg_advisory_xact_lock(key)))
+                for table in tables:
+                    table.create(connection, checkfirst=True)
+            return
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+class SqlState(StateBackend):
+    """Tables ``<namespace>_state``, ``_removed``, ``_fires``, ``_workers`` (and ``_messages``
+    on SQLite) beside APScheduler's ``<namespace>_jobs``."""
+
+    def __init__(self, url: StoreURL, namespace: str, engine: Engine) -> None:
+        from sqlalchemy import (
+            Column,
+            Float,
+            Integer,
+            LargeBinary,
+            MetaData,
+            Table,
+            Unicode,
+            UnicodeText,
+        )
+
+        super().__init__(url, namespace)
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._jobs_table: Table | None = None
+        self.channel = f"{namespace}_messages"
+        md = MetaData()
+        self.metadata = md
+        self.state_t = Table(
+            f"{namespace}_state",
+            md,
+            Column("job_id", Unicode(191), primary_key=True),
+            Column("field", Unicode(100), primary_key=True),
+            Column("value", LargeBinary, nullable=False),
+        )
+        self.removed_t = Table(
+            f"{namespace}_removed",
+            md,
+            Column("job_id", Unicode(191), primary_key=True),
+            Column("removed_at", Float, nullable=False),
+        )
+        self.fires_t = Table(
+            f"{namespace}_fires",
+            md,
+            Column("job_id", Unicode(191), primary_key=True),
+            Column("fire", Unicode(64), primary_key=True),
+            Column("worker", Unicode(200), nullable=False),
+            Column("claimed_at", Float, nullable=False, index=True),
+        )
+        self.workers_t = Table(
+            f"{namespace}_workers",
+            md,
+            Column("worker_id", Unicode(200), primary_key=True),
+            Column("info", UnicodeText, nullable=False),
+            Column("seen_at", Float, nullable=False),
+        )
+        self.messages_t = Table(
+            f"{namespace}_messages",
+            md,
+            Column("seq", Integer, primary_key=True, autoincrement=True),
+            Column("payload", UnicodeText, nullable=False),
+            Column("sent_at", Float, nullable=False),
+            sqlite_autoincrement=True,  # sequence numbers never go back after a prune
+        )
+
+    def make_jobstore(self) -> BaseJobStore:
+        from .jobstores import GuardedSQLAlchemyJobStore
+
+        store = GuardedSQLAlchemyJobStore(self.engine, f"{self.namespace}_jobs")
+        self._jobs_table = store.jobs_t
+        return store
+
+    def _insert(self, table: Any) -> Any:
+        if self.postgres:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+
+    def open(self) -> None:
+        tables = [self.state_t, self.removed_t, self.fires_t, self.workers_t]
+        if not self.postgres:
+            tables.append(self.messages_t)
+        if self._jobs_table is not None:
+            tables.append(self._jobs_table)  # APScheduler's, before it races to make it
+        create_tables(self.engine, tables)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def load(self, job_id: str) -> dict[str, bytes] | None:
+        from sqlalchemy import select
+
+        t = self.state_t
+        with self.engine.begin() as connection:
+            rows = connection.execute(select(t.c.field, t.c.value).where(t.c.job_id == job_id))
+            fields = {row.field: bytes(row.value) for row in rows}
+        return fields or None
+
+    def load_all(self) -> dict[str, dict[str, bytes]]:
+        from sqlalchemy import select
+
+        t = self.state_t
+        jobs: dict[str, dict[str, bytes]] = {}
+        with self.engine.begin() as connection:
+            for row in connection.execute(select(t.c.job_id, t.c.field, t.c.value)):
+                jobs.setdefault(row.job_id, {})[row.field] = bytes(row.value)
+        return jobs
+
+    def create(self, job_id: str, fields: Mapping[str, bytes]) -> None:
+        t = self.state_t
+        rows = [{"job_id": job_id, "field": k, "value": v} for k, v in fields.items()]
+        with self.engine.begin() as connection:
+            connection.execute(t.delete().where(t.c.job_id == job_id))
+            connection.execute(t.insert(), rows)
+            connection.execute(self.removed_t.delete().where(self.removed_t.c.job_id == job_id))
+
+    def update(self, job_id: str, fields: Mapping[str, bytes]) -> bool:
+        from sqlalchemy import and_, bindparam, select
+
+        t = self.state_t
+        with self.engine.begin() as connection:
+            stored = set(
+                connection.execute(select(t.c.field).where(t.c.job_id == job_id)).scalars()
+            )
+            if not stored:
+                return False
+            old = [{"f": k, "v": v} for k, v in fields.items() if k in stored]
+            new = [
+                {"job_id": job_id, "field": k, "value": v}
+                for k, v in fields.items()
+                if k not in stored
+            ]
+            if old:
+                statement = (
+                    t.update()
+                    .where(and_(t.c.job_id == job_id, t.c.field == bindparam("f")))
+                    .values(value=bindparam("v"))
+                )
+                connection.execute(statement, old)
+            if new:
+                connection.execute(t.insert(), new)
+        return True
+
+    def delete(self, job_id: str, removed_at: float) -> None:
+        t, r = self.state_t, self.removed_t
+        with self.engine.begin() as connection:
+            connection.execute(t.delete().where(t.c.job_id == job_id))
+            statement = self._insert(r).values(job_id=job_id, removed_at=removed_at)
+            statement = statement.on_conflict_do_update(
+                index_elements=[r.c.job_id], set_={"removed_at": removed_at}
+            )
+            connection.execute(statement)
+
+    def tombstones(self) -> dict[str, float]:
+        from sqlalchemy import select
+
+        r = self.removed_t
+        with self.engine.begin() as connection:
+            return {row.job_id: row.removed_at for row in connection.execute(select(r))}
+
+    def claim(self, job_id: str, token: str, worker_id: str) -> bool:
+        statement = (
+            self._insert(self.fires_t)
+            .values(job_id=job_id, fire=token, worker=worker_id, claimed_at=time.time())
+            .on_conflict_do_nothing()
+        )
+        with self.engine.begin() as connection:
+            return bool(connection.execute(statement).rowcount == 1)
+
+    def heartbeat(self, worker_id: str, info: Mapping[str, Any], live_for: float) -> list[Message]:
+        from sqlalchemy import select
+
+        w = self.workers_t
+        now = time.time()
+        text = json.dumps(dict(info))
+        statement = self._insert(w).values(worker_id=worker_id, info=text, seen_at=now)
+        statement = statement.on_conflict_do_update(
+            index_elements=[w.c.worker_id], set_={"info": text, "seen_at": now}
+        )
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+            rows = connection.execute(
+                select(w.c.info, w.c.seen_at).where(w.c.seen_at >= now - live_for)
+            )
+            return [{**json.loads(row.info), "seen_at": row.seen_at} for row in rows]
+
+    def leave(self, worker_id: str) -> None:
+        w = self.workers_t
+        with self.engine.begin() as connection:
+            connection.execute(w.delete().where(w.c.worker_id == worker_id))
+
+    def prune(self, now: float) -> None:
+        f, r, w, m = self.fires_t, self.removed_t, self.workers_t, self.messages_t
+        with self.engine.begin() as connection:
+            connection.execute(f.delete().where(f.c.claimed_at < now - CLAIM_TTL))
+            connection.execute(r.delete().where(r.c.removed_at < now - TOMBSTONE_TTL))
+            connection.execute(w.delete().where(w.c.seen_at < now - WORKER_TTL))
+            if not self.postgres:
+                connection.execute(m.delete().where(m.c.sent_at < now - MESSAGE_TTL))
+
+    def publish(self, message: Message) -> None:
+        from sqlalchemy import func, select
+
+        payload = json.dumps(message)
+        with self.engine.begin() as connection:
+            if self.postgres:
+                connection.execute(select(func.pg_notify(self.channel, payload)))
+            else:
+                connection.execute(
+                    self.messages_t.insert().values(payload=payload, sent_at=time.time())
+                )
+
+    def listen(self, deliver: Deliver, stop: threading.Event) -> None:
+        if self.postgres:
+            self._listen_postgres(deliver, stop)
+        else:
+            self._poll_messages(deliver, stop)
+
+    def _poll_messages(self, deliver: Deliver, stop: threading.Event) -> None:
+        from sqlalchemy import func, select
+
+        m = self.messages_t
+        last: int | None = None
+        failing = False
+        while not stop.is_set():
+            try:
+                with self.engine.begin() as connection:
+                    if last is None:
+                        last = connection.execute(select(func.max(m.c.seq))).scalar() or 0
+                    query = select(m.c.seq, m.c.payload).where(m.c.seq > last).order_by(m.c.seq)
+                    rows = connection.execute(query).all()
+                if failing:
+                    failing = False
+                    deliver({"op": "resync"})
+                for row in rows:
+                    last = row.seq
+                    deliver(json.loads(row.payload))
+            except Exception as exc:
+                if not failing:
+                    logger.warning("cannot read scheduler messages from %s: %s", self.url, exc)
+                failing = True
+            stop.wait(POLL_SECONDS)
+
+    def _listen_postgres(self, deliver: Deliver, stop: threading.Event) -> None:
+        connected_once = failing = False
+        while not stop.is_set():
+            proxy = None
+            try:
+                proxy = self.engine.raw_connection()
+                connection = cast(Any, proxy.driver_connection)
+                proxy.detach()  # a listening session is never handed back to the pool
+                connection.autocommit = True
+                with connection.cursor() as cursor:
+                    cursor.execute(f'LISTEN "{self.channel}"')
+                if connected_once:
+                    deliver({"op": "resync"})
+                connected_once, failing = True, False
+                while not stop.is_set():
+                    readable, _, _ = selectors.select([connection], [], [], 0.5)
+                    if not readable:
+                        continue
+                    connection.poll()
+                    while connection.notifies:
+                        note = connection.notifies.pop(0)
+                        deliver(json.loads(note.payload))
+            except Exception as exc:
+                if not failing:
+                    logger.warning("lost the scheduler message channel on %s: %s", self.url, exc)
+                failing = True
+                stop.wait(1.0)
+            finally:
+                if proxy is not None:
+                    with contextlib.suppress(Exception):
+                        proxy.close()
+
+
+# ---------------------------------------------------------------- Redis
+
+# KEYS: the job's state hash. ARGV: field, value, field, value, ...
+_UPDATE_IF_PRESENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
+def create_redis_client(url: StoreURL) -> Redis:
+    from redis import Redis
+
+    return Redis.from_url(url.url, health_check_interval=30)
+
+
+class RedisState(StateBackend):
+    """Keys ``<namespace>:state:<job id>`` (hashes), ``:state_ids``, ``:removed``,
+    ``:fire:<job id>:<token>``, ``:workers`` and the channel ``:messages``, beside
+    APScheduler's ``<namespace>:jobs`` and ``<namespace>:run_times``."""
+
+    def __init__(self, url: StoreURL, namespace: str, client: Redis) -> None:
+        super().__init__(url, namespace)
+        self.client = client
+        self.prefix = f"{namespace}:"
+        self.ids_key = self.prefix + "state_ids"
+        self.removed_key = self.prefix + "removed"
+        self.workers_key = self.prefix + "workers"
+        self.channel = self.prefix + "messages"
+        self._update_script = client.register_script(_UPDATE_IF_PRESENT)
+
+    def _key(self, job_id: str) -> str:
+        return f"{self.prefix}state:{job_id}"
+
+    def make_jobstore(self) -> BaseJobStore:
+        from redis.connection import parse_url
+
+        from .jobstores import GuardedRedisJobStore
+
+        options = dict(parse_url(self.url.url))  # type: ignore[no-untyped-call]
+        return GuardedRedisJobStore(
+            jobs_key=self.prefix + "jobs", run_times_key=self.prefix + "run_times", **options
+        )
+
+    def open(self) -> None:
+        self.client.ping()
+
+    def close(self) -> None:
+        self.client.connection_pool.disconnect()
+
+    @staticmethod
+    def _fields(raw: Mapping[Any, Any]) -> dict[str, bytes]:
+        return {(k.decode() if isinstance(k, bytes) else str(k)): bytes(v) for k, v in raw.items()}
+
+    def load(self, job_id: str) -> dict[str, bytes] | None:
+        raw = cast(Mapping[Any, Any], self.client.hgetall(self._key(job_id)))
+        return self._fields(raw) or None
+
+    def load_all(self) -> dict[str, dict[str, bytes]]:
+        ids = sorted(
+            i.decode() if isinstance(i, bytes) else str(i)
+            for i in cast(set[Any], self.client.smembers(self.ids_key))
+        )
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self._key(job_id))
+        jobs: dict[str, dict[str, bytes]] = {}
+        for job_id, raw in zip(ids, pipe.execute(), strict=True):
+            if raw:
+                jobs[job_id] = self._fields(raw)
+        return jobs
+
+    def create(self, job_id: str, fields: Mapping[str, bytes]) -> None:
+        key = self._key(job_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(key)
+        mapping: dict[Any, Any] = dict(fields)
+        pipe.hset(key, mapping=mapping)
+        pipe.sadd(self.ids_key, job_id)
+        pipe.hdel(self.removed_key, job_id)
+        pipe.execute()
+
+    def update(self, job_id: str, fields: Mapping[str, bytes]) -> bool:
+        args: list[Any] = []
+        for name, value in fields.items():
+            args += [name, value]
+        return bool(self._update_script(keys=[self._key(job_id)], args=args))
+
+    def delete(self, job_id: str, removed_at: float) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self._key(job_id))
+        pipe.srem(self.ids_key, job_id)
+        pipe.hset(self.removed_key, job_id, repr(removed_at))
+        pipe.execute()
+
+    def tombstones(self) -> dict[str, float]:
+        raw = cast(Mapping[Any, Any], self.client.hgetall(self.removed_key))
+        return {k.decode(): float(v) for k, v in raw.items()}
+
+    def claim(self, job_id: str, token: str, worker_id: str) -> bool:
+        key = f"{self.prefix}fire:{job_id}:{token}"
+        return bool(self.client.set(key, worker_id, nx=True, ex=int(CLAIM_TTL)))
+
+    def heartbeat(self, worker_id: str, info: Mapping[str, Any], live_for: float) -> list[Message]:
+        now = time.time()
+        self.client.hset(self.workers_key, worker_id, json.dumps({**info, "seen_at": now}))
+        raw = cast(Mapping[Any, Any], self.client.hgetall(self.workers_key))
+        seen = [json.loads(v) for v in raw.values()]
+        return [w for w in seen if w.get("seen_at", 0) >= now - live_for]
+
+    def leave(self, worker_id: str) -> None:
+        self.client.hdel(self.workers_key, worker_id)
+
+    def prune(self, now: float) -> None:
+        old = [k for k, v in self.tombstones().items() if v < now - TOMBSTONE_TTL]
+        if old:
+            self.client.hdel(self.removed_key, *old)
+        raw = cast(Mapping[Any, Any], self.client.hgetall(self.workers_key))
+        gone = [k for k, v in raw.items() if json.loads(v).get("seen_at", 0) < now - WORKER_TTL]
+        if gone:
+            self.client.hdel(self.workers_key, *gone)
+
+    def publish(self, message: Message) -> None:
+        self.client.publish(self.channel, json.dumps(message))
+
+    def listen(self, deliver: Deliver, stop: threading.Event) -> None:
+        connected_once = failing = False
+        while not stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self.channel)
+                if connected_once:
+                    deliver({"op": "resync"})
+                connected_once, failing = True, False
+                while not stop.is_set():
+                    item = pubsub.get_message(timeout=0.5)
+                    if item is not None and item.get("type") == "message":
+                        deliver(json.loads(item["data"]))
+            except Exception as exc:
+                if not failing:
+                    logger.warning("lost the scheduler message channel on %s: %s", self.url, exc)
+                failing = True
+                stop.wait(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+
+
+def open_state(url: StoreURL, namespace: str) -> StateBackend:
+    """The state backend for a job store URL (nothing is connected yet)."""
+    if url.kind == "redis":
+        return RedisState(url, namespace, create_redis_client(url))
+    return SqlState(url, namespace, create_sql_engine(url))

@@ -1,0 +1,303 @@
+"""Four worker processes of one app (tests/mw_app.py under uvicorn) share a job store.
+
+For each backend (SQLite + file lock, PostgreSQL, Redis) the workers run 1-second interval
+jobs and a cron job for over 20 s; every run writes a row in a witness database. Along the
+way a job is added, run now and paused through followers, and the leader is killed with
+SIGKILL half-way between two fires. Then the rows must show every scheduled fire run
+exactly once (no duplicates, no gaps), only by the leader of the moment, the paused job
+stopped within a second, and the takeover within ``lease_seconds`` plus one interval.
+
+The measured figures are printed and written to ``/tmp/nexios_scheduler_multiworker.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
+
+HERE = Path(__file__).resolve().parent
+UTC = timezone.utc
+WORKERS = 4
+LEASE = 2.0  # seconds: short, to keep the test short; the default is 10
+INTERVAL_JOBS = ("tick-a", "tick-b", "tick-c")
+RESULTS = Path("/tmp/nexios_scheduler_multiworker.json")
+SECOND_US = 1_000_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _call(method: str, url: str, timeout: float = 5.0) -> dict:
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        return json.loads(answer.read())
+
+
+@dataclass
+class Worker:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> dict:
+        return _call("GET", self.url + path)
+
+    def post(self, path: str) -> dict:
+        return _call("POST", self.url + path)
+
+    def status(self) -> dict | None:
+        try:
+            return self.get("/status")
+        except OSError:
+            return None
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    logs: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def start(self, count: int) -> None:
+        for n in range(count):
+            port = _free_port()
+            log = self.logs / f"worker-{n}.log"
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "mw_app:app", "--app-dir", str(HERE)]
+                + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                env=self.env,
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.workers.append(Worker(port, proc, log))
+        deadline = time.monotonic() + 60
+        while any(w.status() is None for w in self.workers):
+            dead = [w for w in self.workers if w.proc.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                pytest.fail(f"a worker did not start:\n{self.tails()}", pytrace=False)
+            time.sleep(0.1)
+
+    def alive(self) -> list[Worker]:
+        return [w for w in self.workers if w.proc.poll() is None]
+
+    def wait_for_leader(self, timeout: float) -> Worker:
+        """The one live worker that says it leads; fails if there are none or several."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leaders = [w for w in self.alive() if (w.status() or {}).get("is_leader")]
+            if len(leaders) == 1:
+                return leaders[0]
+            assert len(leaders) < 2, f"several leaders at once: {[w.port for w in leaders]}"
+            if time.monotonic() > deadline:
+                pytest.fail(f"no leader within {timeout}s:\n{self.tails()}", pytrace=False)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for worker in self.alive():
+            worker.proc.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()
+
+    def tails(self) -> str:
+        return "\n".join(
+            f"--- worker on port {w.port} (pid {w.proc.pid}):\n{w.log.read_text()[-3000:]}"
+            for w in self.workers
+        )
+
+
+def _sleep_until(when: float) -> None:
+    time.sleep(max(0.0, when - time.time()))
+
+
+def _runs(witness: Path) -> list[tuple[str, int | None, float, int]]:
+    with sqlite3.connect(witness, timeout=30) as db:
+        rows = db.execute("SELECT job_id, scheduled_us, ran_at, pid FROM runs").fetchall()
+    db.close()
+    return rows
+
+
+def _interval_slots(first_us: int, until: float) -> list[int]:
+    return list(range(first_us, int(until * SECOND_US) + 1, SECOND_US))
+
+
+def _minute_slots(after: float, until: float) -> list[int]:
+    start = int(after // 60 + 1) * 60
+    return [t * SECOND_US for t in range(start, int(until) + 1, 60)]
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+def cluster(request, tmp_path):
+    namespace = unique_namespace()
+    if request.param == "sqlite":
+        store = f"sqlite:///{tmp_path}/jobs.db"
+        coordination = f"file://{tmp_path}/scheduler.lock"
+    elif request.param == "postgresql":
+        store = coordination = postgres_url()
+    else:
+        store = coordination = redis_url()
+    witness = tmp_path / "witness.db"
+    with sqlite3.connect(witness) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE runs (job_id TEXT, scheduled_us INTEGER, ran_at REAL, pid INT)")
+    db.close()
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        MW_JOBSTORE=store,
+        MW_COORDINATION=coordination,
+        MW_NAMESPACE=namespace,
+        MW_LEASE=str(LEASE),
+        MW_WITNESS=str(witness),
+    )
+    cluster = Cluster(env, tmp_path)
+    cluster.backend = request.param  # type: ignore[attr-defined]
+    cluster.witness = witness  # type: ignore[attr-defined]
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if request.param != "sqlite":
+            drop_namespace(store, namespace)
+
+
+def test_each_fire_runs_exactly_once_across_workers(cluster, capsys):
+    cluster.start(WORKERS)
+    leader = cluster.wait_for_leader(timeout=20)
+    followers = [w for w in cluster.workers if w is not leader]
+    t0 = time.time()
+
+    # Operations sent to followers take effect on the leader.
+    assert followers[0].post("/jobs/added/every-second")["ok"] is True
+    once_at = datetime.fromtimestamp(round(time.time()) + 3.5, UTC)
+    at = urllib.parse.quote(once_at.isoformat())
+    assert followers[1].post(f"/jobs/once/once?at={at}")["ok"] is True
+    assert followers[2].post("/jobs/tick-b/run")["ok"] is True
+    assert followers[0].get("/jobs/added")["status"] == "ACTIVE"
+
+    _sleep_until(t0 + 5)
+    pause_sent = time.time()
+    assert followers[1].post("/jobs/tick-c/pause")["ok"] is True
+    seen_deadline = pause_sent + 1.0
+    while leader.get("/jobs/tick-c")["status"] != "PAUSED":
+        assert time.time() < seen_deadline, "the leader did not see the pause within 1 s"
+        time.sleep(0.02)
+    pause_seen = time.time() - pause_sent
+    for worker in cluster.workers:  # every worker shows the same state
+        job = worker.get("/jobs/tick-c")
+        assert (job["status"], job["paused_reason"]) == ("PAUSED", "paused over HTTP")
+
+    # Kill the leader half-way between two fires of the interval jobs.
+    _sleep_until(t0 + 8)
+    anchors = [s for j, s, _, _ in _runs(cluster.witness) if j == "tick-a" and s is not None]
+    phase = (min(anchors) % SECOND_US) / SECOND_US
+    now = time.time()
+    kill_at = int(now) + phase + 0.5
+    while kill_at < now + 0.2:
+        kill_at += 1
+    _sleep_until(kill_at)
+    killed_at = time.time()
+    leader.proc.send_signal(signal.SIGKILL)
+    leader.proc.wait()
+    new_leader = cluster.wait_for_leader(timeout=LEASE + 10)
+    elected = time.time() - killed_at
+    assert new_leader.get("/jobs/tick-c")["status"] == "PAUSED"
+
+    _sleep_until(t0 + 21)
+    end = time.time()
+    time.sleep(1.5)  # fires due before ``end`` have run by now
+    rows = _runs(cluster.witness)
+    old_pid, new_pid = leader.proc.pid, new_leader.proc.pid
+
+    scheduled = [(j, s) for j, s, _, _ in rows if s is not None]
+    counts = Counter(scheduled)
+    duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    gaps: list[tuple[str, int]] = []
+    fires = 0
+    cutoff = end - 0.5
+
+    def expect_once(job_id: str, slots: list[int]) -> None:
+        nonlocal fires
+        fires += len(slots)
+        gaps.extend((job_id, s) for s in slots if counts[(job_id, s)] == 0)
+
+    for job_id in ("tick-a", "tick-b", "added"):
+        first = min(s for j, s in scheduled if j == job_id)
+        expect_once(job_id, _interval_slots(first, cutoff))
+    first_c = min(s for j, s in scheduled if j == "tick-c")
+    expect_once("tick-c", _interval_slots(first_c, pause_sent - 0.5))
+    expect_once("once", [int(once_at.timestamp() * SECOND_US)])
+    expect_once("minutely", _minute_slots(t0 + 0.5, cutoff))
+    allowed = {
+        "minutely": set(_minute_slots(t0 - 20, end + 1)),
+        "once": {int(once_at.timestamp() * SECOND_US)},
+    }
+    unexpected = [(j, s) for j, s in counts if j in allowed and s not in allowed[j]]
+
+    late_c = [r for r in rows if r[0] == "tick-c" and r[2] > pause_sent + pause_seen + 1.0]
+    run_now = [r for r in rows if r[0] == "tick-b" and r[1] is None]
+    wrong_runner = [r for r in rows if r[2] < killed_at and r[3] != old_pid]
+    after_kill = sorted(r[2] for r in rows if r[2] > killed_at and r[3] == new_pid)
+    takeover = after_kill[0] - killed_at if after_kill else float("inf")
+
+    figures = {
+        "backend": cluster.backend,
+        "workers": WORKERS,
+        "lease_seconds": LEASE,
+        "seconds_of_jobs": round(end - t0, 1),
+        "fires": fires,
+        "runs": len(rows),
+        "duplicates": duplicates,
+        "gaps": len(gaps),
+        "takeover_seconds": round(takeover, 3),
+        "new_leader_elected_seconds": round(elected, 3),
+        "pause_seen_by_leader_seconds": round(pause_seen, 3),
+    }
+    _report(figures, capsys)
+
+    detail = f"{figures}\n{cluster.tails()}"
+    assert duplicates == 0, f"fires run twice: {[k for k, n in counts.items() if n > 1]}\n{detail}"
+    assert gaps == [], f"fires never run: {gaps}\n{detail}"
+    assert unexpected == [], f"fires that were not due: {unexpected}\n{detail}"
+    assert len(run_now) == 1, f"run-now from a follower ran {len(run_now)} times\n{detail}"
+    assert late_c == [], f"tick-c ran after its pause: {late_c}\n{detail}"
+    assert wrong_runner == [], f"a follower ran jobs: {wrong_runner}\n{detail}"
+    assert takeover <= LEASE + 1.0 + 1.0, f"takeover took {takeover:.2f}s\n{detail}"
+
+
+def _report(figures: dict, capsys) -> None:
+    """Show the figures whatever pytest's capture, and keep them per backend in a file."""
+    with capsys.disabled():
+        print(f"\nmulti-worker figures: {json.dumps(figures)}")
+    try:
+        known = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        known = {}
+    known[figures["backend"]] = figures
+    RESULTS.write_text(json.dumps(known, indent=2) + "\n")
