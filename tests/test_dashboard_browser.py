@@ -212,6 +212,7 @@ class TestDashboard:
         detail.wait_for(state="detached")
 
     def test_api_errors_are_shown(self, page, api):
+        page.click("#live")  # no polling: the row stays until the failed action refreshes
         assert api.delete("/jobs/export-orders").status_code == 204
         row(page, "export-orders").locator('button[data-action="pause"]').click()
         page.click("#pause-confirm")
