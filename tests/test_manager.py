@@ -206,15 +206,20 @@ class TestOperations:
         assert manager.resume_job("x") is True
         assert job.status is JobStatus.ACTIVE
 
-    async def test_paused_job_does_not_fire(self, manager):
+    async def test_paused_job_does_not_fire(self, manager, scheduler_clock):
         counter = Counter()
-        manager.add_job(counter, IntervalTrigger(seconds=0.02, start_now=False), id="x")
+        manager.add_job(counter, IntervalTrigger(seconds=10, start_now=False), id="x")
         await manager.start()
-        await wait_until(lambda: counter.count >= 1)
+        await scheduler_clock.advance(seconds=10)
+        assert counter.count == 1
         manager.pause_job("x")
-        seen = counter.count
-        await asyncio.sleep(0.15)
-        assert counter.count == seen
+        await scheduler_clock.advance(minutes=5, seconds=3)
+        assert counter.count == 1
+        manager.resume_job("x")  # back on the 10 s grid: next fire at 5:20
+        await scheduler_clock.advance(seconds=6)
+        assert counter.count == 1
+        await scheduler_clock.advance(seconds=1)
+        assert counter.count == 2
 
 
 class TestRunning:
@@ -225,24 +230,27 @@ class TestRunning:
         await wait_until(lambda: counter.count == 1)
         assert counter.calls == [((1, 2), {"k": "v"})]
 
-    async def test_start_now_runs_once_at_start_then_every_interval(self, manager):
+    async def test_start_now_runs_once_at_start_then_every_interval(self, manager, scheduler_clock):
         counter = Counter()
-        job = manager.add_job(counter, IntervalTrigger(seconds=0.25))
+        job = manager.add_job(counter, IntervalTrigger(seconds=30))
         await manager.start()
-        await wait_until(lambda: counter.count == 1)
-        await asyncio.sleep(0.1)
+        await scheduler_clock.run_due()
+        assert counter.count == 1
+        assert job.last_run_time == scheduler_clock.now()
+        await scheduler_clock.advance(seconds=29)
         assert counter.count == 1  # exactly once at start, not twice
-        await wait_until(lambda: counter.count == 2)
+        await scheduler_clock.advance(seconds=1)
         assert job.total_run_count == 2
-        assert job.last_run_time is not None
+        await scheduler_clock.advance(seconds=90)
+        assert job.total_run_count == 5
 
-    async def test_start_now_false_waits_one_interval(self, manager):
+    async def test_start_now_false_waits_one_interval(self, manager, scheduler_clock):
         counter = Counter()
-        job = manager.add_job(counter, IntervalTrigger(seconds=0.3, start_now=False))
+        job = manager.add_job(counter, IntervalTrigger(seconds=30, start_now=False))
         await manager.start()
-        await asyncio.sleep(0.15)
+        await scheduler_clock.advance(seconds=29)
         assert counter.count == 0
-        await wait_until(lambda: counter.count == 1)
+        await scheduler_clock.advance(seconds=1)
         assert job.total_run_count == 1
 
     async def test_sync_job_runs_in_a_worker_thread(self, manager):
@@ -253,11 +261,14 @@ class TestRunning:
         assert threads[0] != threading.get_ident()
 
     async def test_sync_job_does_not_block_the_loop(self, manager):
-        manager.add_job(lambda: time.sleep(0.3), IntervalTrigger(seconds=60))
+        release = threading.Event()
+        job = manager.add_job(release.wait, IntervalTrigger(seconds=60))
         await manager.start()
-        started = time.monotonic()
-        await asyncio.sleep(0.05)
-        assert time.monotonic() - started < 0.25
+        # The job blocks its thread until the loop, still free, releases it.
+        await wait_until(lambda: job.current_instances == 1)
+        release.set()
+        await wait_until(lambda: job.current_instances == 0)
+        assert job.history[0].outcome == "success"
 
     async def test_one_shot_completes(self, manager):
         counter = Counter()
@@ -281,20 +292,23 @@ class TestRunning:
         assert job.last_error == "ValueError: boom"
         assert manager.get_jobs() == [job]
 
-    async def test_failed_recurring_job_keeps_firing_and_recovers(self, manager):
-        outcomes = iter([ValueError("boom"), None, None, None, None, None])
+    async def test_failed_recurring_job_keeps_firing_and_recovers(self, manager, scheduler_clock):
+        outcomes = iter([ValueError("boom"), None, None])
 
         async def flaky():
             exc = next(outcomes)
             if exc:
                 raise exc
 
-        job = manager.add_job(flaky, IntervalTrigger(seconds=0.05))
+        job = manager.add_job(flaky, IntervalTrigger(seconds=10))
         await manager.start()
-        await wait_until(lambda: job.total_run_count >= 1 and job.current_instances == 0)
+        await scheduler_clock.run_due()
+        assert job.total_run_count == 1
         assert job.status is JobStatus.FAILED
         assert job.last_error == "ValueError: boom"
-        await wait_until(lambda: job.total_run_count >= 2 and job.current_instances == 0)
+        assert job.next_run_time is not None  # still scheduled
+        await scheduler_clock.advance(seconds=10)
+        assert job.total_run_count == 2
         assert job.status is JobStatus.ACTIVE
         assert job.last_error == "ValueError: boom"  # kept for inspection
 
@@ -385,31 +399,29 @@ class TestGuards:
         finally:
             await m.shutdown()
 
-    async def test_coalesce_merges_a_backlog_into_one_run(self, manager):
+    async def test_coalesce_merges_a_backlog_into_one_run(self, manager, scheduler_clock):
         counter = Counter()
-        job = manager.add_job(
-            counter, IntervalTrigger(seconds=0.05, start_now=False), coalesce=True
-        )
+        job = manager.add_job(counter, IntervalTrigger(seconds=10, start_now=False), coalesce=True)
         await manager.start()
-        time.sleep(0.33)  # the loop is blocked: six fire times pass unserved
-        await wait_until(lambda: counter.count >= 1)
-        await asyncio.sleep(0.01)
+        await scheduler_clock.jump(seconds=65)  # six fire times pass while the process stalls
         assert counter.count == 1
         assert job.missed_count == 0
+        assert job.history[0].scheduled_time == scheduler_clock.now() - timedelta(seconds=5)
 
-    async def test_no_coalesce_runs_every_missed_fire_inside_grace(self, manager):
+    async def test_no_coalesce_runs_every_missed_fire_inside_grace(self, manager, scheduler_clock):
         counter = Counter()
         job = manager.add_job(
             counter,
-            IntervalTrigger(seconds=0.05, start_now=False),
+            IntervalTrigger(seconds=10, start_now=False),
             coalesce=False,
-            misfire_grace_time=0.18,
+            misfire_grace_time=35,
         )
         await manager.start()
-        time.sleep(0.33)  # fire times at 0.05 .. 0.30 pass; those within 0.18 s still run
-        await wait_until(lambda: counter.count + job.missed_count >= 6)
-        assert 3 <= counter.count <= 4
-        assert counter.count + job.missed_count == 6
+        # Fire times at 10 .. 60 s pass unserved; at 65 s those within 35 s (30 .. 60) run.
+        await scheduler_clock.jump(seconds=65)
+        assert counter.count == 4
+        assert job.missed_count == 2
+        assert sorted(r.outcome for r in job.history) == ["missed"] * 2 + ["success"] * 4
 
 
 class TestLifecycle:
@@ -468,7 +480,7 @@ class TestLifecycle:
         with caplog.at_level(logging.WARNING, logger="nexios_contrib_scheduler"):
             started = time.monotonic()
             await m.shutdown()
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10  # 0.1 s of grace, not the job's 60 s
         assert cancelled == [True]
         assert job.current_instances == 0
         assert job.history[0].outcome == "cancelled"
