@@ -9,7 +9,6 @@ jobs as JSON; the scheduler's dashboard and admin API are at ``/scheduler/``, be
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import ipaddress
 import itertools
@@ -27,7 +26,6 @@ from nexios.http import Request, Response
 from .admin import scheduler_router
 from .config import SchedulerConfig
 from .dependencies import SchedulerDepend, SchedulerDepends
-from .errors import ConfigError
 from .integration import setup_scheduler
 from .triggers import CronTrigger, DateTimeTrigger, IntervalTrigger
 
@@ -70,16 +68,9 @@ async def export_orders() -> None:
 
 
 def _config(jobstore: str | None) -> SchedulerConfig:
-    options: dict[str, Any] = {"timezone": "UTC"}
-    if jobstore is not None:
-        names = {f.name for f in dataclasses.fields(SchedulerConfig)}
-        if "jobstore" not in names:
-            raise ConfigError(
-                f"cannot use job store {jobstore!r}: this version of "
-                "nexios-contrib-scheduler keeps jobs in memory only (no jobstore option)"
-            )
-        options["jobstore"] = jobstore
-    return SchedulerConfig(**options)
+    if jobstore is None:
+        return SchedulerConfig(timezone="UTC")
+    return SchedulerConfig(timezone="UTC", jobstore=jobstore)
 
 
 def create_app(jobstore: str | None = None) -> NexiosApp:
