@@ -435,23 +435,26 @@ class TestCoalesce:
         assert job.next_run_time == t + 35  # counted from "now", not +30: the grid is lost
 
     @staticmethod
-    async def runs_for_a_stall(manager, coalesce: bool) -> int:
-        """Block the loop while six fire times pass; the runs made for those six."""
+    async def runs_for_a_stall(manager, clock, coalesce: bool) -> int:
+        """Let six fire times pass while the process stalls; the runs made for those six."""
         job = manager.add_job(
-            noop, IntervalTrigger(seconds=0.05, start_now=False), coalesce=coalesce
+            noop,
+            IntervalTrigger(seconds=10, start_now=False),
+            coalesce=coalesce,
+            misfire_grace_time=60,
         )
         assert job.coalesce is coalesce
         await manager.start()
-        time.sleep(0.33)  # the event loop is blocked: fire times 0.05 .. 0.30 pass
-        unblocked = datetime.now(UTC)
-        await wait_until(lambda: any(r.scheduled_time > unblocked for r in job.history))
-        return sum(1 for r in job.history if r.scheduled_time < unblocked)
+        await clock.jump(seconds=65)  # fire times 10 .. 60 pass unserved, all within grace
+        return job.total_run_count
 
-    async def test_new_coalesce_false_runs_every_missed_fire_inside_grace(self, manager):
-        assert await self.runs_for_a_stall(manager, coalesce=False) == 6
+    async def test_new_coalesce_false_runs_every_missed_fire_inside_grace(
+        self, manager, scheduler_clock
+    ):
+        assert await self.runs_for_a_stall(manager, scheduler_clock, coalesce=False) == 6
 
-    async def test_new_coalesce_true_merges_them(self, manager):
-        assert await self.runs_for_a_stall(manager, coalesce=True) == 1
+    async def test_new_coalesce_true_merges_them(self, manager, scheduler_clock):
+        assert await self.runs_for_a_stall(manager, scheduler_clock, coalesce=True) == 1
 
 
 class TestFalsyOptions:
@@ -488,20 +491,21 @@ class TestNoDoubleRunAtStart:
         await m._execute_job(job)
         assert runs == [1, 1]
 
-    async def test_new_runs_it_once_then_every_interval(self, manager):
+    async def test_new_runs_it_once_then_every_interval(self, manager, scheduler_clock):
         runs = []
 
         async def tick():
             runs.append(1)
 
         job = manager.add_job(tick, IntervalTrigger(seconds=60))
-        first = job.next_run_time
         await manager.start()
-        await wait_until(lambda: job.total_run_count == 1)
-        await asyncio.sleep(0.2)
+        await scheduler_clock.run_due()
         assert runs == [1]
+        await scheduler_clock.advance(seconds=59)
+        assert runs == [1]  # once at start, not again a tick later
         assert job.next_run_time - job.history[0].scheduled_time == timedelta(seconds=60)
-        assert job.history[0].scheduled_time >= first
+        await scheduler_clock.advance(seconds=1)
+        assert runs == [1, 1]
 
 
 class TestIntervalGrid:
