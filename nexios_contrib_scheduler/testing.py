@@ -33,6 +33,7 @@ import apscheduler.schedulers.base as _aps_base
 import pytest
 
 from . import clock as _clock
+from .triggers import parse_datetime
 
 if TYPE_CHECKING:
     from .manager import SchedulerManager
@@ -45,18 +46,7 @@ _TURNS = 5  # loop turns that let freshly submitted runs start
 
 
 def _read_when(when: datetime | str) -> datetime:
-    if isinstance(when, str):
-        text = when.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            when = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(
-                f"cannot read {when!r}: use ISO 8601 such as '2030-01-01T09:00:00+00:00'"
-            ) from None
-    if not isinstance(when, datetime):
-        raise TypeError(f"a time must be a datetime or an ISO 8601 str, not {when!r}")
+    when = parse_datetime(when, "FrozenClock time")
     if when.tzinfo is None or when.utcoffset() is None:
         when = when.replace(tzinfo=UTC)  # naive values are UTC
     return when.astimezone(UTC)

@@ -60,22 +60,32 @@ def _check_jitter(value: object, owner: str) -> float | None:
     return value or None
 
 
-def _read_bound(value: object, owner: str, name: str) -> datetime | None:
-    """Read a start_date or end_date; naive when the input names no zone."""
-    if value is None or isinstance(value, datetime):
+def parse_datetime(value: object, what: str) -> datetime:
+    """Read an ISO 8601 string (``Z`` allowed) or a datetime; naive when it names no zone.
+
+    ``what`` names the value in the error, e.g. ``"DateTimeTrigger run_date"``.
+    """
+    if isinstance(value, datetime):
         return value
     if not isinstance(value, str):
-        raise TypeError(f"{owner} {name} must be a datetime or an ISO 8601 str, not {value!r}")
+        raise TypeError(f"{what} must be a datetime or an ISO 8601 str, not {value!r}")
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
         return datetime.fromisoformat(text)
     except ValueError:
+        owner, _, name = what.rpartition(" ")
         raise TriggerError(
             f"{owner} cannot read {name} {value!r}: use ISO 8601 such as "
-            "'2026-12-25T10:30:00', '2026-12-25T10:30:00+00:00' or '2026-12-25'"
+            "'2026-12-25T10:30:00', '2026-12-25T10:30:00+00:00', '2026-12-25 10:30:00' "
+            "or '2026-12-25'"
         ) from None
+
+
+def _read_bound(value: object, owner: str, name: str) -> datetime | None:
+    """Read a start_date or end_date; naive when the input names no zone."""
+    return None if value is None else parse_datetime(value, f"{owner} {name}")
 
 
 def _is_aware(value: datetime) -> bool:
@@ -467,21 +477,7 @@ class CronSchedule(ScheduleTrigger):
 
 def parse_run_date(value: str | datetime) -> datetime:
     """Read a run date; the result is naive when the input names no zone."""
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"DateTimeTrigger run_date must be a str or datetime, not {value!r}")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise TriggerError(
-            f"DateTimeTrigger cannot read run_date {value!r}: use ISO 8601 such as "
-            "'2026-12-25T10:30:00', '2026-12-25T10:30:00+00:00', '2026-12-25 10:30:00' "
-            "or '2026-12-25'"
-        ) from None
+    return parse_datetime(value, "DateTimeTrigger run_date")
 
 
 class DateTimeTrigger(Trigger):

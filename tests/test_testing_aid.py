@@ -205,7 +205,7 @@ class TestClockItself:
         assert scheduler_clock.now() == datetime(2030, 1, 1, 7, tzinfo=UTC)
         scheduler_clock.set("2030-01-01T09:00:00Z")
         assert scheduler_clock.now().tzinfo is UTC
-        with pytest.raises(ValueError, match="cannot read 'noon'"):
+        with pytest.raises(ValueError, match="cannot read time 'noon'"):
             scheduler_clock.set("noon")
         with pytest.raises(TypeError, match="datetime or an ISO 8601 str"):
             scheduler_clock.set(1893456000)

@@ -210,7 +210,7 @@ class TestDateTimeTrigger:
             DateTimeTrigger(bad)
 
     def test_bad_type(self):
-        with pytest.raises(TypeError, match="run_date must be a str or datetime"):
+        with pytest.raises(TypeError, match="run_date must be a datetime or an ISO 8601 str"):
             DateTimeTrigger(1767225600)
 
     def test_describe_and_to_dict(self):
