@@ -95,6 +95,7 @@ class Persistence:
         self._leader: str | None = None
         self._warned: set[str] = set()
         self._failing: set[str] = set()
+        self._io = threading.RLock()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -421,23 +422,28 @@ class Persistence:
 
     # ------------------------------------------------------------ the registry and the store
 
+    # Reading the store and applying what was read happen under ``_io``, as do encoding a
+    # record and writing it: a read cannot then land after a newer write of this worker and
+    # undo it. ``_io`` is taken last (after the manager's lock or APScheduler's) and
+    # nothing else is taken while it is held.
+
     def sync_job(self, job_id: str) -> None:
         """Reload one job from the store into the manager's registry."""
         if not self._running:
             return
-        fields = self.state.load(job_id)
-        job = self.jobstore.lookup_job(job_id) if fields is not None else None
-        with self.manager._lock:
+        with self._io:
+            fields = self.state.load(job_id)
+            job = self.jobstore.lookup_job(job_id) if fields is not None else None
             self._merge(job_id, fields, job)
 
     def sync_all(self) -> None:
         """Reload every job from the store into the manager's registry."""
         if not self._running:
             return
-        stored = self.state.load_all()
-        jobs = {job.id: job for job in self.jobstore.get_all_jobs()}
         m = self.manager
-        with m._lock:
+        with self._io:
+            stored = self.state.load_all()
+            jobs = {job.id: job for job in self.jobstore.get_all_jobs()}
             for job_id in list(m._records):
                 if job_id not in stored:
                     self._merge(job_id, None, None)
@@ -515,35 +521,46 @@ class Persistence:
         """Write what changed in ``record`` (or its removal) to the store."""
         if not self._running:
             return
-        job_id = record.id
-        saved = self._saved.get(job_id)
         try:
-            if self.manager._records.get(job_id) is not record:
-                if saved is not None and saved[0] is record:
-                    self.state.delete(job_id, time.time())
-                    del self._saved[job_id]
-                    self._announce("removed", job_id)
-                return
-            fields = records.encode(record)
-            if saved is None or saved[0] is not record:
-                fields[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
-                self.state.create(job_id, fields)
-            else:
-                diff = {k: v for k, v in fields.items() if saved[1].get(k) != v}
-                if not diff:
-                    return
-                if any(name in diff for name in records.DEFINITION_FIELDS):
-                    diff[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
-                if not self.state.update(job_id, diff):
-                    return  # removed by another worker meanwhile
-                fields = {**saved[1], **diff}
+            with self._io:
+                op = self._write(record)
         except Exception as exc:
             logger.error(
-                "could not save job %r (%s) to %s: %s", record.name, job_id, self.jobstore_url, exc
+                "could not save job %r (%s) to %s: %s",
+                record.name,
+                record.id,
+                self.jobstore_url,
+                exc,
             )
             return
+        if op is not None:
+            self._announce(op, record.id)
+
+    def _write(self, record: JobRecord) -> str | None:
+        """Write the record's changes; what to tell the leader ("changed", "removed", None)."""
+        job_id = record.id
+        saved = self._saved.get(job_id)
+        if self.manager._records.get(job_id) is not record:
+            if saved is None or saved[0] is not record:
+                return None
+            self.state.delete(job_id, time.time())
+            del self._saved[job_id]
+            return "removed"
+        fields = records.encode(record)
+        if saved is None or saved[0] is not record:
+            fields[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
+            self.state.create(job_id, fields)
+        else:
+            diff = {k: v for k, v in fields.items() if saved[1].get(k) != v}
+            if not diff:
+                return None
+            if any(name in diff for name in records.DEFINITION_FIELDS):
+                diff[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
+            if not self.state.update(job_id, diff):
+                return None  # removed by another worker meanwhile
+            fields = {**saved[1], **diff}
         self._saved[job_id] = (record, fields)
-        self._announce("changed", job_id)
+        return "changed"
 
     def _reconcile_declarations(self) -> None:
         """Bring the jobs declared in code before ``start()`` into the store (leader only)."""

@@ -1,0 +1,523 @@
+"""Persistent job stores: restarts, declared jobs, several schedulers on one store.
+
+Every backend test runs against SQLite (a file in tmp_path, with a lock file for
+coordination), and the real PostgreSQL and Redis on loopback (see mw_services.py), each
+in a namespace of its own that is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from helpers import wait_until
+from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
+
+from nexios_contrib_scheduler import (
+    DateTimeTrigger,
+    FireKey,
+    IntervalTrigger,
+    JobStatus,
+    SchedulerConfig,
+    SchedulerError,
+    SchedulerManager,
+    current_fire,
+)
+
+UTC = timezone.utc
+BACKENDS = ["sqlite", "postgresql", "redis"]
+
+# ---------------------------------------------------------------- jobs (importable by name)
+
+FIRES: dict[str, list[FireKey | None]] = defaultdict(list)
+
+
+async def tick(label: str) -> None:
+    FIRES[label].append(current_fire())
+
+
+async def tock(label: str) -> None:
+    FIRES[label].append(current_fire())
+
+
+def boom() -> None:
+    raise ValueError("boom")
+
+
+@pytest.fixture(autouse=True)
+def _clean_fires():
+    FIRES.clear()
+    yield
+    FIRES.clear()
+
+
+# ---------------------------------------------------------------- stores and managers
+
+
+@dataclass
+class Store:
+    kind: str
+    url: str
+    coordination: str
+    namespace: str
+
+    def config(self, coordinated: bool = False, **options) -> SchedulerConfig:
+        options.setdefault("shutdown_timeout", 2)
+        return SchedulerConfig(
+            jobstore=self.url,
+            coordination=self.coordination if coordinated else None,
+            namespace=self.namespace,
+            **options,
+        )
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    namespace = unique_namespace()
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/jobs.db"
+        coordination = f"file://{tmp_path}/scheduler.lock"
+    elif request.param == "postgresql":
+        url = coordination = postgres_url()
+    else:
+        url = coordination = redis_url()
+    yield Store(request.param, url, coordination, namespace)
+    if request.param != "sqlite":
+        drop_namespace(url, namespace)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    return Store(
+        "sqlite", f"sqlite:///{tmp_path}/jobs.db", f"file://{tmp_path}/lock", unique_namespace()
+    )
+
+
+@pytest.fixture
+async def managers():
+    """Make managers with ``managers(config)``; all are shut down after the test."""
+    made: list[SchedulerManager] = []
+
+    def make(config: SchedulerConfig) -> SchedulerManager:
+        manager = SchedulerManager(config=config)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        await manager.shutdown()
+
+
+def snapshot(job) -> dict:
+    return {
+        key: value
+        for key, value in job.to_dict().items()
+        if key not in ("next_run_time", "current_instances")
+    }
+
+
+# ---------------------------------------------------------------- restarts
+
+
+class TestRestart:
+    async def test_jobs_statuses_and_counters_survive_a_restart(self, store, managers):
+        first = managers(store.config())
+        await first.start()
+        a = first.add_job(tick, IntervalTrigger(seconds=0.2), args=("a",), id="a")
+        first.add_job(tick, IntervalTrigger(seconds=0.2), args=("b",), id="b", name="bee")
+        c = first.add_job(boom, IntervalTrigger(hours=1), id="c", max_instances=2)
+        await wait_until(lambda: a.total_run_count >= 3 and c.failure_count == 1)
+        assert first.pause_job("b", reason="maintenance")
+        await first.shutdown()
+        before = {job.id: snapshot(job) for job in first.get_jobs()}
+        assert before["c"]["status"] == "FAILED"
+
+        second = managers(store.config())
+        await second.start()
+        after = {job.id: snapshot(job) for job in second.get_jobs()}
+        assert after == before
+        job_b = second.get_job("b")
+        assert (job_b.status, job_b.paused_reason, job_b.next_run_time) == (
+            JobStatus.PAUSED,
+            "maintenance",
+            None,
+        )
+        assert second.get_job("c").last_error == "ValueError: boom"
+        assert second.get_job("a").func is tick
+
+        # The restored jobs go on firing where they were.
+        count = second.get_job("a").total_run_count
+        await wait_until(lambda: second.get_job("a").total_run_count >= count + 2)
+        assert second.resume_job("b")
+        await wait_until(lambda: len(FIRES["b"]) > before["b"]["total_run_count"])
+
+    async def test_a_backlog_runs_once_and_the_merged_fires_are_counted_missed(
+        self, store, managers
+    ):
+        first = managers(store.config())
+        await first.start()
+        job = first.add_job(tick, IntervalTrigger(seconds=0.2), args=("a",), id="a")
+        await wait_until(lambda: job.total_run_count >= 2)
+        await first.shutdown()
+        last = job.history[0].scheduled_time
+        runs, missed = job.total_run_count, job.missed_count
+
+        await asyncio.sleep(0.9)  # about four fires fall due while nothing runs
+        second = managers(store.config())
+        await second.start()
+        await wait_until(lambda: second.get_job("a").total_run_count == runs + 1)
+        after = second.get_job("a")
+        new = [r for r in after.history if r.scheduled_time > last]
+        ran = [r.scheduled_time for r in new if r.outcome == "success"]
+        merged = [r.scheduled_time for r in new if r.outcome == "missed"]
+        step = timedelta(seconds=0.2)
+        assert len(ran) == 1  # the backlog ran once, for its latest fire
+        run = next(r for r in new if r.outcome == "success")
+        assert run.scheduled_time <= run.start
+        assert len(merged) >= 3 and after.missed_count == missed + len(merged)
+        # Every fire time of the downtime is accounted for, once: merged, then the run.
+        expected = [last + step * k for k in range(1, len(merged) + 2)]
+        assert sorted(merged + ran) == expected
+        assert all("coalesced" in r.error for r in new if r.outcome == "missed")
+
+    async def test_a_fire_beyond_the_grace_time_is_recorded_missed(self, store, managers):
+        first = managers(store.config())
+        await first.start()
+        when = datetime.now(UTC) + timedelta(seconds=0.4)
+        first.add_job(
+            tick, DateTimeTrigger(when), args=("late",), id="late", misfire_grace_time=0.1
+        )
+        await first.shutdown()
+        await asyncio.sleep(max(0.0, (when - datetime.now(UTC)).total_seconds()) + 0.3)
+
+        second = managers(store.config())
+        await second.start()
+        await wait_until(lambda: second.get_job("late").missed_count == 1)
+        job = second.get_job("late")
+        assert job.total_run_count == 0 and FIRES["late"] == []
+        assert job.history[0].outcome == "missed" and job.history[0].scheduled_time == when
+        assert job.status is JobStatus.FAILED
+
+    async def test_a_one_shot_that_ran_does_not_run_again(self, store, managers):
+        first = managers(store.config())
+        when = datetime.now(UTC) + timedelta(seconds=0.2)
+        first.add_job(tick, DateTimeTrigger(when), args=("once",), id="once")
+        await first.start()
+        await wait_until(lambda: first.get_job("once").status is JobStatus.COMPLETED)
+        await first.shutdown()
+
+        second = managers(store.config())
+        second.add_job(tick, DateTimeTrigger(when), args=("once",), id="once")
+        await second.start()
+        await asyncio.sleep(0.3)
+        assert second.get_job("once").status is JobStatus.COMPLETED
+        assert len(FIRES["once"]) == 1
+
+
+# ---------------------------------------------------------------- jobs declared in code
+
+
+class TestDeclaredJobs:
+    async def test_a_restart_with_the_same_declaration_keeps_schedule_and_state(
+        self, store, managers
+    ):
+        def declare(manager):
+            return manager.add_job(
+                tick, IntervalTrigger(seconds=30), args=("d",), id="d", replace_existing=True
+            )
+
+        first = managers(store.config())
+        declare(first)
+        await first.start()
+        await wait_until(lambda: len(FIRES["d"]) == 1)  # start_now: one run at start
+        next_run = first.get_job("d").next_run_time
+        await first.shutdown()
+
+        second = managers(store.config())
+        job = declare(second)
+        await second.start()
+        await asyncio.sleep(0.3)
+        assert len(FIRES["d"]) == 1  # no extra run for the restart
+        assert job.next_run_time == next_run  # the handle from add_job is live
+        assert job.total_run_count == 1
+
+        assert second.pause_job("d", reason="hold")
+        await second.shutdown()
+        third = managers(store.config())
+        declare(third)
+        await third.start()
+        await asyncio.sleep(0.3)
+        job = third.get_job("d")
+        assert (job.status, job.paused_reason, len(FIRES["d"])) == (JobStatus.PAUSED, "hold", 1)
+        assert third.resume_job("d")
+        assert third.get_job("d").next_run_time == next_run  # still the first grid
+
+    @pytest.mark.parametrize(
+        ("func", "trigger"),
+        [(tick, IntervalTrigger(seconds=20)), (tock, IntervalTrigger(seconds=30))],
+        ids=["trigger", "function"],
+    )
+    async def test_a_changed_declaration_reschedules_and_keeps_counters(
+        self, store, managers, func, trigger
+    ):
+        first = managers(store.config())
+        first.add_job(tick, IntervalTrigger(seconds=30), args=("d",), id="d")
+        await first.start()
+        await wait_until(lambda: len(FIRES["d"]) == 1)
+        await first.shutdown()
+
+        second = managers(store.config())
+        second.add_job(func, trigger, args=("d",), id="d", replace_existing=True)
+        await second.start()
+        await wait_until(lambda: len(FIRES["d"]) == 2)  # rescheduled: start_now runs again
+        job = second.get_job("d")
+        assert job.func is func and job.trigger == trigger
+        await wait_until(lambda: second.get_job("d").total_run_count == 2)
+
+    async def test_a_job_removed_at_run_time_stays_removed_until_declared_again(
+        self, sqlite_store, managers
+    ):
+        def declare(manager):
+            manager.add_job(tick, IntervalTrigger(hours=1), args=("d",), id="d")
+
+        config = functools.partial(sqlite_store.config, coordinated=True, lease_seconds=1)
+        leader, follower = managers(config()), managers(config())
+        declare(leader)
+        declare(follower)
+        await leader.start()
+        await follower.start()
+        assert leader.is_leader and not follower.is_leader
+        assert follower.remove_job("d")
+
+        await leader.shutdown()  # the follower takes over and reconciles its declarations
+        await wait_until(lambda: follower.is_leader, timeout=5)
+        await asyncio.sleep(0.1)
+        assert follower.get_job("d") is None
+
+        restarted = managers(config())
+        declare(restarted)  # declared after the removal: a new deployment brings it back
+        await follower.shutdown()
+        await restarted.start()
+        assert restarted.get_job("d") is not None
+
+
+# ---------------------------------------------------------------- what add_job refuses
+
+
+class Holder:
+    async def method(self) -> None:
+        pass
+
+    async def __call__(self) -> None:
+        pass
+
+
+class TestStorableJobs:
+    @pytest.fixture
+    def manager(self, sqlite_store):
+        return SchedulerManager(config=sqlite_store.config())
+
+    def closure(self):
+        async def inner() -> None:
+            pass
+
+        return inner
+
+    @pytest.mark.parametrize(
+        ("make", "name", "reason"),
+        [
+            (lambda self: lambda: None, "<lambda>", "a lambda"),
+            (lambda self: self.closure(), "closure.<locals>.inner", "inside another function"),
+            (lambda self: Holder().method, "Holder.method", "a bound method"),
+            (lambda self: functools.partial(tick, "x"), "functools.partial", "a functools.partial"),
+            (lambda self: Holder(), "Holder", "a callable object"),
+        ],
+        ids=["lambda", "closure", "bound-method", "partial", "callable-object"],
+    )
+    def test_unimportable_functions_are_refused_at_add_job(self, manager, make, name, reason):
+        with pytest.raises(ValueError, match="job function") as raised:
+            manager.add_job(make(self), IntervalTrigger(seconds=1), id="x")
+        assert name in str(raised.value) and reason in str(raised.value)
+        assert "sqlite job store" in str(raised.value)
+        assert manager.get_jobs() == []
+
+    def test_arguments_that_cannot_be_pickled_are_refused(self, manager):
+        with pytest.raises(ValueError, match="args or kwargs of job function 'tick'"):
+            manager.add_job(tick, IntervalTrigger(seconds=1), args=(threading_lock(),), id="x")
+
+    def test_the_memory_store_still_takes_any_callable(self):
+        manager = SchedulerManager()
+        assert manager.add_job(lambda: None, IntervalTrigger(seconds=1)).id
+
+    def test_a_declared_job_without_an_id_is_warned_about(self, manager, caplog):
+        with caplog.at_level(logging.WARNING, logger="nexios_contrib_scheduler"):
+            manager.add_job(tick, IntervalTrigger(seconds=1), args=("x",))
+        assert "declared without an id" in caplog.text
+
+
+def threading_lock():
+    import threading
+
+    return threading.Lock()
+
+
+# ---------------------------------------------------------------- configuration
+
+
+class TestConfig:
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"jobstore": "mysql://host/db"}, "'sqlite:///path/jobs.db'"),
+            ({"jobstore": "sqlite://"}, "needs a database file"),
+            ({"jobstore": "sqlite:///:memory:"}, "needs a database file"),
+            ({"jobstore": "sqlite:///a.db", "coordination": "zookeeper://x"}, "'file:///path"),
+            ({"coordination": "file:///tmp/x.lock"}, "needs a persistent jobstore"),
+            ({"jobstore": "sqlite:///a.db", "lease_seconds": 0.5}, "at least 1 second"),
+            ({"jobstore": "sqlite:///a.db", "namespace": "has-dash"}, "namespace 'has-dash'"),
+        ],
+    )
+    def test_bad_values_are_refused_naming_what_is_allowed(self, options, message):
+        with pytest.raises(ValueError) as raised:
+            SchedulerConfig(**options)
+        assert message in str(raised.value)
+
+    def test_a_password_is_not_shown(self):
+        with pytest.raises(ValueError) as raised:
+            SchedulerConfig(jobstore="mysql://user:secret@host/db")
+        assert "secret" not in str(raised.value)
+        config = SchedulerConfig(jobstore="postgresql://user:secret@host/db")
+        assert str(config.jobstore_url) == "postgresql://user:***@host/db"
+
+    def test_defaults(self):
+        config = SchedulerConfig()
+        assert (config.jobstore, config.coordination, config.lease_seconds) == (
+            "memory",
+            None,
+            10.0,
+        )
+
+    @pytest.mark.parametrize(
+        "url", ["postgresql://postgres@127.0.0.1:1/test", "redis://127.0.0.1:1/0"]
+    )
+    async def test_an_unreachable_store_fails_start_naming_it(self, url):
+        manager = SchedulerManager(config=SchedulerConfig(jobstore=url))
+        with pytest.raises(SchedulerError, match=f"cannot use the job store {url}"):
+            await manager.start()
+        assert not manager.running
+
+
+# ---------------------------------------------------------------- several schedulers
+
+
+class TestWorkers:
+    async def test_one_leader_and_a_quick_takeover_when_it_stops(self, store, managers):
+        config = store.config(coordinated=True, lease_seconds=2)
+        first, second = managers(config), managers(config)
+        await first.start()
+        await second.start()
+        assert (first.is_leader, second.is_leader) == (True, False)
+        assert first.status()["role"] == "leader" and second.status()["role"] == "standby"
+        assert first.worker_id != second.worker_id
+        await wait_until(lambda: second.status()["leader"] == first.worker_id, timeout=5)
+        workers = {w["worker_id"] for w in second.status()["workers"]}
+        assert {first.worker_id, second.worker_id} <= workers
+
+        await first.shutdown()  # gives the lease up: no need to wait for it to expire
+        await wait_until(lambda: second.is_leader, timeout=1.5)
+        assert first.status()["role"] == "stopped"
+
+    async def test_operations_on_a_follower_reach_the_leader(self, store, managers):
+        config = store.config(coordinated=True, lease_seconds=2)
+        leader, follower = managers(config), managers(config)
+        await leader.start()
+        await follower.start()
+
+        follower.add_job(tick, IntervalTrigger(seconds=0.1), args=("x",), id="x")
+        await wait_until(lambda: len(FIRES["x"]) >= 2, timeout=3)
+        await wait_until(lambda: follower.get_job("x").total_run_count >= 2)
+        assert leader.get_job("x").func is tick
+
+        assert follower.pause_job("x", reason="from a follower")
+        await wait_until(lambda: leader.get_job("x").status is JobStatus.PAUSED, timeout=1)
+        await asyncio.sleep(0.3)
+        count = len(FIRES["x"])
+        await asyncio.sleep(0.4)
+        assert len(FIRES["x"]) == count
+
+        assert follower.run_job_now("x")  # the leader runs it
+        await wait_until(lambda: len(FIRES["x"]) == count + 1, timeout=2)
+        assert FIRES["x"][-1] == FireKey("x", None)
+
+        assert follower.resume_job("x")
+        await wait_until(lambda: len(FIRES["x"]) >= count + 3, timeout=2)
+        assert follower.remove_job("x")
+        await wait_until(lambda: leader.get_job("x") is None, timeout=1)
+
+    async def test_each_fire_runs_once_even_when_two_schedulers_fire(
+        self, sqlite_store, managers, caplog
+    ):
+        # A misconfiguration: two schedulers share a store without coordination. The
+        # fire claims still keep every fire to one run, and both warn loudly.
+        caplog.set_level(logging.WARNING, logger="nexios_contrib_scheduler")
+        one, two = managers(sqlite_store.config()), managers(sqlite_store.config())
+        await one.start()
+        await two.start()
+        assert one.is_leader and two.is_leader
+        one.add_job(tick, IntervalTrigger(seconds=0.05), args=("x",), id="x")
+        await wait_until(lambda: two.get_job("x") is not None)
+        await wait_until(lambda: len(FIRES["x"]) >= 20, timeout=5)
+        keys = [key.token for key in FIRES["x"]]
+        assert len(keys) == len(set(keys))
+        await wait_until(lambda: "share the job store" in caplog.text, timeout=5)
+        assert "neither coordinates with the other" in caplog.text
+
+
+# ---------------------------------------------------------------- status and fire keys
+
+
+class TestStatusAndFireKeys:
+    async def test_memory_status(self):
+        manager = SchedulerManager()
+        assert not manager.is_leader
+        assert manager.status()["role"] == "stopped"
+        await manager.start()
+        try:
+            status = manager.status()
+            assert manager.is_leader and status["is_leader"] and status["role"] == "leader"
+            assert status["jobstore"] == "memory" and status["coordination"] is None
+            assert status["leader"] == manager.worker_id
+        finally:
+            await manager.shutdown()
+
+    async def test_a_job_sees_its_fire(self):
+        manager = SchedulerManager()
+        manager.add_job(tick, IntervalTrigger(seconds=10), args=("k",), id="k")
+        await manager.start()
+        try:
+            await wait_until(lambda: len(FIRES["k"]) == 1)
+            key = FIRES["k"][0]
+            assert key.job_id == "k" and key.scheduled_time is not None
+            assert key.token == f"k@{int(key.scheduled_time.timestamp() * 1_000_000)}"
+            manager.run_job_now("k")
+            await wait_until(lambda: len(FIRES["k"]) == 2)
+            assert FIRES["k"][1] == FireKey("k", None) and FIRES["k"][1].token == "k@now"
+        finally:
+            await manager.shutdown()
+        assert current_fire() is None
+
+    async def test_a_claimed_fire_is_not_run_again(self, store, managers):
+        manager = managers(store.config())
+        job = manager.add_job(tick, IntervalTrigger(hours=1, start_now=False), args=("c",), id="c")
+        await manager.start()
+        record = manager._records["c"]
+        when = datetime(2030, 1, 1, tzinfo=UTC)
+        assert manager._claim_fire(record, when) is True
+        assert manager._claim_fire(record, when) is False
+        assert manager._claim_fire(record, when + timedelta(microseconds=1)) is True
+        assert job.total_run_count == 0
