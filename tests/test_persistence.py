@@ -456,6 +456,15 @@ class TestWorkers:
 
         assert follower.resume_job("x")
         await wait_until(lambda: len(FIRES["x"]) >= count + 3, timeout=2)
+        later = IntervalTrigger(hours=1, start_now=False)
+        assert follower.reschedule_job("x", later) is not None
+        await wait_until(lambda: leader.get_job("x").trigger == later, timeout=1)
+        await asyncio.sleep(0.3)
+        count = len(FIRES["x"])
+        await asyncio.sleep(0.3)
+        assert len(FIRES["x"]) == count  # the leader follows the new trigger
+        hour = leader.get_job("x").next_run_time - datetime.now(UTC)
+        assert timedelta(minutes=59) < hour <= timedelta(hours=1)
         assert follower.remove_job("x")
         await wait_until(lambda: leader.get_job("x") is None, timeout=1)
 

@@ -116,17 +116,29 @@ class Persistence:
         await asyncio.to_thread(self._open)
         m._scheduler.start(paused=True)
         self._running, self._stopping, self.is_leader = True, False, False
+        # Jobs added before start() are declarations: the leader reconciles them with the
+        # store. Until then the registry shows what the store holds.
+        declared: dict[str, JobRecord] = {}
         with m._lock:
             for job_id, record in list(m._records.items()):
                 saved = self._saved.get(job_id)
                 if saved is None or saved[0] is not record:
-                    self._declarations[job_id] = record
-                    self._definitions[job_id] = copy.copy(record)
-                    del m._records[job_id]
-        self.sync_all()
+                    declared[job_id] = m._records.pop(job_id)
+        self._declarations.update(declared)
+        self._definitions.update({k: copy.copy(r) for k, r in declared.items()})
+        try:
+            self.sync_all()
+        except BaseException:
+            self._running = False
+            m._records.update(declared)
+            m._scheduler.shutdown()
+            raise
         held = True
         if self.lease is not None:
-            held = await asyncio.to_thread(self.lease.try_acquire)
+            # A failure here is retried by the maintenance thread.
+            held = bool(
+                await asyncio.to_thread(self._attempt, "take the lease", self.lease.try_acquire)
+            )
         self._holding = held
         self._stop.clear()
         self._spawn(self._maintain, "lease and heartbeat")
