@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from apscheduler.schedulers.base import STATE_PAUSED
 from helpers import wait_until
 from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
 
@@ -432,6 +433,28 @@ class TestWorkers:
         await wait_until(lambda: second.is_leader, timeout=1.5)
         assert first.status()["role"] == "stopped"
 
+    @pytest.mark.parametrize("kind", ["postgresql", "redis"])
+    async def test_a_leader_whose_lease_is_taken_stands_by(self, kind, managers):
+        # What a leader sees after a pause longer than its lease: another worker holds it.
+        url = postgres_url() if kind == "postgresql" else redis_url()
+        namespace = unique_namespace()
+        config = SchedulerConfig(
+            jobstore=url, coordination=url, namespace=namespace, lease_seconds=1
+        )
+        try:
+            leader, follower = managers(config), managers(config)
+            await leader.start()
+            await follower.start()
+            assert leader.is_leader and not follower.is_leader
+            _hand_lease_to(url, namespace, follower.worker_id)
+            await wait_until(lambda: follower.is_leader and not leader.is_leader, timeout=3)
+            assert leader.status()["role"] == "standby"
+            assert leader.apscheduler.state == STATE_PAUSED  # it fires nothing
+        finally:
+            await leader.shutdown()
+            await follower.shutdown()
+            drop_namespace(url, namespace)
+
     async def test_operations_on_a_follower_reach_the_leader(self, store, managers):
         config = store.config(coordinated=True, lease_seconds=2)
         leader, follower = managers(config), managers(config)
@@ -485,6 +508,22 @@ class TestWorkers:
         assert len(keys) == len(set(keys))
         await wait_until(lambda: "share the job store" in caplog.text, timeout=5)
         assert "neither coordinates with the other" in caplog.text
+
+
+def _hand_lease_to(url: str, namespace: str, worker_id: str) -> None:
+    if url.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(url)
+        client.set(f"{namespace}:lease", worker_id, px=1000)
+        client.close()
+        return
+    import psycopg2
+
+    connection = psycopg2.connect(url)
+    with connection, connection.cursor() as cursor:
+        cursor.execute(f'UPDATE "{namespace}_lease" SET holder = %s', (worker_id,))
+    connection.close()
 
 
 # ---------------------------------------------------------------- status and fire keys

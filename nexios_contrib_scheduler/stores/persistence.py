@@ -647,11 +647,14 @@ class Persistence:
         return record
 
     def _merged(self, record: JobRecord, merged: list[datetime], into: datetime) -> None:
-        error = (
-            f"missed: {len(merged)} fire(s) due from {merged[0].isoformat()} to "
-            f"{merged[-1].isoformat()} while no scheduler ran it were coalesced into the "
-            f"run scheduled for {into.isoformat()}"
-        )
+        if len(merged) == 1:
+            what = f"the fire due at {merged[0].isoformat()} was"
+        else:
+            what = (
+                f"{len(merged)} fires due from {merged[0].isoformat()} to "
+                f"{merged[-1].isoformat()} were"
+            )
+        error = f"missed: {what} coalesced into the run scheduled for {into.isoformat()}"
         record.missed_count += len(merged)
         for scheduled in merged[-record.history_size :] if record.history_size else ():
             record.record(RunRecord(scheduled, None, None, "missed", error))
