@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import pickle
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -203,6 +204,23 @@ class TestRestart:
         assert job.total_run_count == 0 and FIRES["late"] == []
         assert job.history[0].outcome == "missed" and job.history[0].scheduled_time == when
         assert job.status is JobStatus.FAILED
+
+    async def test_a_run_cut_short_by_a_dead_worker_is_recorded(self, sqlite_store, managers):
+        first = managers(sqlite_store.config())
+        await first.start()
+        first.add_job(tick, IntervalTrigger(hours=1), args=("r",), id="r")
+        await wait_until(lambda: first.get_job("r").success_count == 1)
+        await first.shutdown()
+        # What a worker killed during its second run leaves: a run started, never ended.
+        started = pickle.dumps(2, pickle.HIGHEST_PROTOCOL)
+        first._persistence.state.update("r", {"total_run_count": started})
+
+        second = managers(sqlite_store.config())
+        await second.start()
+        job = second.get_job("r")
+        assert (job.total_run_count, job.success_count, job.failure_count) == (2, 1, 1)
+        assert job.history[0].outcome == "cancelled" and job.status is JobStatus.FAILED
+        assert "worker running it stopped" in job.last_error
 
     async def test_a_one_shot_that_ran_does_not_run_again(self, store, managers):
         first = managers(store.config())

@@ -224,6 +224,7 @@ class Persistence:
         self.is_leader = True
         try:
             self.sync_all()
+            self._settle_interrupted_runs()
             self._reconcile_declarations()
         except Exception:
             logger.exception("could not reconcile the declared jobs with the job store")
@@ -604,6 +605,36 @@ class Persistence:
                 record.status = JobStatus.ACTIVE
             m._schedule(record, now)
             m._changed(record)
+
+    def _settle_interrupted_runs(self) -> None:
+        """Record the runs a worker started and never finished (it died meanwhile).
+
+        A run counts in ``total_run_count`` when it starts and in ``success_count`` or
+        ``failure_count`` when it ends; runs in progress in this worker aside, a difference
+        is runs whose worker stopped. Each is recorded as ``cancelled``, a failure.
+        """
+        m = self.manager
+        for record in list(m._records.values()):
+            cut = record.total_run_count - record.success_count - record.failure_count
+            cut -= record.current_instances
+            if cut <= 0:
+                continue
+            error = "cancelled: the worker running it stopped before the run ended"
+            record.failure_count += cut
+            record.consecutive_failures += cut
+            record.last_outcome = "cancelled"
+            record.last_error = error
+            for _ in range(min(cut, record.history_size)):
+                record.record(RunRecord(None, record.last_run_time, None, "cancelled", error))
+            if record.status is JobStatus.ACTIVE:
+                record.status = JobStatus.FAILED
+            m._changed(record)
+            logger.warning(
+                "job %r (%s): %d run(s) cut short: the worker running it stopped",
+                record.name,
+                record.id,
+                cut,
+            )
 
     def _defined_at(self, job_id: str) -> float | None:
         saved = self._saved.get(job_id)
