@@ -240,6 +240,9 @@ class PostgresLease(Lease):
             value = connection.execute(query).scalar()
         return None if value is None else str(value)
 
+    def close(self) -> None:
+        self.engine.dispose()
+
 
 def open_lease(
     url: StoreURL, worker_id: str, seconds: float, namespace: str, engine: Engine | None = None
