@@ -473,6 +473,38 @@ class TestWorkers:
             await follower.shutdown()
             drop_namespace(url, namespace)
 
+    async def test_a_scheduling_pass_does_not_undo_another_workers_change(self, store, managers):
+        one, two = managers(store.config()), managers(store.config())
+        await one.start()
+        await two.start()
+        trigger = IntervalTrigger(hours=1, start_now=False)
+        one.add_job(tick, trigger, args=("p",), id="p")
+        one.add_job(tick, trigger, args=("q",), id="q")
+        mine, theirs = one._persistence.jobstore, two._persistence.jobstore
+        later = datetime.now(UTC) + timedelta(hours=2)
+
+        # A pass of worker one reads both jobs as due...
+        due = {job.id: job for job in mine.get_due_jobs(later)}
+        assert set(due) == {"p", "q"}
+        # ...worker two pauses p and removes q meanwhile...
+        paused = theirs.lookup_job("p")
+        paused._modify(next_run_time=None)
+        theirs.update_job(paused)
+        theirs.remove_job("q")
+        # ...and the pass writes its results back: they do not undo the change.
+        for job in due.values():
+            job._modify(next_run_time=later + timedelta(hours=1))
+            mine.update_job(job)
+        mine.get_next_run_time()  # the end of the pass
+        assert mine.lookup_job("p").next_run_time is None
+        assert mine.lookup_job("q") is None
+
+        # Outside a pass, writes are APScheduler's own.
+        job = mine.lookup_job("p")
+        job._modify(next_run_time=later)
+        mine.update_job(job)
+        assert mine.lookup_job("p").next_run_time == later
+
     async def test_operations_on_a_follower_reach_the_leader(self, store, managers):
         config = store.config(coordinated=True, lease_seconds=2)
         leader, follower = managers(config), managers(config)
