@@ -52,7 +52,12 @@ class RunRecord:
         }
 
 
-@dataclass(eq=False)
+# The history of a job that has not run yet: one shared empty deque instead of an empty
+# deque of its own per job (an empty deque takes about 760 bytes). ``record`` replaces it.
+_NO_HISTORY: deque[RunRecord] = deque(maxlen=0)
+
+
+@dataclass(eq=False, slots=True)
 class JobRecord:
     """The mutable state of one job; only the manager and its executor write it."""
 
@@ -92,10 +97,15 @@ class JobRecord:
     history: deque[RunRecord] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
-        self.history = deque(self.history, maxlen=self.history_size)
+        if self.history:
+            self.history = deque(self.history, maxlen=self.history_size)
+        else:
+            self.history = _NO_HISTORY
 
     def record(self, run: RunRecord) -> None:
         if self.history_size:
+            if self.history is _NO_HISTORY:
+                self.history = deque(maxlen=self.history_size)
             self.history.appendleft(run)
 
 

@@ -275,7 +275,8 @@ class SchedulerManager:
                     self._records[record.id] = old
                 raise
             self._changed(record)
-        logger.debug("added job %r (%s): %s", record.name, record.id, record.trigger.describe())
+        if logger.isEnabledFor(logging.DEBUG):  # describe() costs more than the add itself
+            logger.debug("added job %r (%s): %s", record.name, record.id, record.trigger.describe())
         self._emit("job_added", record)
         return ScheduledJob(self, record)
 

@@ -1,35 +1,103 @@
-"""The APScheduler scheduler class the manager drives."""
+"""The APScheduler scheduler class the manager drives.
+
+``AdapterScheduler`` is APScheduler's ``AsyncIOScheduler`` with the parts that do not scale
+replaced through its own extension points; what it does stays APScheduler's:
+
+* its default job store is ``HeapJobStore`` (a heap instead of a sorted list);
+* adding a job does not cost a wake-up each: a wake-up is only needed when the new job is
+  due before the armed timer, and the wake-ups asked for before the loop gets to them are
+  served by one pass;
+* a pass submits due jobs in slices (``slice_size`` jobs or ``slice_time`` seconds) and lets
+  the event loop run between slices, so a thousand jobs due at once do not stall the app;
+* the callable checks of ``add_job`` (signature inspection, reference lookup) are done once
+  per function, not once per job.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from uuid import uuid4
 
+from apscheduler.events import (
+    EVENT_ALL,
+    EVENT_JOB_ADDED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_REMOVED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobSubmissionEvent,
+    SchedulerEvent,
+)
+from apscheduler.executors.base import MaxInstancesReachedError
+from apscheduler.job import Job
+from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.schedulers.base import (
+    STATE_PAUSED,
+    STATE_RUNNING,
+    STATE_STOPPED,
+    TIMEOUT_MAX,
+    BaseScheduler,
+)
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.util import (
+    check_callable_args,
+    convert_to_datetime,
+    get_callable_name,
+    obj_to_ref,
+    undefined,
+)
 
 from . import clock
+from .stores.memory import HeapJobStore
+
+# What ``add_job`` learns about a callable for a given number of positional arguments and
+# keyword names: its textual reference (None if it has none) and its default name.
+_CallableFacts = tuple[str | None, str]
+_FACTS_LIMIT = 512
 
 
 class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
-    """AsyncIOScheduler whose shutdown takes effect at once when called on its own loop.
+    """AsyncIOScheduler that stays fast with many jobs and whose shutdown takes effect at once.
 
     APScheduler defers ``shutdown`` through ``call_soon_threadsafe``; if the loop closes
     first the call is lost and the scheduler believes it is still running.
     """
 
+    #: Most due jobs a pass submits before it lets the event loop run.
+    slice_size = 64
+    #: Longest a pass runs (seconds) before it lets the event loop run.
+    slice_time = 0.002
+
     #: When the scheduler last looked for due jobs (UTC), for health checks.
     last_pass_time: datetime | None = None
 
-    def _process_jobs(self) -> float | None:
-        self.last_pass_time = clock.utcnow()
-        return super()._process_jobs()  # type: ignore[no-any-return]
+    _eventloop: asyncio.AbstractEventLoop | None = None
+    _wake_pending = False
+    _loop_thread: int | None = None
+    _timer_due: float | None = None  # when the armed timer fires, as a UTC timestamp
+    _more_due = False  # the last pass stopped at the end of a slice
+    _listened = 0  # the event kinds some listener takes
 
-    def _start_timer(self, wait_seconds: float | None) -> None:
-        if clock.is_frozen():
-            # A hand-moved clock (the testing aid) runs the due jobs itself.
-            self._stop_timer()
-            return
-        super()._start_timer(wait_seconds)
+    def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
+        self._callable_facts: dict[tuple[Any, int, tuple[str, ...]], _CallableFacts] = {}
+        super().__init__(gconfig or {}, **options)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _create_default_jobstore(self) -> BaseJobStore:
+        return HeapJobStore()
+
+    def start(self, paused: bool = False) -> None:
+        self._loop_thread = threading.get_ident()
+        self._wake_pending = False
+        super().start(paused)
 
     def shutdown(self, wait: bool = False) -> None:
         if self.state == STATE_STOPPED:
@@ -37,3 +105,322 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         BaseScheduler.shutdown(self, wait=False)
         self._stop_timer()
         self._eventloop = None
+
+    # ------------------------------------------------------------ waking up
+
+    def wakeup(self) -> None:
+        """Look for due jobs soon; calls made before that pass runs share it."""
+        if self._wake_pending:
+            return
+        loop = self._eventloop
+        if loop is None:
+            return
+        self._wake_pending = True
+        try:
+            if threading.get_ident() == self._loop_thread:
+                loop.call_soon(self._wake)
+            else:
+                loop.call_soon_threadsafe(self._wake)
+        except BaseException:
+            self._wake_pending = False
+            raise
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        if self._eventloop is None or self.state == STATE_STOPPED:
+            return
+        self._stop_timer()
+        wait_seconds = self._process_jobs(self.slice_size)
+        if self._more_due and self.state == STATE_RUNNING:
+            # More jobs are due: carry on once the loop has had its turn.
+            self._wake_pending = True
+            self._eventloop.call_soon(self._wake)
+            return
+        self._start_timer(wait_seconds)
+
+    def _wake_for(self, when: datetime | None) -> None:
+        """Wake up for a job due at ``when``, unless the armed timer fires first anyway."""
+        if when is None:
+            return
+        due = self._timer_due
+        if due is not None and when.timestamp() >= due:
+            return
+        self.wakeup()
+
+    def _start_timer(self, wait_seconds: float | None) -> None:
+        self._stop_timer()
+        if clock.is_frozen():
+            # A hand-moved clock (the testing aid) runs the due jobs itself.
+            return
+        if wait_seconds is not None and self._eventloop is not None:
+            self._timeout = self._eventloop.call_later(wait_seconds, self._wake)
+            self._timer_due = clock.utcnow().timestamp() + wait_seconds
+
+    def _stop_timer(self) -> None:
+        self._timer_due = None
+        super()._stop_timer()
+
+    # ------------------------------------------------------------ adding jobs
+
+    def add_job(
+        self,
+        func: Any,
+        trigger: Any = None,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        name: str | None = None,
+        misfire_grace_time: Any = undefined,
+        coalesce: Any = undefined,
+        max_instances: Any = undefined,
+        next_run_time: Any = undefined,
+        jobstore: str = "default",
+        executor: str = "default",
+        replace_existing: bool = False,
+        **trigger_args: Any,
+    ) -> Job:
+        """APScheduler's ``add_job``; the callable checks are remembered per function."""
+        if isinstance(func, str) or not callable(func):
+            return super().add_job(
+                func, trigger, args, kwargs, id, name, misfire_grace_time, coalesce,
+                max_instances, next_run_time, jobstore, executor, replace_existing,
+                **trigger_args,
+            )  # fmt: skip
+        job = self._new_job(
+            func,
+            self._create_trigger(trigger, trigger_args),
+            tuple(args) if args is not None else (),
+            dict(kwargs) if kwargs is not None else {},
+            id,
+            name,
+            executor,
+        )
+        # Options left undefined are filled from job_defaults when the job is stored.
+        if misfire_grace_time is not undefined:
+            if misfire_grace_time is not None and (
+                not isinstance(misfire_grace_time, int) or misfire_grace_time <= 0
+            ):
+                raise TypeError("misfire_grace_time must be either None or a positive integer")
+            job.misfire_grace_time = misfire_grace_time
+        if coalesce is not undefined:
+            job.coalesce = bool(coalesce)
+        if max_instances is not undefined:
+            if not isinstance(max_instances, int) or max_instances <= 0:
+                raise TypeError("max_instances must be a positive integer")
+            job.max_instances = max_instances
+        if next_run_time is not undefined:
+            if not (isinstance(next_run_time, datetime) and next_run_time.tzinfo is not None):
+                next_run_time = convert_to_datetime(next_run_time, self.timezone, "next_run_time")
+            job.next_run_time = next_run_time
+        with self._jobstores_lock:
+            if self.state == STATE_STOPPED:
+                self._pending_jobs.append((job, jobstore, replace_existing))
+                self._logger.info(
+                    "Adding job tentatively -- it will be properly scheduled when "
+                    "the scheduler starts"
+                )
+            else:
+                self._real_add_job(job, jobstore, replace_existing)
+        return job
+
+    def _new_job(
+        self, func: Callable[..., Any], trigger: BaseTrigger, args: tuple[Any, ...],
+        kwargs: dict[str, Any], job_id: str | None, name: str | None, executor: str,
+    ) -> Job:  # fmt: skip
+        """A ``Job`` built as ``Job(self, ...)`` builds it, with the same checks and errors;
+        what the checks learn about the callable is remembered."""
+        job_id = job_id or uuid4().hex
+        if not isinstance(job_id, str):
+            raise TypeError("id must be a nonempty string")
+        func_ref, default_name = self._facts(func, args, kwargs)
+        if name is None:
+            name = default_name
+        elif not name or not isinstance(name, str):
+            raise TypeError("name must be a nonempty string")
+        if not isinstance(executor, str):
+            raise TypeError("executor must be a string")
+        job = Job.__new__(Job)
+        job._scheduler = self
+        job._jobstore_alias = None
+        job.id, job.name, job.trigger, job.executor = job_id, name, trigger, executor
+        job.func, job.func_ref, job.args, job.kwargs = func, func_ref, args, kwargs
+        return job
+
+    def _facts(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> _CallableFacts:
+        try:
+            key = (func, len(args), tuple(kwargs))
+            known = self._callable_facts.get(key)
+        except TypeError:  # an unhashable callable
+            key, known = None, None
+        if known is not None:
+            return known
+        check_callable_args(func, args, kwargs)
+        try:
+            func_ref = obj_to_ref(func)
+        except ValueError:
+            func_ref = None  # such a job cannot be serialized, as in APScheduler
+        known = (func_ref, get_callable_name(func))
+        if key is not None:
+            if len(self._callable_facts) >= _FACTS_LIMIT:
+                self._callable_facts.clear()
+            self._callable_facts[key] = known
+        return known
+
+    def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
+        replacements = {
+            key: value for key, value in self._job_defaults.items() if not hasattr(job, key)
+        }
+        if not hasattr(job, "next_run_time"):
+            now = clock.utcnow().astimezone(self.timezone)
+            replacements["next_run_time"] = job.trigger.get_next_fire_time(None, now)
+        if replacements:
+            job._modify(**replacements)
+        store = self._lookup_jobstore(jobstore_alias)
+        try:
+            store.add_job(job)
+        except ConflictingIdError:
+            if not replace_existing:
+                raise
+            store.update_job(job)
+        job._jobstore_alias = jobstore_alias
+        if self._wants(EVENT_JOB_ADDED):
+            self._dispatch_event(JobEvent(EVENT_JOB_ADDED, job.id, jobstore_alias))
+        self._logger.info('Added job "%s" to job store "%s"', job.name, jobstore_alias)
+        if self.state == STATE_RUNNING:
+            self._wake_for(job.next_run_time)
+
+    def add_listener(self, callback: Callable[[Any], Any], mask: int = EVENT_ALL) -> None:
+        super().add_listener(callback, mask)
+        self._listened = self._listener_mask()
+
+    def remove_listener(self, callback: Callable[[Any], Any]) -> None:
+        super().remove_listener(callback)
+        self._listened = self._listener_mask()
+
+    def _listener_mask(self) -> int:
+        with self._listeners_lock:
+            combined = 0
+            for _, mask in self._listeners:
+                combined |= mask
+            return combined
+
+    def _wants(self, code: int) -> bool:
+        """Whether any listener takes events of this kind (so the event is worth building)."""
+        return bool(self._listened & code)
+
+    # ------------------------------------------------------------ processing due jobs
+
+    def _process_jobs(self, limit: int | None = None) -> float | None:
+        """Submit the due jobs (at most ``limit``, within ``slice_time``, when given).
+
+        Returns the seconds until the next job is due, like APScheduler's; ``_more_due``
+        tells whether due jobs were left for the next slice.
+        """
+        self.last_pass_time = datetime.now(timezone.utc)
+        self._more_due = False
+        if self.state == STATE_PAUSED:
+            self._logger.debug("Scheduler is paused -- not processing jobs")
+            return None
+        now = clock.utcnow().astimezone(self.timezone)
+        room = limit if limit is not None else -1
+        stop_at = time.perf_counter() + self.slice_time if limit is not None else None
+        next_wakeup_time: datetime | None = None
+        events: list[SchedulerEvent] = []
+        with self._jobstores_lock:
+            for alias, store in self._jobstores.items():
+                if self._more_due:
+                    break
+                try:
+                    if isinstance(store, HeapJobStore) and room >= 0:
+                        due_jobs = store.get_due_jobs(now, room)
+                    else:
+                        due_jobs = store.get_due_jobs(now)
+                except Exception as exc:
+                    self._logger.warning("Error getting due jobs from job store %r: %s", alias, exc)
+                    retry = now + timedelta(seconds=self.jobstore_retry_interval)
+                    if next_wakeup_time is None or next_wakeup_time > retry:
+                        next_wakeup_time = retry
+                    continue
+                for job in due_jobs:
+                    if room == 0 or (stop_at is not None and time.perf_counter() >= stop_at):
+                        self._more_due = True
+                        break
+                    room -= 1
+                    self._submit_due(job, alias, store, now, events)
+                store_next = store.get_next_run_time()
+                if store_next is not None and (
+                    next_wakeup_time is None or store_next < next_wakeup_time
+                ):
+                    next_wakeup_time = store_next.astimezone(self.timezone)
+        for event in events:
+            self._dispatch_event(event)
+        if self.state == STATE_PAUSED or next_wakeup_time is None:
+            return None
+        wait = next_wakeup_time.timestamp() - clock.utcnow().timestamp()
+        return min(max(wait, 0.0), float(TIMEOUT_MAX))
+
+    def _submit_due(
+        self, job: Job, alias: str, store: BaseJobStore, now: datetime,
+        events: list[SchedulerEvent],
+    ) -> None:  # fmt: skip
+        """APScheduler's handling of one due job: submit its run times, then move it on."""
+        executor = self._executors.get(job.executor)
+        if executor is None:
+            self._logger.error(
+                'Executor lookup ("%s") failed for job "%s" -- removing it from the job store',
+                job.executor,
+                job,
+            )
+            self.remove_job(job.id, alias)
+            return
+        run_times, following = _run_times(job, now)
+        if run_times and job.coalesce:
+            run_times = run_times[-1:]
+        if not run_times:
+            return
+        try:
+            executor.submit_job(job, run_times)
+        except MaxInstancesReachedError:
+            self._logger.warning(
+                'Execution of job "%s" skipped: maximum number of running instances reached (%d)',
+                job,
+                job.max_instances,
+            )
+            events.append(JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, job.id, alias, run_times))
+        except BaseException:
+            self._logger.exception('Error submitting job "%s" to executor "%s"', job, job.executor)
+        else:
+            if self._wants(EVENT_JOB_SUBMITTED):
+                events.append(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, alias, run_times))
+        if following is None:
+            # No more fires: out of the store (APScheduler's remove_job, with the event
+            # sent with the pass's other events).
+            with contextlib.suppress(JobLookupError):
+                store.remove_job(job.id)
+                if self._wants(EVENT_JOB_REMOVED):
+                    events.append(JobEvent(EVENT_JOB_REMOVED, job.id, alias))
+                self._logger.info("Removed job %s", job.id)
+            return
+        if following.tzinfo is not None:
+            job.next_run_time = following
+        else:
+            job._modify(next_run_time=following)
+        store.update_job(job)
+
+
+def _run_times(job: Job, now: datetime) -> tuple[list[datetime], datetime | None]:
+    """The job's run times up to ``now`` and the fire time after them.
+
+    APScheduler asks the trigger for the fire after the last run time twice (once to stop
+    collecting, once to move the job on); once is enough.
+    """
+    run_times: list[datetime] = []
+    limit = now.timestamp()
+    nxt = job.next_run_time
+    trigger = job.trigger
+    while nxt is not None and nxt.timestamp() <= limit:
+        run_times.append(nxt)
+        nxt = trigger.get_next_fire_time(nxt, now)
+    return run_times, nxt

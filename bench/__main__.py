@@ -1,0 +1,68 @@
+"""``python -m bench [--quick] [--only burst,scale,...] [--systems ...] [--json PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .report import render
+from .runner import FULL, QUICK, machine, run_plan
+from .systems import SYSTEMS, available
+
+WORKLOADS = ("burst", "scale", "memory", "cron", "requests")
+
+
+def _list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}"
+        )
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark this package against raw APScheduler 3 and nexios_contrib.",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
+    parser.add_argument(
+        "--only",
+        type=lambda t: _list(t, WORKLOADS, "workload"),
+        default=list(WORKLOADS),
+        help=f"comma-separated workloads ({', '.join(WORKLOADS)})",
+    )
+    parser.add_argument(
+        "--systems",
+        type=lambda t: _list(t, SYSTEMS, "system"),
+        default=list(SYSTEMS),
+        help=f"comma-separated systems ({', '.join(SYSTEMS)})",
+    )
+    parser.add_argument("--reps", type=int, default=None, help="runs per figure (all workloads)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every run's figures")
+    args = parser.parse_args(argv)
+
+    plan = QUICK if args.quick else FULL
+    if args.reps is not None:
+        if args.reps < 1:
+            parser.error(f"--reps must be at least 1, got {args.reps}")
+        plan.reps = {name: args.reps for name in plan.reps}
+    systems = [s for s in args.systems if available(s)]
+    for missing in sorted(set(args.systems) - set(systems)):
+        print(f"{missing} is not installed here: left out", file=sys.stderr)
+
+    began = time.perf_counter()
+    results = run_plan(plan, args.only, systems, lambda line: print(line, file=sys.stderr))
+    print(render(results, machine()))
+    print(f"\n(ran in {time.perf_counter() - began:.0f} s)")
+    if args.json is not None:
+        args.json.write_text(results.to_json())
+    return 1 if results.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

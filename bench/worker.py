@@ -1,0 +1,30 @@
+"""One workload for one system in this process: ``python -m bench.worker '<json spec>'``.
+
+The spec is ``{"workload": ..., "system": ..., "params": {...}}``; the figures are printed
+as one line, ``BENCH-RESULT <json>``, on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from .workloads import ASYNC_WORKLOADS, SYNC_WORKLOADS
+
+MARKER = "BENCH-RESULT "
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    name, system, params = spec["workload"], spec["system"], spec["params"]
+    if name in SYNC_WORKLOADS:
+        result = SYNC_WORKLOADS[name](system, params)
+    else:
+        result = asyncio.run(ASYNC_WORKLOADS[name](system, params))
+    print(MARKER + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
