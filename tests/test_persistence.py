@@ -298,6 +298,23 @@ class TestDeclaredJobs:
         assert job.func is func and job.trigger == trigger
         await wait_until(lambda: second.get_job("d").total_run_count == 2)
 
+    async def test_a_worker_with_older_code_does_not_undo_a_newer_declaration(
+        self, store, managers
+    ):
+        old = managers(store.config())
+        old.add_job(tick, IntervalTrigger(seconds=30), args=("d",), id="d")  # declared first
+        new = managers(store.config())
+        newer = IntervalTrigger(seconds=20)
+        new.add_job(tick, newer, args=("d",), id="d", max_instances=1)
+        await new.start()
+        await wait_until(lambda: len(FIRES["d"]) == 1)
+        await new.shutdown()
+
+        await old.start()  # leads after the newer worker wrote its declaration
+        await asyncio.sleep(0.2)
+        job = old.get_job("d")
+        assert (job.trigger, job.max_instances, len(FIRES["d"])) == (newer, 1, 1)
+
     async def test_a_job_removed_at_run_time_stays_removed_until_declared_again(
         self, sqlite_store, managers
     ):

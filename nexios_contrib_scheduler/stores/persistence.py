@@ -567,7 +567,7 @@ class Persistence:
             diff = {k: v for k, v in fields.items() if saved[1].get(k) != v}
             if not diff:
                 return None
-            if any(name in diff for name in records.DEFINITION_FIELDS):
+            if any(name in diff for name in (*records.DEFINITION_FIELDS, *_option_names())):
                 diff[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
             if not self.state.update(job_id, diff):
                 return None  # removed by another worker meanwhile
@@ -592,12 +592,12 @@ class Persistence:
                 m._schedule(record, now)
                 m._changed(record)
                 continue
+            stored_at = self._defined_at(job_id)
+            if stored_at is not None and stored_at > declared_at:
+                continue  # written (at run time, or by a newer worker) after this declaration
             if records.same_definition(record, declared):
                 self._update_options(record, declared)
                 continue
-            stored_at = self._defined_at(job_id)
-            if stored_at is not None and stored_at > declared_at:
-                continue  # changed at run time after this worker declared it
             logger.info("job %r (%s) changed in code: rescheduled", declared.name, job_id)
             _define(record, declared)
             if record.finished:
