@@ -12,7 +12,10 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Sequence
+import time
+import types
+from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +28,7 @@ from apscheduler.events import (
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.job import Job
 
-from .jobs import JobRecord, utcnow
+from .jobs import JobRecord, Outcome, utcnow
 
 if TYPE_CHECKING:
     from .manager import SchedulerManager
@@ -54,10 +57,123 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         super().__init__()
         self._manager = manager
         self.tasks: dict[asyncio.Task[None], JobRecord] = {}
+        self._later: deque[tuple[float, Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._draining = False
+        self._settled = False
+        self._async_funcs: dict[Any, bool] = {}
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
         self.tasks = {}
+        self._later.clear()
+        self._draining = False
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._run_later_now()
+        super().shutdown(wait)
+
+    # ------------------------------------------------------------ bookkeeping of runs
+    #
+    # While the scheduler is still submitting a burst of due jobs (its pass stopped at the
+    # end of a slice), the bookkeeping a run leaves when it ends waits in ``_later``, so that
+    # the jobs still to start are not delayed by it. It is done in order, a slice at a time,
+    # once the burst has started or has kept it waiting ``later_max_wait`` seconds.
+
+    #: Longest (seconds) a run's bookkeeping waits for a burst of due jobs to start.
+    later_max_wait = 0.1
+    #: Most deferred items done before the loop gets its turn again.
+    later_slice = 64
+
+    def _burst_in_progress(self) -> bool:
+        return bool(getattr(self._scheduler, "_more_due", False))
+
+    def _after(self, fn: Callable[..., Any], *args: Any) -> None:
+        """``fn(*args)`` now or, while a burst of due jobs is starting, soon after it."""
+        if not self._later and not self._burst_in_progress():
+            fn(*args)
+            return
+        self._later.append((self._eventloop.time(), fn, args))
+        if not self._draining:
+            self._draining = True
+            self._eventloop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        later, loop = self._later, self._eventloop
+        if not later:
+            self._draining = False
+            return
+        if loop.time() - later[0][0] < self.later_max_wait:
+            if self._burst_in_progress():
+                self._settled = False
+                loop.call_soon(self._drain)  # the burst's next slice comes first
+                return
+            if not self._settled:
+                # One more turn, for the runs the burst's last slice submitted to start.
+                self._settled = True
+                loop.call_soon(self._drain)
+                return
+        stop = time.perf_counter() + 0.002
+        for _ in range(self.later_slice):
+            if not later or time.perf_counter() > stop:
+                break
+            _, fn, args = later.popleft()
+            self._call_later_item(fn, args)
+        if later:
+            loop.call_soon(self._drain)
+        else:
+            self._draining = False
+
+    def _run_later_now(self) -> None:
+        while self._later:
+            _, fn, args = self._later.popleft()
+            self._call_later_item(fn, args)
+        self._draining = False
+
+    @staticmethod
+    def _call_later_item(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            logger.exception("bookkeeping of a finished run failed")
+
+    def _finished(
+        self,
+        record: JobRecord,
+        scheduled: datetime | None,
+        start: datetime,
+        outcome: Outcome,
+        error: str | None,
+        exc: BaseException | None = None,
+    ) -> None:
+        end = utcnow()
+        self._after(self._manager._run_finished, record, scheduled, start, outcome, error, exc, end)
+
+    def _succeeded(
+        self, record: JobRecord, scheduled: datetime | None, start: datetime
+    ) -> JobExecutionEvent | None:
+        self._finished(record, scheduled, start, "success", None)
+        if self._listened(EVENT_JOB_EXECUTED):
+            return JobExecutionEvent(EVENT_JOB_EXECUTED, record.id, None, scheduled)
+        return None  # nobody listens: not worth building
+
+    def _listened(self, code: int) -> bool:
+        mask = getattr(self._scheduler, "_listened", None)
+        return mask is None or bool(mask & code)
+
+    def _is_async(self, func: Any) -> bool:
+        """``is_async_callable``, remembered per function (per class for bound methods)."""
+        if type(func) is types.MethodType:
+            func = func.__func__  # a bound method is async when its function is
+        try:
+            known = self._async_funcs.get(func)
+        except TypeError:  # an unhashable callable
+            return is_async_callable(func)
+        if known is None:
+            known = is_async_callable(func)
+            if len(self._async_funcs) >= 512:
+                self._async_funcs.clear()
+            self._async_funcs[func] = known
+        return known
 
     def _do_submit_job(self, job: Job, run_times: Sequence[datetime]) -> None:
         record = self._manager._records.get(job.id)
@@ -68,8 +184,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             return
         record.submissions += 1
         task = self._eventloop.create_task(self._run(job, record, list(run_times)))
-        self.tasks[task] = record
-        task.add_done_callback(self._forget)
+        self.tasks[task] = record  # _run takes it out when it ends
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self.tasks.pop(task, None)
@@ -106,9 +221,13 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
                     event.job_id, event.jobstore = job.id, job._jobstore_alias
                     events.append(event)
         finally:
-            record.submissions -= 1
-            self._manager._submission_done(record)
+            self.tasks.pop(asyncio.current_task(self._eventloop), None)  # type: ignore[arg-type]
             self._run_job_success(job.id, events)
+            self._after(self._submission_ended, record)
+
+    def _submission_ended(self, record: JobRecord) -> None:
+        record.submissions -= 1
+        self._manager._submission_done(record)
 
     async def run_once(
         self, record: JobRecord, scheduled: datetime | None
@@ -125,7 +244,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             grace = record.misfire_grace_time
             late = scheduled is not None and grace is not None
             if late and now - scheduled > timedelta(seconds=grace):  # type: ignore[operator,arg-type]
-                manager._run_missed(record, scheduled, now)  # type: ignore[arg-type]
+                self._after(manager._run_missed, record, scheduled, now)
                 return JobExecutionEvent(EVENT_JOB_MISSED, record.id, None, scheduled)
             if not manager._claim_fire(record, scheduled):
                 return None  # another worker ran this fire
@@ -137,10 +256,10 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
                 else:
                     timed_out = await self._call_with_timeout(record, record.timeout)
             except asyncio.CancelledError as exc:
-                manager._run_finished(record, scheduled, now, "cancelled", "run was cancelled", exc)
+                self._finished(record, scheduled, now, "cancelled", "run was cancelled", exc)
                 raise
             except BaseException as exc:
-                manager._run_finished(record, scheduled, now, "error", describe_exception(exc), exc)
+                self._finished(record, scheduled, now, "error", describe_exception(exc), exc)
                 return JobExecutionEvent(
                     EVENT_JOB_ERROR,
                     record.id,
@@ -151,12 +270,11 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
                 )
             if timed_out is not None:
                 timeout_exc = TimeoutError(timed_out)
-                manager._run_finished(record, scheduled, now, "timeout", timed_out, timeout_exc)
+                self._finished(record, scheduled, now, "timeout", timed_out, timeout_exc)
                 return JobExecutionEvent(
                     EVENT_JOB_ERROR, record.id, None, scheduled, exception=timeout_exc
                 )
-            manager._run_finished(record, scheduled, now, "success", None)
-            return JobExecutionEvent(EVENT_JOB_EXECUTED, record.id, None, scheduled)
+            return self._succeeded(record, scheduled, now)
 
     async def _call_with_timeout(self, record: JobRecord, timeout: float) -> str | None:
         """Run with a time limit; the error text if the run went over it, else None.
@@ -206,7 +324,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
 
     async def _call(self, record: JobRecord) -> None:
         func, args, kwargs = record.func, record.args, record.kwargs
-        if is_async_callable(func):
+        if self._is_async(func):
             await func(*args, **kwargs)
             return
         context = contextvars.copy_context()

@@ -681,8 +681,9 @@ class SchedulerManager:
         outcome: Outcome,
         error: str | None,
         exc: BaseException | None = None,
+        end: datetime | None = None,
     ) -> None:
-        end = utcnow()
+        end = utcnow() if end is None else end
         run = RunRecord(scheduled, start, end, outcome, error)
         record.current_instances -= 1
         record.last_duration = run.duration

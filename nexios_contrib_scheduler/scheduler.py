@@ -87,6 +87,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
         self._callable_facts: dict[tuple[Any, int, tuple[str, ...]], _CallableFacts] = {}
+        self._held_events: list[SchedulerEvent] = []
         super().__init__(gconfig or {}, **options)
 
     # ------------------------------------------------------------ lifecycle
@@ -350,16 +351,28 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
                     room -= 1
                     self._submit_due(job, alias, store, now, events)
                 store_next = store.get_next_run_time()
+                if room == 0 and store_next is not None and store_next <= now:
+                    self._more_due = True  # the slice is full and more jobs are due
                 if store_next is not None and (
                     next_wakeup_time is None or store_next < next_wakeup_time
                 ):
                     next_wakeup_time = store_next.astimezone(self.timezone)
-        for event in events:
-            self._dispatch_event(event)
+        self._send(events, hold=self._more_due)
         if self.state == STATE_PAUSED or next_wakeup_time is None:
             return None
         wait = next_wakeup_time.timestamp() - clock.utcnow().timestamp()
         return min(max(wait, 0.0), float(TIMEOUT_MAX))
+
+    def _send(self, events: list[SchedulerEvent], hold: bool) -> None:
+        """Dispatch a pass's events; while a burst of due jobs is still being submitted they
+        wait, so that the listeners' work does not delay the jobs still to start."""
+        if hold:
+            self._held_events.extend(events)
+            return
+        if self._held_events:
+            events, self._held_events = self._held_events + events, []
+        for event in events:
+            self._dispatch_event(event)
 
     def _submit_due(
         self, job: Job, alias: str, store: BaseJobStore, now: datetime,

@@ -359,3 +359,48 @@ class TestPasses:
         manager.apscheduler.add_job(one_arg, DateTrigger(T0), args=(1,))
         with pytest.raises(ValueError):  # the remembered check is per argument count
             manager.apscheduler.add_job(one_arg, DateTrigger(T0), args=(1, 2))
+
+
+class TestBursts:
+    """While a burst of due jobs is being started, the runs' bookkeeping waits for it."""
+
+    async def test_every_start_comes_before_the_bookkeeping_of_the_burst(self, manager):
+        manager.apscheduler.slice_size = 10
+        seen: list[str] = []
+        manager.add_listener(lambda event: seen.append(event.kind), ["job_started"])
+        manager.add_listener(lambda event: seen.append(event.kind), ["job_succeeded"])
+        await manager.start()
+        when = datetime.now(UTC) + timedelta(seconds=0.2)
+        jobs = [manager.add_job(noop, DateTimeTrigger(when)) for _ in range(100)]
+        await wait_until(lambda: seen.count("job_succeeded") == 100)
+        assert seen == ["job_started"] * 100 + ["job_succeeded"] * 100
+        for job in jobs:
+            assert job.status is JobStatus.COMPLETED
+            assert job.total_run_count == 1 and job.success_count == 1
+            assert job.current_instances == 0
+            assert [run.outcome for run in job.history] == ["success"]
+
+    async def test_failures_in_a_burst_are_recorded(self, manager):
+        manager.apscheduler.slice_size = 10
+
+        async def boom() -> None:
+            raise ValueError("boom")
+
+        await manager.start()
+        when = datetime.now(UTC) + timedelta(seconds=0.2)
+        bad = [manager.add_job(boom, DateTimeTrigger(when)) for _ in range(30)]
+        good = [manager.add_job(noop, DateTimeTrigger(when)) for _ in range(30)]
+        await wait_until(lambda: all(j.status is not JobStatus.ACTIVE for j in bad + good))
+        assert {j.status for j in bad} == {JobStatus.FAILED}
+        assert {j.last_error for j in bad} == {"ValueError: boom"}
+        assert {j.status for j in good} == {JobStatus.COMPLETED}
+
+    async def test_shutdown_completes_the_bookkeeping_left(self, manager):
+        manager.apscheduler.slice_size = 5
+        await manager.start()
+        when = datetime.now(UTC) + timedelta(seconds=0.1)
+        jobs = [manager.add_job(noop, DateTimeTrigger(when)) for _ in range(50)]
+        await wait_until(lambda: all(j.total_run_count == 1 for j in jobs))
+        await manager.shutdown()
+        assert all(j.success_count == 1 and j.current_instances == 0 for j in jobs)
+        assert {j.status for j in jobs} == {JobStatus.COMPLETED}
