@@ -51,6 +51,11 @@ def boom() -> None:
     raise ValueError("boom")
 
 
+async def slow(label: str) -> None:
+    await asyncio.sleep(1.0)
+    FIRES[label].append(current_fire())
+
+
 @pytest.fixture(autouse=True)
 def _clean_fires():
     FIRES.clear()
@@ -489,6 +494,25 @@ class TestWorkers:
             await leader.shutdown()
             await follower.shutdown()
             drop_namespace(url, namespace)
+
+    async def test_a_run_still_draining_on_the_old_leader_is_not_taken_as_cut_short(
+        self, sqlite_store, managers
+    ):
+        config = sqlite_store.config(coordinated=True, lease_seconds=1)
+        old, new = managers(config), managers(config)
+        await old.start()
+        await new.start()
+        old.add_job(slow, IntervalTrigger(hours=1), args=("s",), id="s")
+        await wait_until(lambda: old.get_job("s").current_instances == 1)
+
+        stopping = asyncio.create_task(old.shutdown())  # hands over, lets the run finish
+        await wait_until(lambda: new.is_leader, timeout=1)
+        assert old.running and FIRES["s"] == []  # the run is still going
+        await stopping
+        job = new.get_job("s")
+        assert (job.total_run_count, job.success_count, job.failure_count) == (1, 1, 0)
+        new._persistence._resync()  # the leader's periodic reload settles nothing either
+        assert new.get_job("s").history[0].outcome == "success"
 
     async def test_a_scheduling_pass_does_not_undo_another_workers_change(self, store, managers):
         one, two = managers(store.config()), managers(store.config())

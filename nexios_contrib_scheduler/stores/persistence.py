@@ -74,6 +74,8 @@ class Persistence:
         self.coordination_url: StoreURL | None = config.coordination_url
         self.namespace: str = config.namespace
         self.lease_seconds = float(config.lease_seconds)
+        self._beat_every = min(5.0, self.lease_seconds / 2)
+        self._live_for = 3 * self._beat_every + 1  # a heartbeat older than this is stale
         self.worker_id = new_worker_id()
         self.state: StateBackend = open_state(jobstore, self.namespace)
         self.jobstore = self.state.make_jobstore()
@@ -190,13 +192,15 @@ class Persistence:
                 self._holding = False
                 self.lease.release()
                 self.state.publish({"op": "released", "from": self.worker_id})
-            self.state.leave(self.worker_id)
         except Exception as exc:
             logger.warning("could not release the scheduler lease cleanly: %s", exc)
 
     def close(self) -> None:
         """After the last run has ended: stop writing and drop the connections."""
         self._running = False
+        # The heartbeat stays until the runs have ended, so that the next leader does not
+        # take them for runs cut short (see _settle_interrupted_runs).
+        self._attempt("remove the scheduler heartbeat", self.state.leave, self.worker_id)
         self.state.close()
         if self.lease is not None:
             self.lease.close()
@@ -252,8 +256,7 @@ class Persistence:
         renew_every = seconds / 3
         try_every = min(1.0, seconds / 5)
         margin = min(1.0, seconds / 10)
-        beat_every = min(5.0, seconds / 2)
-        live_for = 3 * beat_every + 1
+        beat_every = self._beat_every
         now = time.monotonic()
         valid_until = now + seconds
         next_lease = now + (renew_every if self._holding else try_every)
@@ -278,10 +281,10 @@ class Persistence:
                         self._holding = True
                         valid_until = started + seconds
                         self._call_soon(self._become_leader)
-                        next_prune = now
+                        next_prune = next_beat = now
                     next_lease = now + (renew_every if self._holding else try_every)
             if now >= next_beat:
-                self._heartbeat(live_for)
+                self._heartbeat()
                 next_beat = now + beat_every
             if self._holding and lease is not None and now >= next_resync:
                 self._call_soon(self._resync)
@@ -309,7 +312,7 @@ class Persistence:
             logger.info("could %s again", what)
         return result
 
-    def _heartbeat(self, live_for: float) -> None:
+    def _heartbeat(self) -> None:
         info = {
             "worker_id": self.worker_id,
             "host": socket.gethostname(),
@@ -318,7 +321,11 @@ class Persistence:
             "role": "leader" if self._holding else "standby",
         }
         workers = self._attempt(
-            "write the scheduler heartbeat", self.state.heartbeat, self.worker_id, info, live_for
+            "write the scheduler heartbeat",
+            self.state.heartbeat,
+            self.worker_id,
+            info,
+            self._live_for,
         )
         if workers is None:
             return
@@ -411,6 +418,7 @@ class Persistence:
             return
         try:
             self.sync_all()
+            self._settle_interrupted_runs()
         except Exception as exc:
             logger.warning("could not reload the jobs from %s: %s", self.jobstore_url, exc)
             return
@@ -611,8 +619,15 @@ class Persistence:
 
         A run counts in ``total_run_count`` when it starts and in ``success_count`` or
         ``failure_count`` when it ends; runs in progress in this worker aside, a difference
-        is runs whose worker stopped. Each is recorded as ``cancelled``, a failure.
+        is runs whose worker stopped. Each is recorded as ``cancelled``, a failure. Not
+        while another worker that led is alive: its runs may still be going (a leader
+        that shuts down hands over at once but lets its runs finish). The leader looks
+        again at each reload, so a killed leader's runs are settled once its heartbeat
+        has gone stale.
         """
+        self._heartbeat()  # the workers alive now
+        if self._other_leader_alive():
+            return
         m = self.manager
         for record in list(m._records.values()):
             cut = record.total_run_count - record.success_count - record.failure_count
@@ -635,6 +650,15 @@ class Persistence:
                 record.id,
                 cut,
             )
+
+    def _other_leader_alive(self) -> bool:
+        host = socket.gethostname()
+        for worker in self._workers:
+            if worker.get("worker_id") == self.worker_id or worker.get("role") != "leader":
+                continue
+            if worker.get("host") != host or _alive(worker.get("pid")):
+                return True
+        return False
 
     def _defined_at(self, job_id: str) -> float | None:
         saved = self._saved.get(job_id)
