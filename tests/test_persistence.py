@@ -52,7 +52,7 @@ def boom() -> None:
 
 
 async def slow(label: str) -> None:
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.5)
     FIRES[label].append(current_fire())
 
 
@@ -458,7 +458,7 @@ class TestConfig:
 
 class TestWorkers:
     async def test_one_leader_and_a_quick_takeover_when_it_stops(self, store, managers):
-        config = store.config(coordinated=True, lease_seconds=2)
+        config = store.config(coordinated=True, lease_seconds=5)
         first, second = managers(config), managers(config)
         await first.start()
         await second.start()
@@ -470,7 +470,7 @@ class TestWorkers:
         assert {first.worker_id, second.worker_id} <= workers
 
         await first.shutdown()  # gives the lease up: no need to wait for it to expire
-        await wait_until(lambda: second.is_leader, timeout=1.5)
+        await wait_until(lambda: second.is_leader, timeout=2)
         assert first.status()["role"] == "stopped"
 
     @pytest.mark.parametrize("kind", ["postgresql", "redis"])
@@ -506,7 +506,7 @@ class TestWorkers:
         await wait_until(lambda: old.get_job("s").current_instances == 1)
 
         stopping = asyncio.create_task(old.shutdown())  # hands over, lets the run finish
-        await wait_until(lambda: new.is_leader, timeout=1)
+        await wait_until(lambda: new.is_leader, timeout=1.2)
         assert old.running and FIRES["s"] == []  # the run is still going
         await stopping
         job = new.get_job("s")
