@@ -24,6 +24,10 @@ def _list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return items
 
 
+def _log(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -56,11 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{missing} is not installed here: left out", file=sys.stderr)
 
     began = time.perf_counter()
-    results = run_plan(plan, args.only, systems, lambda line: print(line, file=sys.stderr))
+    json_path = args.json
+    save = None if json_path is None else (lambda res: json_path.write_text(res.to_json()))
+    results = run_plan(plan, args.only, systems, _log, save)
     print(render(results, machine()))
     print(f"\n(ran in {time.perf_counter() - began:.0f} s)")
-    if args.json is not None:
-        args.json.write_text(results.to_json())
+    if json_path is not None:
+        json_path.write_text(results.to_json())
     return 1 if results.failures else 0
 
 

@@ -62,7 +62,7 @@ def stepper(system: str, expr: str, zone: str) -> Step:
         from nexios_contrib_scheduler import CronTrigger
 
         schedule = CronTrigger(expr, timezone=zone).to_apscheduler(UTC, START)
-        return lambda prev: schedule.get_next_fire_time(prev, prev)  # type: ignore[no-any-return]
+        return lambda prev: schedule.get_next_fire_time(prev, prev)
     if system == "apscheduler":
         from apscheduler.triggers.combining import OrTrigger
         from apscheduler.triggers.cron import CronTrigger as APCron
@@ -71,11 +71,11 @@ def stepper(system: str, expr: str, zone: str) -> Step:
             APCron.from_crontab(form, timezone=_zone(zone)) for form in _APSCHEDULER_FORMS[expr]
         ]
         trigger = parts[0] if len(parts) == 1 else OrTrigger(parts)
-        return lambda prev: trigger.get_next_fire_time(prev, prev)  # type: ignore[no-any-return]
+        return lambda prev: trigger.get_next_fire_time(prev, prev)
     if system == "nexios_contrib":
         if zone != "UTC":
             raise UnsupportedError("computes in UTC only")
-        from nexios_contrib.scheduler import CronTrigger as ContribCron
+        from nexios_contrib.scheduler import CronTrigger as ContribCron  # type: ignore[import-untyped]
 
         cron = ContribCron(_CONTRIB_FORMS[expr])
 

@@ -81,7 +81,7 @@ class Figures:
         runs = self.results.runs.get(workload, {}).get(system, [])
         values = [run.get(key) for run in runs]
         texts = [v for v in values if isinstance(v, str)]
-        numbers = [v for v in values if _num(v) is not None]
+        numbers = [n for n in map(_num, values) if n is not None]
         if numbers:
             return median(numbers)
         return texts[0] if texts else None

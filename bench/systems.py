@@ -200,7 +200,7 @@ class NexiosContrib(System):
     key = "nexios_contrib"
 
     def __init__(self) -> None:
-        from nexios_contrib.scheduler import SchedulerConfig, SchedulerManager
+        from nexios_contrib.scheduler import SchedulerConfig, SchedulerManager  # type: ignore[import-untyped]
 
         config = SchedulerConfig(
             timezone="UTC", max_concurrent_jobs=MAX_CONCURRENT_JOBS, log_level=logging.WARNING

@@ -45,7 +45,7 @@ async def burst(system_key: str, params: Params) -> Result:
     n = int(params["jobs"])
     heartbeat = Heartbeat()
     heartbeat.start()
-    hb_rate = await _heartbeat_cost(1.0)
+    hb_rate = await _heartbeat_cost(params["calibrate"])
     system = make_system(system_key)
     await system.start()
     recorder = Recorder()
@@ -139,7 +139,7 @@ async def scale(system_key: str, params: Params) -> Result:
     few = int(params["few"])
     heartbeat = Heartbeat()
     heartbeat.start()
-    hb_rate = await _heartbeat_cost(1.0)
+    hb_rate = await _heartbeat_cost(params["calibrate"])
     system = make_system(system_key)
     await system.start()
     await _add_idle(system, 0, few, 500)
@@ -166,16 +166,21 @@ async def scale(system_key: str, params: Params) -> Result:
 
 
 async def memory(system_key: str, params: Params) -> Result:
-    """Bytes allocated (tracemalloc) per idle interval job, with ``jobs`` jobs added."""
+    """Bytes allocated (tracemalloc) per idle interval job, with ``jobs`` jobs scheduled.
+
+    The jobs are added before the scheduler starts: what each job keeps is the same as when
+    added to a running scheduler, and the adds (timed by ``scale``) are not slowed down by
+    tracing here.
+    """
     total = int(params["jobs"])
     tracemalloc.start()
     system = make_system(system_key)
-    await system.start()
-    await asyncio.sleep(0.1)
     gc.collect()
     before = tracemalloc.get_traced_memory()[0]
-    await _add_idle(system, 0, total, int(params["batch"]))
-    await asyncio.sleep(0.1)
+    for i in range(total):
+        system.add_every(idle_job, _idle_interval(i), f"idle-{i}")
+    await system.start()
+    await asyncio.sleep(0.2)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
