@@ -370,7 +370,7 @@ class CronExpression:
                     y += 1
                     mo = _low_bit(months)
                     if y > limit or y > 9999:
-                        raise ValueError(f"{self._expr!r} has no fire time before year {y}")
+                        raise OverflowError(f"{self._expr!r} has no fire time before year {y}")
                 d, h, mi = 1, 0, 0
             days = self._day_mask(y, mo) >> d
             if not days:

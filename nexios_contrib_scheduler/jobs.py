@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 Outcome = Literal["success", "error", "timeout", "missed", "skipped", "cancelled"]
 
-FAILURE_OUTCOMES: frozenset[str] = frozenset({"error", "timeout", "missed", "cancelled"})
+FAILURE_OUTCOMES: frozenset[str] = frozenset({"error", "timeout", "missed", "cancelled", "skipped"})
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -27,6 +27,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_REMOVED, JobEv
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
+from apscheduler.util import check_callable_args
 
 from . import clock
 from .config import (
@@ -41,7 +42,7 @@ from .config import (
 )
 from .errors import ConflictingIdError
 from .events import Listener, Listeners, SchedulerEvent
-from .executor import JobExecutor
+from .executor import JobExecutor, describe_exception
 from .jobs import FAILURE_OUTCOMES, JobRecord, Outcome, RunRecord, ScheduledJob, utcnow
 from .scheduler import AdapterScheduler
 from .stores.fires import set_current_fire
@@ -175,8 +176,18 @@ class SchedulerManager:
         with self._lock:
             for record in list(self._records.values()):
                 if not record.finished:
-                    self._schedule(record, now)
+                    self._schedule_at_start(record, now)
         logger.info("scheduler started with %d job(s)", len(self._records))
+
+    def _schedule_at_start(self, record: JobRecord, now: datetime) -> None:
+        # One job that cannot be scheduled must not leave the others unscheduled.
+        try:
+            self._schedule(record, now)
+        except Exception as exc:
+            record.last_error = f"could not be scheduled at start: {describe_exception(exc)}"
+            record.last_outcome = "error"
+            self._finish(record)
+            logger.exception("job %r (%s) could not be scheduled at start", record.name, record.id)
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop firing, let running jobs finish (up to ``shutdown_timeout``), cancel the rest."""
@@ -248,6 +259,8 @@ class SchedulerManager:
         ``TypeError`` for a non-callable or an unknown option, ``ValueError`` for bad option
         values.
         """
+        if not isinstance(replace_existing, bool):
+            raise TypeError(f"replace_existing must be True or False, not {replace_existing!r}")
         record = self._new_record(
             func, trigger, name, args, kwargs, max_instances, misfire_grace_time, coalesce, id
         )
@@ -333,6 +346,14 @@ class SchedulerManager:
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None:
                 return None
+            if "args" in changes or "kwargs" in changes:
+                problem = _call_problem(
+                    record.func,
+                    changes.get("args", record.args),
+                    changes.get("kwargs", record.kwargs),
+                )
+                if problem is not None:
+                    raise ValueError(problem)
             aps_changes = {k: v for k, v in changes.items() if k not in ("timeout",)}
             if "misfire_grace_time" in aps_changes:
                 aps_changes["misfire_grace_time"] = _aps_grace(changes["misfire_grace_time"])
@@ -370,12 +391,17 @@ class SchedulerManager:
                 "trigger must be an IntervalTrigger, CronTrigger or DateTimeTrigger, "
                 f"not {type(trigger).__name__}"
             )
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if name is not None:
+            _check_name(name)
         if job_id is not None and (not isinstance(job_id, str) or not job_id):
             raise TypeError(f"id must be a non-empty str, not {job_id!r}")
         args = _check_args(args)
         kwargs = _check_kwargs({} if kwargs is None else kwargs)
+        problem = _call_problem(func, args, kwargs)
+        if problem is not None:
+            # Accepted, as APScheduler-style schedulers accept it: each run will fail and
+            # say why. Said now too, where the mistake was made.
+            logger.warning("%s; every run of this job will fail", problem)
         defaults = self.config.job_defaults
         return JobRecord(
             id=job_id or uuid.uuid4().hex,
@@ -476,12 +502,15 @@ class SchedulerManager:
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None or record.finished:
                 return False
-            record.paused_reason = reason
             if record.status is not JobStatus.PAUSED:
+                if self.running:
+                    try:
+                        self._scheduler.pause_job(job_id)
+                    except JobLookupError:
+                        return False  # its last fire is under way: nothing left to pause
                 record.status = JobStatus.PAUSED
                 record.pending_next_run = None
-                if self.running:
-                    self._scheduler.pause_job(job_id)
+            record.paused_reason = reason
             self._changed(record)
         logger.debug("paused job %r (%s)", record.name, job_id)
         self._emit("job_paused", record, error=reason)
@@ -500,13 +529,16 @@ class SchedulerManager:
                 return False
             if record.status is not JobStatus.PAUSED and not record.failure_paused:
                 return True
+            now = utcnow()
+            if self.running:
+                try:
+                    self._scheduler.resume_job(job_id)
+                except JobLookupError:
+                    return False
             record.status = JobStatus.ACTIVE
             record.failure_paused = False
             record.paused_reason = None
-            now = utcnow()
-            if self.running:
-                self._scheduler.resume_job(job_id)
-            elif record.schedule is not None:
+            if not self.running and record.schedule is not None:
                 nxt = record.schedule.get_next_fire_time(None, now)
                 record.pending_next_run = nxt
                 if nxt is None:
@@ -629,8 +661,10 @@ class SchedulerManager:
             return
         if event.code == EVENT_JOB_REMOVED:
             # APScheduler removes a job whose trigger has no next fire; removals we make
-            # ourselves have taken the record out of the registry already.
-            self._finish(record)
+            # ourselves have taken the record out of the registry already. A job that is
+            # back in the store (replaced under the same id) is not finished.
+            if self._scheduler.get_job(event.job_id) is None:
+                self._finish(record)
         elif event.code == EVENT_JOB_MAX_INSTANCES:
             for scheduled in event.scheduled_run_times:
                 self._run_skipped(record, scheduled)
@@ -758,6 +792,9 @@ class SchedulerManager:
         reason = f"skipped: max_instances ({record.max_instances}) runs already in progress"
         record.skipped_count += 1
         record.record(RunRecord(scheduled, None, None, "skipped", reason))
+        if _is_one_shot(record):  # its only fire: the job ends FAILED, saying why
+            record.last_outcome = "skipped"
+            record.last_error = reason
         self._changed(record)
         logger.warning(
             "job %r (%s) fire at %s %s", record.name, record.id, scheduled.isoformat(), reason
@@ -781,6 +818,18 @@ def _check_args(args: object) -> tuple[Any, ...]:
     if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
         raise TypeError(f"args must be a tuple or list, not {type(args).__name__}")
     return tuple(args)
+
+
+def _call_problem(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> str | None:
+    """Why ``func(*args, **kwargs)`` cannot work, or None."""
+    try:
+        check_callable_args(func, args, kwargs)
+    except ValueError as exc:
+        name = getattr(func, "__qualname__", None) or repr(func)
+        return f"{name} cannot be called with these args/kwargs: {exc}"
+    return None
 
 
 def _check_kwargs(kwargs: object) -> dict[str, Any]:

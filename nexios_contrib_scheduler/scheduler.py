@@ -257,7 +257,11 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
             key, known = None, None
         if known is not None:
             return known
-        check_callable_args(func, args, kwargs)
+        with contextlib.suppress(ValueError):
+            # Arguments the function cannot take: the manager has said so at add_job, and
+            # each run records the error; refusing here would make a job added before
+            # start() fail the start.
+            check_callable_args(func, args, kwargs)
         try:
             func_ref = obj_to_ref(func)
         except ValueError:

@@ -215,20 +215,29 @@ class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
 
     def first_fire_time(self, now: datetime) -> datetime | None:
         """When a newly scheduled job fires first."""
-        return self._jittered(self.first_base(now))
+        try:
+            return self._jittered(self.first_base(now))
+        except OverflowError:
+            return None  # past the last date a datetime can hold: no fire
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
-        return self._jittered(self.next_base(previous_fire_time, now))
+        try:
+            return self._jittered(self.next_base(previous_fire_time, now))
+        except OverflowError:
+            return None
 
     def fire_times(self, n: int, now: datetime, first: datetime | None = None) -> list[datetime]:
         """Up to ``n`` fire times without jitter, from ``first`` (default: the first fire)."""
         times: list[datetime] = []
-        fire = self.first_base(now) if first is None else first
-        while fire is not None and len(times) < n:
-            times.append(fire)
-            fire = self.next_base(fire, now)
+        try:
+            fire = self.first_base(now) if first is None else first
+            while fire is not None and len(times) < n:
+                times.append(fire)
+                fire = self.next_base(fire, now)
+        except OverflowError:
+            pass  # the schedule runs past the last date a datetime can hold
         return times
 
     def _jittered(self, base: datetime | None) -> datetime | None:
@@ -247,6 +256,8 @@ class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
 
 _UNITS = ("weeks", "days", "hours", "minutes", "seconds")
 _UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+# A thousand years; longer intervals run past the last date a datetime can hold.
+_MAX_INTERVAL_SECONDS = 365_250 * 86400
 
 
 class IntervalTrigger(Trigger):
@@ -292,6 +303,11 @@ class IntervalTrigger(Trigger):
         if not isinstance(start_now, bool):
             raise TypeError(f"IntervalTrigger start_now must be True or False, not {start_now!r}")
         total = sum(values[u] * _UNIT_SECONDS[u] for u in _UNITS)
+        if total > _MAX_INTERVAL_SECONDS:
+            raise TriggerError(
+                f"IntervalTrigger interval of {total:g} seconds is too long: at most "
+                f"{_MAX_INTERVAL_SECONDS // 86400} days"
+            )
         interval = timedelta(seconds=total)
         if interval <= timedelta(0):
             raise TriggerError(
@@ -490,6 +506,8 @@ class DateTimeTrigger(Trigger):
     def __init__(self, run_date: str | datetime, timezone: str | tzinfo | None = None) -> None:
         self.run_date = parse_run_date(run_date)
         self.timezone = None if timezone is None else resolve_timezone(timezone)
+        if self.run_date.tzinfo is not None:
+            self.to_apscheduler(UTC, self.run_date)  # refuse dates a UTC instant cannot hold
 
     def resolve(self, tz: tzinfo) -> datetime:
         if self.run_date.tzinfo is not None and self.run_date.utcoffset() is not None:
@@ -497,7 +515,12 @@ class DateTimeTrigger(Trigger):
         return self.run_date.replace(tzinfo=self.timezone or tz)
 
     def to_apscheduler(self, tz: tzinfo, now: datetime) -> DateSchedule:
-        return DateSchedule(self.resolve(tz))
+        try:
+            return DateSchedule(self.resolve(tz))
+        except OverflowError:
+            raise TriggerError(
+                f"DateTimeTrigger run_date {self.run_date.isoformat()} is out of range in UTC"
+            ) from None
 
     def describe(self) -> str:
         when = self.run_date

@@ -192,7 +192,7 @@ class TestValidation:
             CronExpression("* * * * *").next_fire_times(-1, at("2026-01-01T00:00:00+00:00"), UTC)
 
     def test_no_fire_time_before_year_10000(self) -> None:
-        with pytest.raises(ValueError, match="year"):
+        with pytest.raises(OverflowError, match="no fire time before year 10000"):
             CronExpression("0 0 1 1 *").next_after(at("9999-06-01T00:00:00+00:00"), UTC)
 
 

@@ -33,6 +33,10 @@ async def noop() -> None:
     pass
 
 
+async def takes_any(*args, **kwargs) -> None:
+    pass
+
+
 async def takes_two(a, b) -> None:
     pass
 
@@ -76,7 +80,9 @@ async def clocked(scheduler_clock):
 
 class TestModifyJob:
     async def test_changes_the_options_and_keeps_the_rest(self, manager):
-        job = manager.add_job(noop, IntervalTrigger(hours=1), id="x", name="old", max_instances=2)
+        job = manager.add_job(
+            takes_any, IntervalTrigger(hours=1), id="x", name="old", max_instances=2
+        )
         view = manager.modify_job(
             "x",
             name="new",
@@ -168,6 +174,12 @@ class TestModifyJob:
         manager.add_job(noop, IntervalTrigger(hours=1), id="x")
         with pytest.raises(TypeError):
             manager.modify_job("x", trigger=IntervalTrigger(seconds=1))
+
+    async def test_arguments_the_function_cannot_take_are_refused_stopped(self, manager):
+        job = manager.add_job(takes_two, IntervalTrigger(hours=1), id="x", args=(1, 2))
+        with pytest.raises(ValueError, match="takes_two cannot be called"):
+            manager.modify_job("x", args=(1, 2, 3), name="changed")
+        assert job.args == (1, 2) and job.name == "takes_two"
 
     async def test_arguments_the_function_cannot_take_are_refused_when_running(self, manager):
         job = manager.add_job(takes_two, IntervalTrigger(hours=1), id="x", args=(1, 2))

@@ -83,7 +83,7 @@ BAD_CALLS: list[tuple[str, Callable[[SchedulerManager], Any], type[Exception], s
     ("duplicate id", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), id="existing"), ConflictingIdError, "'existing'"),
     ("unknown option", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), retries=3), TypeError, "retries"),
     ("misspelt option", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), max_instance=2), TypeError, "max_instance"),
-    ("name", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), name=5), TypeError, "name must be a str"),
+    ("name", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), name=5), TypeError, "name must be a non-empty str"),
     ("id", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), id=""), TypeError, "id must be a non-empty str"),
     ("args", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), args="ab"), TypeError, "args must be a tuple or list"),
     ("kwargs", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), kwargs=[1]), TypeError, "kwargs must be a mapping"),
