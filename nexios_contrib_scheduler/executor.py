@@ -12,6 +12,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import threading
 import time
 import types
 from collections import deque
@@ -28,6 +29,7 @@ from apscheduler.events import (
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.job import Job
 
+from .config import JobStatus
 from .jobs import JobRecord, Outcome, utcnow
 
 if TYPE_CHECKING:
@@ -61,9 +63,11 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         self._draining = False
         self._settled = False
         self._async_funcs: dict[Any, bool] = {}
+        self._loop_thread: int | None = None
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
+        self._loop_thread = threading.get_ident()
         self.tasks = {}
         self._later.clear()
         self._draining = False
@@ -198,11 +202,17 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             if self._instances[record.id] >= record.max_instances:
                 return False
             self._instances[record.id] += 1
-        record.submissions += 1
+            record.submissions += 1
+        if threading.get_ident() == self._loop_thread:
+            self._start_manual(record)
+        else:  # asked from another thread: the loop starts the run (and wakes for it)
+            self._eventloop.call_soon_threadsafe(self._start_manual, record)
+        return True
+
+    def _start_manual(self, record: JobRecord) -> None:
         task = self._eventloop.create_task(self._run_manual(record))
         self.tasks[task] = record
         task.add_done_callback(self._forget)
-        return True
 
     async def _run_manual(self, record: JobRecord) -> None:
         try:
@@ -240,6 +250,8 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         async with manager._slots():
             if record.max_runs is not None and record.total_run_count >= record.max_runs:
                 return None  # an earlier run took the job's last one
+            if scheduled is not None and not self._still_wanted(record, scheduled):
+                return None
             now = utcnow()
             grace = record.misfire_grace_time
             late = scheduled is not None and grace is not None
@@ -275,6 +287,16 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
                     EVENT_JOB_ERROR, record.id, None, scheduled, exception=timeout_exc
                 )
             return self._succeeded(record, scheduled, now)
+
+    def _still_wanted(self, record: JobRecord, scheduled: datetime) -> bool:
+        """Whether a fire that waited for a slot (``max_concurrent_jobs``) should still run:
+        not once its job was removed, replaced or paused meanwhile. (Fires submitted before
+        a shutdown still run: shutdown drains them.)"""
+        if self._manager._records.get(record.id) is not record:
+            return False
+        return record.status not in (JobStatus.CANCELLED, JobStatus.PAUSED) and not (
+            record.failure_paused
+        )
 
     async def _call_with_timeout(self, record: JobRecord, timeout: float) -> str | None:
         """Run with a time limit; the error text if the run went over it, else None.

@@ -446,6 +446,7 @@ class SchedulerManager:
             coalesce=record.coalesce,
             next_run_time=None if paused else first,
             replace_existing=True,
+            check_args=False,  # reported at add_job; each run records the error
         )
 
     def remove_job(self, job_id: str) -> bool:

@@ -86,7 +86,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     _listened = 0  # the event kinds some listener takes
 
     def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
-        self._callable_facts: dict[tuple[Any, int, tuple[str, ...]], _CallableFacts] = {}
+        self._callable_facts: dict[tuple[Any, int, tuple[str, ...], bool], _CallableFacts] = {}
         self._held_events: list[SchedulerEvent] = []
         super().__init__(gconfig or {}, **options)
 
@@ -103,6 +103,11 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     def shutdown(self, wait: bool = False) -> None:
         if self.state == STATE_STOPPED:
             return
+        # Events held back during a burst still tell the listeners what happened (a one-shot
+        # job that fired is finished, and must not be scheduled again at the next start).
+        held, self._held_events = self._held_events, []
+        for event in held:
+            self._dispatch_event(event)
         BaseScheduler.shutdown(self, wait=False)
         self._stop_timer()
         self._eventloop = None
@@ -178,9 +183,15 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         jobstore: str = "default",
         executor: str = "default",
         replace_existing: bool = False,
+        *,
+        check_args: bool = True,
         **trigger_args: Any,
     ) -> Job:
-        """APScheduler's ``add_job``; the callable checks are remembered per function."""
+        """APScheduler's ``add_job``; the callable checks are remembered per function.
+
+        ``check_args=False`` (the manager's use) accepts arguments the function cannot take:
+        the manager reports them at its own ``add_job`` and each run records the error.
+        """
         if isinstance(func, str) or not callable(func):
             return super().add_job(
                 func, trigger, args, kwargs, id, name, misfire_grace_time, coalesce,
@@ -195,6 +206,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
             id,
             name,
             executor,
+            check_args,
         )
         # Options left undefined are filled from job_defaults when the job is stored.
         if misfire_grace_time is not undefined:
@@ -227,13 +239,14 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     def _new_job(
         self, func: Callable[..., Any], trigger: BaseTrigger, args: tuple[Any, ...],
         kwargs: dict[str, Any], job_id: str | None, name: str | None, executor: str,
+        check_args: bool = True,
     ) -> Job:  # fmt: skip
         """A ``Job`` built as ``Job(self, ...)`` builds it, with the same checks and errors;
         what the checks learn about the callable is remembered."""
         job_id = job_id or uuid4().hex
         if not isinstance(job_id, str):
             raise TypeError("id must be a nonempty string")
-        func_ref, default_name = self._facts(func, args, kwargs)
+        func_ref, default_name = self._facts(func, args, kwargs, check_args)
         if name is None:
             name = default_name
         elif not name or not isinstance(name, str):
@@ -248,19 +261,20 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         return job
 
     def _facts(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        check_args: bool = True,
     ) -> _CallableFacts:
         try:
-            key = (func, len(args), tuple(kwargs))
+            key = (func, len(args), tuple(kwargs), check_args)
             known = self._callable_facts.get(key)
         except TypeError:  # an unhashable callable
             key, known = None, None
         if known is not None:
             return known
-        with contextlib.suppress(ValueError):
-            # Arguments the function cannot take: the manager has said so at add_job, and
-            # each run records the error; refusing here would make a job added before
-            # start() fail the start.
+        if check_args:
             check_callable_args(func, args, kwargs)
         try:
             func_ref = obj_to_ref(func)

@@ -145,3 +145,75 @@ class TestSkippedOneShot:
         assert job.total_run_count == 0
         assert "skipped: max_instances" in job.last_error
         release.set()
+
+
+class TestBurstsAndSlots:
+    async def test_shutdown_mid_burst_does_not_run_one_shots_again(self):
+        m = SchedulerManager(config=SchedulerConfig(max_concurrent_jobs=1000, shutdown_timeout=5))
+        runs: list[int] = []
+
+        async def once(i: int) -> None:
+            runs.append(i)
+
+        when = datetime.now(UTC) + timedelta(seconds=0.2)
+        for i in range(300):
+            m.add_job(once, DateTimeTrigger(when), id=f"j{i}", args=(i,))
+        await m.start()
+        try:
+            await wait_until(lambda: m.apscheduler.get_job("j0") is None)
+            await m.shutdown()  # most likely while the burst is still being submitted
+            ran = set(runs)
+            assert all(m.get_job(f"j{i}").status is JobStatus.COMPLETED for i in ran)
+            await m.start()
+            await wait_until(lambda: len(runs) >= 300)
+            await asyncio.sleep(0.1)
+            assert sorted(runs) == list(range(300))  # each exactly once
+        finally:
+            await m.shutdown()
+
+    async def test_a_fire_waiting_for_a_slot_does_not_run_once_removed_or_paused(self):
+        m = SchedulerManager(config=SchedulerConfig(max_concurrent_jobs=1, shutdown_timeout=5))
+        release = asyncio.Event()
+        ran: list[str] = []
+
+        async def hog() -> None:
+            await release.wait()
+
+        async def victim(name: str) -> None:
+            ran.append(name)
+
+        now = datetime.now(UTC)
+        hog_job = m.add_job(hog, DateTimeTrigger(now), id="hog")
+        m.add_job(victim, DateTimeTrigger(now + timedelta(seconds=0.1)), args=("removed",), id="r")
+        m.add_job(victim, IntervalTrigger(seconds=0.1, start_now=False), args=("paused",), id="p")
+        await m.start()
+        try:
+            await wait_until(lambda: hog_job.current_instances == 1)
+            await wait_until(lambda: m.apscheduler.get_job("r") is None)  # its fire is queued
+            await wait_until(lambda: m.get_job("p")._record.submissions >= 1)
+            assert m.remove_job("r") is True
+            assert m.pause_job("p") is True
+            release.set()
+            await wait_until(lambda: hog_job.status is JobStatus.COMPLETED)
+            await asyncio.sleep(0.05)
+            assert ran == []
+        finally:
+            await m.shutdown()
+
+    async def test_run_now_from_another_thread_starts_at_once(self, manager):
+        import threading
+
+        ran = asyncio.Event()
+
+        async def work() -> None:
+            ran.set()
+
+        manager.add_job(work, IntervalTrigger(hours=1, start_now=False), id="x")
+        await manager.start()
+        answers: list[bool] = []
+        thread = threading.Thread(target=lambda: answers.append(manager.run_job_now("x")))
+        thread.start()
+        thread.join()
+        assert answers == [True]
+        # Nothing else is due for an hour: only the run-now request can wake the loop.
+        await asyncio.wait_for(ran.wait(), timeout=5)
