@@ -131,6 +131,8 @@ def cmd_cron(args: argparse.Namespace, out: TextIO) -> int:
     times = trigger.next_fire_times(args.n, start)
     out.write(f"{trigger.expr}: {trigger.describe()}\n")
     if not times:
+        since = start.isoformat(sep=" ", timespec="seconds")
+        out.write(f"\nNo fire time found from {since}: dates run out after the year 9999.\n")
         return EXIT_OK
     since = start.isoformat(sep=" ", timespec="seconds")
     out.write(f"\nNext {len(times)} fire time(s) from {since}:\n\n")

@@ -109,6 +109,14 @@ class TestCron:
         assert err == f"{exc.value}\n"
         assert message in err
 
+    def test_at_the_end_of_the_calendar(self, capsys, wide):
+        code, out, err = run(capsys, "cron", "* * * * *", "--from", "9999-12-31T23:58", "-n", "5")
+        assert code == 0 and err == ""
+        assert "9999-12-31 23:59:00+00:00" in out and "Next 2 fire time(s)" in out
+        code, out, err = run(capsys, "cron", "0 0 29 2 *", "--from", "9999-03-01T00:00")
+        assert code == 0 and err == ""
+        assert "No fire time found from 9999-03-01 00:00:00+00:00" in out
+
     def test_bad_zone(self, capsys):
         code, out, err = run(capsys, "cron", "* * * * *", "--tz", "Mars/Olympus")
         assert code == 2 and out == ""
