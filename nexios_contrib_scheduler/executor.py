@@ -268,7 +268,10 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
                 else:
                     timed_out = await self._call_with_timeout(record, record.timeout)
             except asyncio.CancelledError as exc:
-                self._finished(record, scheduled, now, "cancelled", "run was cancelled", exc)
+                error = "run was cancelled"
+                if not self._is_async(record.func):
+                    error += " (a plain function cannot be stopped: its thread runs on to the end)"
+                self._finished(record, scheduled, now, "cancelled", error, exc)
                 raise
             except BaseException as exc:
                 self._finished(record, scheduled, now, "error", describe_exception(exc), exc)

@@ -217,3 +217,17 @@ class TestBurstsAndSlots:
         assert answers == [True]
         # Nothing else is due for an hour: only the run-now request can wake the loop.
         await asyncio.wait_for(ran.wait(), timeout=5)
+
+
+async def test_a_plain_function_cut_off_at_shutdown_says_its_thread_runs_on():
+    import threading
+
+    m = SchedulerManager(config=SchedulerConfig(shutdown_timeout=0.05))
+    release = threading.Event()
+    job = m.add_job(release.wait, IntervalTrigger(hours=1), args=(5,))
+    await m.start()
+    await wait_until(lambda: job.current_instances == 1)
+    await m.shutdown()
+    release.set()
+    assert job.history[0].outcome == "cancelled"
+    assert "its thread runs on to the end" in job.history[0].error
