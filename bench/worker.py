@@ -10,6 +10,10 @@ import asyncio
 import json
 import sys
 
+# Every system runs in a process that has imported Nexios, as the app a scheduler serves
+# would have: Python's full garbage collections then walk heaps of about the same size.
+import nexios  # noqa: F401
+
 from .workloads import ASYNC_WORKLOADS, SYNC_WORKLOADS
 
 MARKER = "BENCH-RESULT "

@@ -89,7 +89,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
     later_slice = 64
 
     def _burst_in_progress(self) -> bool:
-        return bool(getattr(self._scheduler, "_more_due", False))
+        return bool(getattr(self._scheduler, "_bursting", False))
 
     def _after(self, fn: Callable[..., Any], *args: Any) -> None:
         """``fn(*args)`` now or, while a burst of due jobs is starting, soon after it."""

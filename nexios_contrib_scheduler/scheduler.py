@@ -9,6 +9,8 @@ replaced through its own extension points; what it does stays APScheduler's:
   served by one pass;
 * a pass submits due jobs in slices (``slice_size`` jobs or ``slice_time`` seconds) and lets
   the event loop run between slices, so a thousand jobs due at once do not stall the app;
+  while such a burst is being started, the listener events of the passes (and the
+  executor's bookkeeping of finished runs) wait until every due job has started;
 * the callable checks of ``add_job`` (signature inspection, reference lookup) are done once
   per function, not once per job.
 """
@@ -83,6 +85,9 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     _loop_thread: int | None = None
     _timer_due: float | None = None  # when the armed timer fires, as a UTC timestamp
     _more_due = False  # the last pass stopped at the end of a slice
+    # ... because the slice was full: a burst of due jobs is being started, and what can
+    # wait (listener events, the runs' bookkeeping) waits for it.
+    _bursting = False
     _listened = 0  # the event kinds some listener takes
 
     def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
@@ -338,7 +343,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         tells whether due jobs were left for the next slice.
         """
         self.last_pass_time = datetime.now(timezone.utc)
-        self._more_due = False
+        self._more_due = self._bursting = False
         if self.state == STATE_PAUSED:
             self._logger.debug("Scheduler is paused -- not processing jobs")
             return None
@@ -363,19 +368,23 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
                         next_wakeup_time = retry
                     continue
                 for job in due_jobs:
-                    if room == 0 or (stop_at is not None and time.perf_counter() >= stop_at):
+                    if room == 0:
+                        self._more_due = self._bursting = True
+                        break
+                    if stop_at is not None and time.perf_counter() >= stop_at:
                         self._more_due = True
                         break
                     room -= 1
                     self._submit_due(job, alias, store, now, events)
                 store_next = store.get_next_run_time()
                 if room == 0 and store_next is not None and store_next <= now:
-                    self._more_due = True  # the slice is full and more jobs are due
+                    # The slice is full and more jobs are due.
+                    self._more_due = self._bursting = True
                 if store_next is not None and (
                     next_wakeup_time is None or store_next < next_wakeup_time
                 ):
                     next_wakeup_time = store_next.astimezone(self.timezone)
-        self._send(events, hold=self._more_due)
+        self._send(events, hold=self._bursting)
         if self.state == STATE_PAUSED or next_wakeup_time is None:
             return None
         wait = next_wakeup_time.timestamp() - clock.utcnow().timestamp()
