@@ -63,6 +63,8 @@ from .stores.memory import HeapJobStore
 # keyword names: its textual reference (None if it has none) and its default name.
 _CallableFacts = tuple[str | None, str]
 _FACTS_LIMIT = 512
+# Held-back pass events sent per loop turn once a burst has started.
+_EVENTS_SLICE = 256
 
 
 class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
@@ -384,22 +386,34 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
                     next_wakeup_time is None or store_next < next_wakeup_time
                 ):
                     next_wakeup_time = store_next.astimezone(self.timezone)
-        self._send(events, hold=self._bursting)
+        self._send(events, hold=self._bursting, all_now=limit is None)
         if self.state == STATE_PAUSED or next_wakeup_time is None:
             return None
         wait = next_wakeup_time.timestamp() - clock.utcnow().timestamp()
         return min(max(wait, 0.0), float(TIMEOUT_MAX))
 
-    def _send(self, events: list[SchedulerEvent], hold: bool) -> None:
-        """Dispatch a pass's events; while a burst of due jobs is still being submitted they
-        wait, so that the listeners' work does not delay the jobs still to start."""
-        if hold:
-            self._held_events.extend(events)
+    def _send(self, events: list[SchedulerEvent], hold: bool, all_now: bool) -> None:
+        """Dispatch a pass's events. While a burst of due jobs is being started they wait
+        (the listeners' work would delay the jobs still to start); then they go out a slice
+        at a time, or all at once for a pass that was not sliced (``all_now``)."""
+        if not hold and not self._held_events:
+            for event in events:
+                self._dispatch_event(event)
             return
-        if self._held_events:
-            events, self._held_events = self._held_events + events, []
-        for event in events:
+        self._held_events.extend(events)
+        if not hold:
+            self._send_held(everything=all_now)
+
+    def _send_held(self, everything: bool = False) -> None:
+        if self._bursting:
+            return  # a burst started again: the pass that ends it sends them
+        held = self._held_events
+        count = len(held) if everything else _EVENTS_SLICE
+        self._held_events = held[count:]
+        for event in held[:count]:
             self._dispatch_event(event)
+        if self._held_events and self._eventloop is not None:
+            self._eventloop.call_soon(self._send_held)
 
     def _submit_due(
         self, job: Job, alias: str, store: BaseJobStore, now: datetime,
