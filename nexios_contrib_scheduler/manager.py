@@ -821,16 +821,32 @@ def _check_args(args: object) -> tuple[Any, ...]:
     return tuple(args)
 
 
+# _call_problem's answers by (function, number of args, keyword names): the check reads the
+# function's signature, which costs more than the rest of adding a job.
+_CALL_PROBLEMS: dict[tuple[Any, int, tuple[str, ...]], str | None] = {}
+
+
 def _call_problem(
     func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> str | None:
     """Why ``func(*args, **kwargs)`` cannot work, or None."""
     try:
+        key: tuple[Any, int, tuple[str, ...]] | None = (func, len(args), tuple(kwargs))
+        if key in _CALL_PROBLEMS:
+            return _CALL_PROBLEMS[key]
+    except TypeError:  # an unhashable callable
+        key = None
+    problem = None
+    try:
         check_callable_args(func, args, kwargs)
     except ValueError as exc:
         name = getattr(func, "__qualname__", None) or repr(func)
-        return f"{name} cannot be called with these args/kwargs: {exc}"
-    return None
+        problem = f"{name} cannot be called with these args/kwargs: {exc}"
+    if key is not None:
+        if len(_CALL_PROBLEMS) >= 512:
+            _CALL_PROBLEMS.clear()
+        _CALL_PROBLEMS[key] = problem
+    return problem
 
 
 def _check_kwargs(kwargs: object) -> dict[str, Any]:
