@@ -281,6 +281,8 @@ def notes(results: Results) -> list[str]:
         "CPU per fire: process CPU time over the window, less the heartbeat's own CPU "
         "(measured before the scheduler starts), divided by the fires in the window.",
         "Idle CPU: process CPU over the idle window without the heartbeat running.",
+        "A full garbage collection runs before each measured window, so that none owed to "
+        "the set-up (imports, adding the jobs) falls inside it.",
         "Requests: uvicorn (h11, asyncio loop) serving a Nexios app in its own process; an "
         "open-loop load generator in another process on loopback; latency counted from when "
         "each request was due to be sent. The jobs' phases are spread over the second.",
