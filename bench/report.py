@@ -278,8 +278,9 @@ def notes(results: Results) -> list[str]:
         "due time. Loop stall: a 1 ms timer callback; 'loop busy' counts only the CPU time "
         "the loop thread spent during the delay (the machine is shared, so the wall-clock "
         "figure also holds time the process was descheduled).",
-        "CPU per fire: process CPU time over the window, less the heartbeat's own CPU "
-        "(measured before the scheduler starts), divided by the fires in the window.",
+        "CPU per fire: process CPU time divided by the fires. Burst: over the burst, less "
+        "the heartbeat's own CPU (measured before the scheduler starts). Steady load: over "
+        f"{plan.scale['cpu_window']:g} s right after the window, with the heartbeat stopped.",
         "Idle CPU: process CPU over the idle window without the heartbeat running.",
         "A full garbage collection runs before each measured window, so that none owed to "
         "the set-up (imports, adding the jobs) falls inside it.",
