@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from tests.helpers import wait_for
 from nexios.testclient import TestClient
 
 from nexios_contrib_scheduler import (
@@ -42,13 +43,6 @@ def run_example(monkeypatch):
         return runpy.run_path(str(HERE / f"{name}.py"), run_name=name)
 
     return run
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_quick_start_ticks_on_startup(run_example, capsys):

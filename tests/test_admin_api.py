@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
+from helpers import wait_for
 from nexios import NexiosApp
 from nexios.dependencies import Context, Depend
 from nexios.exceptions import HTTPException
@@ -43,13 +44,6 @@ def require_token(ctx: Context = Context()) -> None:
         raise HTTPException(401, "log in first")
     if given != "secret":
         raise HTTPException(403, "not an admin")
-
-
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 runs: list[str] = []

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -131,13 +132,6 @@ def refresh_now(page) -> None:
     page.click("#live")
 
 
-def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 class TestDashboard:
     def test_lists_every_job(self, page, api):
         jobs = api.get("/jobs").json()
@@ -200,7 +194,7 @@ class TestDashboard:
         assert api.get("/jobs/top-of-the-minute").status_code == 404
 
     def test_a_row_opens_its_run_history(self, page, api):
-        wait_until(lambda: api.get("/jobs/heartbeat").json()["history"])
+        wait_for(lambda: api.get("/jobs/heartbeat").json()["history"])
         row(page, "heartbeat").locator(".job-name").click()
         detail = page.locator('tr.detail[data-detail-for="heartbeat"]')
         detail.locator("ol.upcoming li").first.wait_for()

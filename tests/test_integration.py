@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 
 import pytest
+from helpers import wait_for
 from nexios import NexiosApp
 from nexios.dependencies import Context, Depend
 from nexios.http import Request, Response
@@ -21,13 +21,6 @@ from nexios_contrib_scheduler import (
     get_scheduler,
     setup_scheduler,
 )
-
-
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 class TestSetup:
