@@ -6,13 +6,13 @@ import enum
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
-from .stores.urls import StoreURL, check_namespace, parse_coordination, parse_jobstore
+from .stores.urls import StoreURL, check_namespace, parse_coordination, parse_jobstore, redact
 
 DEFAULT_JOB_DEFAULTS: dict[str, Any] = {
     "max_instances": 3,
@@ -222,3 +222,13 @@ class SchedulerConfig:
         if not (math.isfinite(seconds) and seconds >= 1):
             raise ConfigError(f"lease_seconds must be at least 1 second, got {seconds!r}")
         self.namespace = check_namespace(self.namespace)
+
+    def __repr__(self) -> str:
+        # The dataclass's own repr, with the credentials in the store URLs masked.
+        shown = []
+        for option in fields(self):
+            value = getattr(self, option.name)
+            if option.name in ("jobstore", "coordination") and isinstance(value, str):
+                value = redact(value)
+            shown.append(f"{option.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"

@@ -7,9 +7,9 @@ installed; connecting is the job of the backends.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from ..errors import ConfigError
 
@@ -40,16 +40,33 @@ _SCHEMES: dict[str, Kind] = {
 _NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}\Z")
 
 
+# A query parameter holds a credential when its name, lower-cased, is one of these words,
+# possibly after a prefix and "_" or "-" (``api_key``, ``client_secret``), or after "ssl"
+# (``sslpassword``, ``sslkey``).
+_SECRET_WORDS = ("password", "passwd", "pwd", "token", "secret", "key", "auth", "credential")
+_SECRET_NAME = re.compile(
+    r"(?:[a-z0-9]*[_-])?(?:ssl)?(?:" + "|".join(_SECRET_WORDS) + r")s?\Z", re.IGNORECASE
+)
+MASK = "***"
+# Credential values shorter than this are not searched for in error messages: masking
+# every "ab" would garble the message and hide little.
+_MIN_SCRUBBED = 4
+
+
 @dataclass(frozen=True)
 class StoreURL:
-    """A checked backend URL: its kind and the text as given."""
+    """A checked backend URL: its kind and the text as given.
+
+    ``url`` is the real URL, to connect with; ``str()`` and ``repr()`` show it with its
+    credentials masked, as everything else that shows a URL does.
+    """
 
     kind: Kind
-    url: str
+    url: str = field(repr=False)
 
     @property
     def redacted(self) -> str:
-        """The URL with any password replaced by ``***``, fit for logs and status pages."""
+        """The URL with its credentials replaced by ``***``, fit for logs and status pages."""
         return redact(self.url)
 
     @property
@@ -60,17 +77,69 @@ class StoreURL:
             return parts.path if parts.netloc in ("", "localhost") else parts.netloc + parts.path
         return self.url.split(":///", 1)[1]
 
+    def scrub(self, text: str) -> str:
+        """``text`` (a driver's error message, say) with this URL's credentials masked."""
+        text = text.replace(self.url, self.redacted)
+        for secret in sorted(_secrets(self.url), key=len, reverse=True):
+            if len(secret) >= _MIN_SCRUBBED:
+                text = text.replace(secret, MASK)
+        return text
+
     def __str__(self) -> str:
         return self.redacted
 
+    def __repr__(self) -> str:
+        return f"StoreURL(kind={self.kind!r}, url={self.redacted!r})"
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a URL query parameter called ``name`` holds a credential."""
+    return _SECRET_NAME.match(name.strip()) is not None
+
 
 def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    """``url`` with its password and every credential-like query value shown as ``***``.
+
+    A URL that cannot be read is masked whole after its scheme: no part of it can be told
+    safe to show.
+    """
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        return f"{_scheme(url) or 'url'}://{MASK}"
+    # Rebuilt by hand: urlunsplit would turn "sqlite:///a.db" into "sqlite:/a.db".
+    head, mark, tail = url.partition("?")
+    if has_password:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        head = head.replace(parts.netloc, f"{userinfo.split(':', 1)[0]}:{MASK}@{host}", 1)
+    if mark:
+        query, hash_mark, fragment = tail.partition("#")
+        masked = "&".join(_mask_parameter(item) for item in query.split("&"))
+        tail = masked + hash_mark + fragment
+    return head + mark + tail
+
+
+def _mask_parameter(item: str) -> str:
+    name, sep, _value = item.partition("=")
+    return f"{name}={MASK}" if sep and is_secret_name(unquote_plus(name)) else item
+
+
+def _secrets(url: str) -> set[str]:
+    """The credential values written in ``url``, both as written and decoded."""
+    found: set[str] = set()
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return found
+    if password:
+        found |= {password, unquote(password)}
+    for item in parts.query.split("&"):
+        name, sep, value = item.partition("=")
+        if sep and value and is_secret_name(unquote_plus(name)):
+            found |= {value, unquote_plus(value)}
+    return found
 
 
 def _scheme(value: str) -> str:
@@ -94,7 +163,7 @@ def parse_jobstore(value: object) -> StoreURL | None:
         path = value.split(":///", 1)[1] if ":///" in value else ""
         if not path or path.startswith(":memory:") or "?" in path:
             raise ConfigError(
-                f"jobstore {value!r} needs a database file: write 'sqlite:///relative/jobs.db' "
+                f"jobstore {redact(value)!r} needs a database file: write 'sqlite:///relative/jobs.db' "
                 "or 'sqlite:////absolute/jobs.db' (an in-memory SQLite database is not shared)"
             )
     return StoreURL(kind, value)
@@ -116,7 +185,7 @@ def parse_coordination(value: object) -> StoreURL | None:
     url = StoreURL(kind, value)
     if kind == "file" and not url.path:
         raise ConfigError(
-            f"coordination {value!r} needs a lock file path: write 'file:///path/scheduler.lock'"
+            f"coordination {redact(value)!r} needs a lock file path: write 'file:///path/scheduler.lock'"
         )
     return url
 
