@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import timezone, tzinfo
+from datetime import timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -40,9 +41,16 @@ class JobStatus(str, enum.Enum):
 
 
 def resolve_timezone(value: str | tzinfo) -> tzinfo:
-    """Turn an IANA name, ``"UTC"``, ``"local"`` or a tzinfo into a tzinfo."""
+    """Turn an IANA name, ``"UTC"``, ``"local"``, a fixed offset such as ``"UTC+05:30"`` or
+    a tzinfo into a tzinfo.
+
+    A pytz zone becomes its zoneinfo equivalent (a fixed-offset one, a
+    ``datetime.timezone``): pytz zones give the right offsets only to datetimes made with
+    their ``localize()``, and local mean time (08:56 for 09:00 in New York) to any other.
+    """
     if isinstance(value, tzinfo):
-        return value
+        converted = _from_pytz(value)
+        return value if converted is None else converted
     if not isinstance(value, str):
         raise TypeError(f"timezone must be an IANA name or a tzinfo, not {type(value).__name__}")
     if value.upper() == "UTC":
@@ -51,12 +59,90 @@ def resolve_timezone(value: str | tzinfo) -> tzinfo:
         import tzlocal
 
         return tzlocal.get_localzone()
+    offset = _FIXED_OFFSET.fullmatch(value)
+    if offset is not None:
+        return _fixed_offset(value, offset)
     try:
         return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        shown = value if len(value) <= 40 else value[:40] + "..."
         raise ConfigError(
-            f"unknown timezone {value!r}: use an IANA name such as 'Europe/Paris', 'UTC' or 'local'"
-        ) from exc
+            f"unknown timezone {shown!r}: use an IANA name such as 'Europe/Paris', 'UTC', "
+            "'local' or a fixed offset such as 'UTC+05:30'"
+        ) from None
+
+
+def zone_name(tz: tzinfo) -> str | None:
+    """The name ``resolve_timezone`` reads back as ``tz``, or None if it has none.
+
+    Zoneinfo zones are named by their key and fixed offsets as ``"UTC+05:30"`` (``"UTC"``
+    for a zero offset), whatever name a ``datetime.timezone`` was given: ``"CET"`` would
+    read back as a zone with daylight saving.
+    """
+    if isinstance(tz, ZoneInfo):
+        return tz.key
+    if isinstance(tz, timezone):
+        return _offset_name(tz.utcoffset(None))
+    return None
+
+
+# "UTC+05:30" as str(datetime.timezone(...)) writes it; seconds and microseconds optional.
+_FIXED_OFFSET = re.compile(
+    r"UTC([+-])(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{6}))?)?", re.IGNORECASE | re.ASCII
+)
+
+
+def _fixed_offset(text: str, match: re.Match[str]) -> tzinfo:
+    sign, hours, minutes, seconds, micros = match.groups()
+    parts = (int(hours), int(minutes), int(seconds or 0), int(micros or 0))
+    if parts[0] > 23 or parts[1] > 59 or parts[2] > 59:
+        raise ConfigError(
+            f"timezone offset {text!r} is out of range: use UTC-23:59 to UTC+23:59 "
+            "(minutes and seconds below 60)"
+        )
+    offset = timedelta(hours=parts[0], minutes=parts[1], seconds=parts[2], microseconds=parts[3])
+    if not offset:
+        return timezone.utc
+    return timezone(-offset if sign == "-" else offset)
+
+
+def _offset_name(offset: timedelta) -> str:
+    if not offset:
+        return "UTC"
+    sign = "-" if offset < timedelta(0) else "+"
+    rest = abs(offset)
+    hours, left = divmod(rest, timedelta(hours=1))
+    minutes, left = divmod(left, timedelta(minutes=1))
+    name = f"UTC{sign}{hours:02d}:{minutes:02d}"
+    if left:
+        name += f":{left.seconds:02d}"
+        if left.microseconds:
+            name += f".{left.microseconds:06d}"
+    return name
+
+
+def _from_pytz(value: tzinfo) -> tzinfo | None:
+    """The zoneinfo equivalent of a pytz zone, or None when ``value`` is not one.
+
+    Recognised without importing pytz: its classes live in the ``pytz`` package and have
+    ``localize``. pytz zones are named by ``zone``, except ``FixedOffset`` ones.
+    """
+    module = type(value).__module__
+    if not (module == "pytz" or module.startswith("pytz.")) or not hasattr(value, "localize"):
+        return None
+    name = getattr(value, "zone", None)
+    if not isinstance(name, str):
+        offset = value.utcoffset(None)
+        return timezone.utc if not offset else timezone(offset)
+    if name.upper() == "UTC":
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(
+            f"pytz zone {name!r} is not in the zoneinfo database: pass the zone by an IANA "
+            "name such as 'Europe/Paris'"
+        ) from None
 
 
 def check_max_instances(value: object) -> int:
@@ -145,8 +231,9 @@ def check_job_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
 class SchedulerConfig:
     """How the scheduler behaves; every field has a production-ready default.
 
-    ``timezone`` is an IANA name, ``"UTC"`` or ``"local"``: cron expressions and naive
-    dates are read in it. ``max_concurrent_jobs`` caps runs in progress across all jobs
+    ``timezone`` is an IANA name, ``"UTC"``, ``"local"``, a fixed offset such as
+    ``"UTC+05:30"`` or a tzinfo (pytz zones are converted by name): cron expressions and
+    naive dates are read in it. ``max_concurrent_jobs`` caps runs in progress across all jobs
     (further runs wait for a slot). ``log_level`` is the level of the package's own
     logger, ``nexios_contrib_scheduler``. ``job_defaults`` fill the options an
     ``add_job`` call leaves as ``None``. ``shutdown_timeout`` is how long shutdown waits
