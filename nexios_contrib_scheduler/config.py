@@ -235,7 +235,8 @@ class SchedulerConfig:
     ``"UTC+05:30"`` or a tzinfo (pytz zones are converted by name): cron expressions and
     naive dates are read in it. ``max_concurrent_jobs`` caps runs in progress across all jobs
     (further runs wait for a slot). ``log_level`` is the level of the package's own
-    logger, ``nexios_contrib_scheduler``. ``job_defaults`` fill the options an
+    logger, ``nexios_contrib_scheduler``; ``None`` (the default) leaves the level the app
+    gave that logger as it is. ``job_defaults`` fill the options an
     ``add_job`` call leaves as ``None``. ``shutdown_timeout`` is how long shutdown waits
     for running jobs before cancelling them.
 
@@ -251,7 +252,7 @@ class SchedulerConfig:
 
     timezone: str | tzinfo = "UTC"
     max_concurrent_jobs: int = 10
-    log_level: int = logging.INFO
+    log_level: int | str | None = None
     job_defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_JOB_DEFAULTS))
     shutdown_timeout: float = 30.0
     history_size: int = 20
@@ -270,8 +271,10 @@ class SchedulerConfig:
             raise ConfigError(
                 f"max_concurrent_jobs must be at least 1, got {self.max_concurrent_jobs}"
             )
-        if isinstance(self.log_level, bool) or not isinstance(self.log_level, (int, str)):
-            raise TypeError(f"log_level must be a logging level, not {self.log_level!r}")
+        if isinstance(self.log_level, bool) or not isinstance(
+            self.log_level, (int, str, type(None))
+        ):
+            raise TypeError(f"log_level must be a logging level or None, not {self.log_level!r}")
         if isinstance(self.log_level, str):
             level = logging.getLevelName(self.log_level.upper())
             if not isinstance(level, int):

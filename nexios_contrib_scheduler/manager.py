@@ -80,7 +80,8 @@ class SchedulerManager:
             raise TypeError(f"config must be a SchedulerConfig, not {type(config).__name__}")
         self.app = app
         self.config = config if config is not None else SchedulerConfig()
-        logger.setLevel(self.config.log_level)
+        if self.config.log_level is not None:  # else: the level the app gave the logger
+            logger.setLevel(self.config.log_level)
         self._records: dict[str, JobRecord] = {}
         self._lock = threading.RLock()
         self._semaphore: asyncio.Semaphore | None = None
