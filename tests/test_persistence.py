@@ -51,16 +51,22 @@ def boom() -> None:
     raise ValueError("boom")
 
 
-async def slow(label: str) -> None:
-    await asyncio.sleep(1.5)
+# A run of ``gated(label)`` goes on until the test opens ``GATES[label]``.
+GATES: dict[str, asyncio.Event] = {}
+
+
+async def gated(label: str) -> None:
+    await GATES[label].wait()
     FIRES[label].append(current_fire())
 
 
 @pytest.fixture(autouse=True)
 def _clean_fires():
     FIRES.clear()
+    GATES.clear()
     yield
     FIRES.clear()
+    GATES.clear()
 
 
 # ---------------------------------------------------------------- stores and managers
@@ -164,47 +170,49 @@ class TestRestart:
         await wait_until(lambda: len(FIRES["b"]) > before["b"]["total_run_count"])
 
     async def test_a_backlog_runs_once_and_the_merged_fires_are_counted_missed(
-        self, store, managers
+        self, store, managers, scheduler_clock
     ):
         first = managers(store.config())
         await first.start()
         job = first.add_job(tick, IntervalTrigger(seconds=0.2), args=("a",), id="a")
-        await wait_until(lambda: job.total_run_count >= 2)
+        await scheduler_clock.advance(seconds=0.2)  # the runs at 0 and 0.2 s
         await first.shutdown()
+        assert job.total_run_count == 2
         last = job.history[0].scheduled_time
-        runs, missed = job.total_run_count, job.missed_count
+        missed = job.missed_count
 
-        await asyncio.sleep(0.9)  # about four fires fall due while nothing runs
+        await scheduler_clock.jump(seconds=0.9)  # the fires at 0.4 to 1.0 s fall due meanwhile
         second = managers(store.config())
         await second.start()
-        await wait_until(lambda: second.get_job("a").total_run_count == runs + 1)
+        await scheduler_clock.run_due()
         after = second.get_job("a")
+        assert after.total_run_count == 3
         new = [r for r in after.history if r.scheduled_time > last]
+        step = timedelta(seconds=0.2)
         ran = [r.scheduled_time for r in new if r.outcome == "success"]
         merged = [r.scheduled_time for r in new if r.outcome == "missed"]
-        step = timedelta(seconds=0.2)
-        assert len(ran) == 1  # the backlog ran once, for its latest fire
-        run = next(r for r in new if r.outcome == "success")
-        assert run.scheduled_time <= run.start
-        assert len(merged) >= 3 and after.missed_count == missed + len(merged)
-        # Every fire time of the downtime is accounted for, once: merged, then the run.
-        expected = [last + step * k for k in range(1, len(merged) + 2)]
-        assert sorted(merged + ran) == expected
+        assert ran == [last + 4 * step]  # the backlog ran once, for its latest fire
+        assert sorted(merged) == [last + step, last + 2 * step, last + 3 * step]
+        assert after.missed_count == missed + 3
         assert all("coalesced" in r.error for r in new if r.outcome == "missed")
+        assert len(FIRES["a"]) == 3
 
-    async def test_a_fire_beyond_the_grace_time_is_recorded_missed(self, store, managers):
+    async def test_a_fire_beyond_the_grace_time_is_recorded_missed(
+        self, store, managers, scheduler_clock
+    ):
         first = managers(store.config())
         await first.start()
-        when = datetime.now(UTC) + timedelta(seconds=0.4)
+        when = scheduler_clock.now() + timedelta(seconds=0.4)
         first.add_job(
             tick, DateTimeTrigger(when), args=("late",), id="late", misfire_grace_time=0.1
         )
-        await first.shutdown()
-        await asyncio.sleep(max(0.0, (when - datetime.now(UTC)).total_seconds()) + 0.3)
+        await first.shutdown()  # before the fire, however slow the machine
+        await scheduler_clock.jump_to(when + timedelta(seconds=0.3))
 
         second = managers(store.config())
         await second.start()
-        await wait_until(lambda: second.get_job("late").missed_count == 1)
+        await scheduler_clock.run_due()
+        await wait_until(lambda: second.get_job("late").missed_count == 1, what="the missed fire")
         job = second.get_job("late")
         assert job.total_run_count == 0 and FIRES["late"] == []
         assert job.history[0].outcome == "missed" and job.history[0].scheduled_time == when
@@ -227,18 +235,19 @@ class TestRestart:
         assert job.history[0].outcome == "cancelled" and job.status is JobStatus.FAILED
         assert "worker running it stopped" in job.last_error
 
-    async def test_a_one_shot_that_ran_does_not_run_again(self, store, managers):
+    async def test_a_one_shot_that_ran_does_not_run_again(self, store, managers, scheduler_clock):
         first = managers(store.config())
-        when = datetime.now(UTC) + timedelta(seconds=0.2)
+        when = scheduler_clock.now() + timedelta(seconds=0.2)
         first.add_job(tick, DateTimeTrigger(when), args=("once",), id="once")
         await first.start()
-        await wait_until(lambda: first.get_job("once").status is JobStatus.COMPLETED)
+        await scheduler_clock.advance(seconds=0.2)
+        assert first.get_job("once").status is JobStatus.COMPLETED
         await first.shutdown()
 
         second = managers(store.config())
         second.add_job(tick, DateTimeTrigger(when), args=("once",), id="once")
         await second.start()
-        await asyncio.sleep(0.3)
+        await scheduler_clock.advance(seconds=1)  # well inside the fire's grace time
         assert second.get_job("once").status is JobStatus.COMPLETED
         assert len(FIRES["once"]) == 1
 
@@ -248,7 +257,7 @@ class TestRestart:
 
 class TestDeclaredJobs:
     async def test_a_restart_with_the_same_declaration_keeps_schedule_and_state(
-        self, store, managers
+        self, store, managers, scheduler_clock
     ):
         def declare(manager):
             return manager.add_job(
@@ -258,14 +267,15 @@ class TestDeclaredJobs:
         first = managers(store.config())
         declare(first)
         await first.start()
-        await wait_until(lambda: len(FIRES["d"]) == 1)  # start_now: one run at start
+        await scheduler_clock.run_due()
+        assert len(FIRES["d"]) == 1  # start_now: one run at start
         next_run = first.get_job("d").next_run_time
         await first.shutdown()
 
         second = managers(store.config())
         job = declare(second)
         await second.start()
-        await asyncio.sleep(0.3)
+        await scheduler_clock.advance(seconds=10)  # a rescheduled job would run at once
         assert len(FIRES["d"]) == 1  # no extra run for the restart
         assert job.next_run_time == next_run  # the handle from add_job is live
         assert job.total_run_count == 1
@@ -275,7 +285,7 @@ class TestDeclaredJobs:
         third = managers(store.config())
         declare(third)
         await third.start()
-        await asyncio.sleep(0.3)
+        await scheduler_clock.advance(seconds=10)
         job = third.get_job("d")
         assert (job.status, job.paused_reason, len(FIRES["d"])) == (JobStatus.PAUSED, "hold", 1)
         assert third.resume_job("d")
@@ -304,7 +314,7 @@ class TestDeclaredJobs:
         await wait_until(lambda: second.get_job("d").total_run_count == 2)
 
     async def test_a_worker_with_older_code_does_not_undo_a_newer_declaration(
-        self, store, managers
+        self, store, managers, scheduler_clock
     ):
         old = managers(store.config())
         old.add_job(tick, IntervalTrigger(seconds=30), args=("d",), id="d")  # declared first
@@ -312,11 +322,12 @@ class TestDeclaredJobs:
         newer = IntervalTrigger(seconds=20)
         new.add_job(tick, newer, args=("d",), id="d", max_instances=1)
         await new.start()
-        await wait_until(lambda: len(FIRES["d"]) == 1)
+        await scheduler_clock.run_due()
+        assert len(FIRES["d"]) == 1
         await new.shutdown()
 
         await old.start()  # leads after the newer worker wrote its declaration
-        await asyncio.sleep(0.2)
+        await scheduler_clock.advance(seconds=10)  # a rescheduled job would run at once
         job = old.get_job("d")
         assert (job.trigger, job.max_instances, len(FIRES["d"])) == (newer, 1, 1)
 
@@ -336,8 +347,8 @@ class TestDeclaredJobs:
         assert follower.remove_job("d")
 
         await leader.shutdown()  # the follower takes over and reconciles its declarations
-        await wait_until(lambda: follower.is_leader, timeout=5)
-        await asyncio.sleep(0.1)
+        # Taking the lead and reconciling happen in one step on the loop.
+        await wait_until(lambda: follower.is_leader, timeout=60, what="the follower to lead")
         assert follower.get_job("d") is None
 
         restarted = managers(config())
@@ -457,20 +468,25 @@ class TestConfig:
 
 
 class TestWorkers:
-    async def test_one_leader_and_a_quick_takeover_when_it_stops(self, store, managers):
-        config = store.config(coordinated=True, lease_seconds=5)
+    async def test_one_leader_and_a_handover_when_it_stops(self, store, managers):
+        # The lease outlasts the wait for the takeover: only a handover can pass.
+        config = store.config(coordinated=True, lease_seconds=120)
         first, second = managers(config), managers(config)
         await first.start()
         await second.start()
         assert (first.is_leader, second.is_leader) == (True, False)
         assert first.status()["role"] == "leader" and second.status()["role"] == "standby"
         assert first.worker_id != second.worker_id
-        await wait_until(lambda: second.status()["leader"] == first.worker_id, timeout=5)
+        await wait_until(
+            lambda: second.status()["leader"] == first.worker_id,
+            timeout=60,
+            what="the standby to name the leader",
+        )
         workers = {w["worker_id"] for w in second.status()["workers"]}
         assert {first.worker_id, second.worker_id} <= workers
 
         await first.shutdown()  # gives the lease up: no need to wait for it to expire
-        await wait_until(lambda: second.is_leader, timeout=2)
+        await wait_until(lambda: second.is_leader, timeout=60, what="the standby to lead")
         assert first.status()["role"] == "stopped"
 
     @pytest.mark.parametrize("kind", ["postgresql", "redis"])
@@ -481,13 +497,17 @@ class TestWorkers:
         config = SchedulerConfig(
             jobstore=url, coordination=url, namespace=namespace, lease_seconds=1
         )
+        leader, follower = managers(config), managers(config)
         try:
-            leader, follower = managers(config), managers(config)
             await leader.start()
             await follower.start()
             assert leader.is_leader and not follower.is_leader
             _hand_lease_to(url, namespace, follower.worker_id)
-            await wait_until(lambda: follower.is_leader and not leader.is_leader, timeout=3)
+            await wait_until(
+                lambda: follower.is_leader and not leader.is_leader,
+                timeout=60,
+                what="the lease's new holder to lead and the old leader to stand by",
+            )
             assert leader.status()["role"] == "standby"
             assert leader.apscheduler.state == STATE_PAUSED  # it fires nothing
         finally:
@@ -498,16 +518,19 @@ class TestWorkers:
     async def test_a_run_still_draining_on_the_old_leader_is_not_taken_as_cut_short(
         self, sqlite_store, managers
     ):
-        config = sqlite_store.config(coordinated=True, lease_seconds=1)
+        # The old leader waits for its run as long as the test needs (shutdown_timeout).
+        config = sqlite_store.config(coordinated=True, lease_seconds=1, shutdown_timeout=120)
         old, new = managers(config), managers(config)
         await old.start()
         await new.start()
-        old.add_job(slow, IntervalTrigger(hours=1), args=("s",), id="s")
-        await wait_until(lambda: old.get_job("s").current_instances == 1)
+        GATES["s"] = asyncio.Event()
+        old.add_job(gated, IntervalTrigger(hours=1), args=("s",), id="s")
+        await wait_until(lambda: old.get_job("s").current_instances == 1, what="the run")
 
         stopping = asyncio.create_task(old.shutdown())  # hands over, lets the run finish
-        await wait_until(lambda: new.is_leader, timeout=1.2)
+        await wait_until(lambda: new.is_leader, timeout=60, what="the new leader")
         assert old.running and FIRES["s"] == []  # the run is still going
+        GATES["s"].set()
         await stopping
         job = new.get_job("s")
         assert (job.total_run_count, job.success_count, job.failure_count) == (1, 1, 0)
@@ -546,41 +569,51 @@ class TestWorkers:
         mine.update_job(job)
         assert mine.lookup_job("p").next_run_time == later
 
-    async def test_operations_on_a_follower_reach_the_leader(self, store, managers):
+    async def test_operations_on_a_follower_reach_the_leader(
+        self, store, managers, scheduler_clock
+    ):
         config = store.config(coordinated=True, lease_seconds=2)
         leader, follower = managers(config), managers(config)
         await leader.start()
         await follower.start()
+        assert leader.is_leader and not follower.is_leader
 
         follower.add_job(tick, IntervalTrigger(seconds=0.1), args=("x",), id="x")
-        await wait_until(lambda: len(FIRES["x"]) >= 2, timeout=3)
-        await wait_until(lambda: follower.get_job("x").total_run_count >= 2)
+        await scheduler_clock.advance(seconds=0.1)  # the leader runs the fires at 0 and 0.1 s
+        assert len(FIRES["x"]) == 2
+        await wait_until(
+            lambda: follower.get_job("x").total_run_count == 2, what="the follower to see 2 runs"
+        )
         assert leader.get_job("x").func is tick
 
         assert follower.pause_job("x", reason="from a follower")
-        await wait_until(lambda: leader.get_job("x").status is JobStatus.PAUSED, timeout=1)
-        await asyncio.sleep(0.3)
-        count = len(FIRES["x"])
-        await asyncio.sleep(0.4)
-        assert len(FIRES["x"]) == count
+        assert leader.get_job("x").status is JobStatus.PAUSED
+        await scheduler_clock.advance(seconds=1.05)  # ten fires would have been due
+        assert len(FIRES["x"]) == 2
 
         assert follower.run_job_now("x")  # the leader runs it
-        await wait_until(lambda: len(FIRES["x"]) == count + 1, timeout=2)
+        await wait_until(lambda: len(FIRES["x"]) == 3, timeout=60, what="the run asked for")
         assert FIRES["x"][-1] == FireKey("x", None)
 
         assert follower.resume_job("x")
-        await wait_until(lambda: len(FIRES["x"]) >= count + 3, timeout=2)
+        # Let the leader's own copy hear of the resume first: a fire its pass reaches while
+        # that copy still says PAUSED is dropped, with no run and no record.
+        await wait_until(
+            lambda: leader._records["x"].status is JobStatus.ACTIVE,
+            timeout=60,
+            what="the leader to hear of the resume",
+        )
+        await scheduler_clock.advance(seconds=0.3)
+        assert len(FIRES["x"]) == 6  # back on the 0.1 s grid: 1.2, 1.3 and 1.4 s
         later = IntervalTrigger(hours=1, start_now=False)
+        rescheduled_at = scheduler_clock.now()
         assert follower.reschedule_job("x", later) is not None
-        await wait_until(lambda: leader.get_job("x").trigger == later, timeout=1)
-        await asyncio.sleep(0.3)
-        count = len(FIRES["x"])
-        await asyncio.sleep(0.3)
-        assert len(FIRES["x"]) == count  # the leader follows the new trigger
-        hour = leader.get_job("x").next_run_time - datetime.now(UTC)
-        assert timedelta(minutes=59) < hour <= timedelta(hours=1)
+        assert leader.get_job("x").trigger == later
+        await scheduler_clock.advance(seconds=1)
+        assert len(FIRES["x"]) == 6  # the leader follows the new trigger
+        assert leader.get_job("x").next_run_time == rescheduled_at + timedelta(hours=1)
         assert follower.remove_job("x")
-        await wait_until(lambda: leader.get_job("x") is None, timeout=1)
+        assert leader.get_job("x") is None
 
     async def test_each_fire_runs_once_even_when_two_schedulers_fire(
         self, sqlite_store, managers, caplog
@@ -593,27 +626,34 @@ class TestWorkers:
         await two.start()
         assert one.is_leader and two.is_leader
         one.add_job(tick, IntervalTrigger(seconds=0.05), args=("x",), id="x")
-        await wait_until(lambda: two.get_job("x") is not None)
-        await wait_until(lambda: len(FIRES["x"]) >= 20, timeout=5)
+        await wait_until(lambda: two.get_job("x") is not None, what="the job on both")
+        await wait_until(lambda: len(FIRES["x"]) >= 20, timeout=60, what="20 fires")
         keys = [key.token for key in FIRES["x"]]
         assert len(keys) == len(set(keys))
-        await wait_until(lambda: "share the job store" in caplog.text, timeout=5)
+        # Each worker looks at the others at every heartbeat (every 5 s here).
+        await wait_until(lambda: "share the job store" in caplog.text, timeout=60, what="a warning")
         assert "neither coordinates with the other" in caplog.text
 
 
 def _hand_lease_to(url: str, namespace: str, worker_id: str) -> None:
+    """Give the lease to ``worker_id`` for long enough that the old leader cannot take it
+    back before the new holder renews it, however slow the machine."""
     if url.startswith("redis"):
         import redis
 
         client = redis.Redis.from_url(url)
-        client.set(f"{namespace}:lease", worker_id, px=1000)
+        client.set(f"{namespace}:lease", worker_id, px=60_000)
         client.close()
         return
     import psycopg2
 
     connection = psycopg2.connect(url)
     with connection, connection.cursor() as cursor:
-        cursor.execute(f'UPDATE "{namespace}_lease" SET holder = %s', (worker_id,))
+        cursor.execute(
+            f'UPDATE "{namespace}_lease" SET holder = %s, '
+            "expires_at = clock_timestamp() + interval '60 seconds'",
+            (worker_id,),
+        )
     connection.close()
 
 
