@@ -18,7 +18,7 @@ def _template() -> str:
 
 
 def render_dashboard(
-    *, base: str, title: str, read_only: bool, refresh_seconds: float
+    *, base: str, title: str, read_only: bool, refresh_seconds: float, show_arguments: bool
 ) -> tuple[str, dict[str, str]]:
     """The page for a router served at ``base`` (root path and prefix), and its headers.
 
@@ -32,6 +32,7 @@ def render_dashboard(
             "title": title,
             "readOnly": read_only,
             "refreshMs": round(refresh_seconds * 1000),
+            "showArguments": show_arguments,
         }
     )
     # Inside <script> only "</" could end the element early; \u003c keeps it JSON.

@@ -34,6 +34,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from ..config import JobStatus
 from ..jobs import RunRecord, ScheduledJob
+from .views import clean, optional_text
 
 if TYPE_CHECKING:
     from ..manager import SchedulerManager
@@ -64,6 +65,8 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 )
 
 _JOB_LABELS = ("job_id", "job_name")
+#: Characters of a job's name in its ``job_name`` label.
+NAME_LIMIT = 200
 
 _RunKey = tuple[object, ...]
 
@@ -141,7 +144,7 @@ class SchedulerCollector:
         )
         with self._lock:
             for job in jobs:
-                labels = [job.id, job.name]
+                labels = _job_labels(job)
                 runs.add_metric([*labels, "success"], job.success_count)
                 runs.add_metric([*labels, "failure"], job.failure_count)
                 missed.add_metric(labels, job.missed_count)
@@ -209,6 +212,12 @@ class SchedulerCollector:
             samples.append((_format_bound(bound), cumulative))
         samples.append(("+Inf", cumulative + state.counts[-1]))
         return samples
+
+
+def _job_labels(job: ScheduledJob) -> list[str]:
+    # The exposition is UTF-8, so lone surrogates are replaced; a name is cut to a size a
+    # label can carry. The id is kept whole: it tells the series apart.
+    return [clean(job.id), optional_text(job.name, NAME_LIMIT) or ""]
 
 
 def _format_bound(bound: float) -> str:

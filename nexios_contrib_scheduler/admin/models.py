@@ -41,8 +41,12 @@ class JobOut(BaseModel):
     func: str = Field(description="e.g. 'app.jobs:send_digest'")
     trigger: dict[str, Any] = Field(description="e.g. {'type': 'interval', 'seconds': 30}")
     trigger_description: str = Field(description="e.g. 'Every 30 seconds'")
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
+    args: list[Any] = Field(
+        [], description="e.g. ['<hidden str>']; the values with show_arguments=True"
+    )
+    kwargs: dict[str, Any] = Field(
+        {}, description="e.g. {'token': '<hidden str>'}; the values with show_arguments=True"
+    )
     max_instances: int = 1
     misfire_grace_time: float | None = None
     coalesce: bool = True

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import http
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from nexios.dependencies import Depend
-from nexios.exceptions import NotFoundException
+from nexios.exceptions import HTTPException, NotFoundException
 from nexios.http import Request, Response
 from nexios.http.response import JSONResponse
 from nexios.openapi.models import Query, Schema  # type: ignore[attr-defined]
@@ -19,6 +21,7 @@ from nexios.types import Receive, Scope, Send
 from pydantic import ValidationError
 
 from ..config import JobStatus
+from ..errors import SchedulerError
 from ..integration import get_scheduler
 from ..jobs import ScheduledJob
 from ..manager import SchedulerManager
@@ -26,12 +29,21 @@ from ..triggers import trigger_from_dict
 from .dashboard import render_dashboard
 from .models import ErrorOut, HealthOut, JobDetailOut, JobOut, PauseIn, TriggerIn
 from .security import RequestRefusedError, check_same_origin, normalize_origin, read_json_body
+from .views import job_detail_view, job_view, repr_text, text
 
 if TYPE_CHECKING:
     from .metrics import SchedulerCollector
 
 TAG = "scheduler"
 NEXT_RUN_TIMES = 5
+#: Characters of an error message sent to a client; longer ones are cut.
+MESSAGE_LIMIT = 300
+
+logger = logging.getLogger("nexios_contrib_scheduler")
+
+# Errors a trigger's constructor or the rescheduling raise for a value they cannot take
+# (an interval of 10**400 seconds, a date past year 9999): the client's mistake, so 422.
+_BAD_VALUE_ERRORS = (TypeError, ValueError, ArithmeticError, RecursionError)
 
 _GUARD_HINT = (
     "pass dependencies=[Depend(require_admin)] with a dependency that raises "
@@ -49,6 +61,7 @@ def scheduler_router(
     trusted_origins: Iterable[str] = (),
     title: str = "Scheduler",
     refresh_seconds: float = 2.0,
+    show_arguments: bool = False,
 ) -> Router:
     """A Nexios router serving the scheduler's admin API, dashboard and metrics.
 
@@ -64,6 +77,9 @@ def scheduler_router(
     body, and are refused when a browser says another site sent them; list other origins
     you serve the dashboard from (a separate admin host) in ``trusted_origins``.
     ``title`` heads the dashboard; ``refresh_seconds`` is how often it polls.
+
+    Jobs are shown with their arguments' types only (``"<hidden str>"``), since arguments
+    often carry tokens or connection strings; ``show_arguments=True`` shows their values.
     """
     if not isinstance(prefix, str) or not prefix.startswith("/") or not prefix.strip("/"):
         raise ValueError(f"prefix must be a path such as '/scheduler', not {prefix!r}")
@@ -72,7 +88,12 @@ def scheduler_router(
         raise ValueError(
             "scheduler_router manages jobs over HTTP, so it needs an auth guard: " + _GUARD_HINT
         )
-    for name, flag in (("read_only", read_only), ("allow_unauthenticated", allow_unauthenticated)):
+    flags = (
+        ("read_only", read_only),
+        ("allow_unauthenticated", allow_unauthenticated),
+        ("show_arguments", show_arguments),
+    )
+    for name, flag in flags:
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, not {flag!r}")
     if isinstance(trusted_origins, str):
@@ -89,6 +110,7 @@ def scheduler_router(
         trusted_origins=frozenset(normalize_origin(o) for o in trusted_origins),
         title=str(title),
         refresh_seconds=float(refresh_seconds),
+        show_arguments=show_arguments,
     )
     router = _AdminRouter(prefix=prefix.rstrip("/"), dependencies=guards, tags=[TAG])
     api.register(router)
@@ -160,7 +182,11 @@ class _AdminRoute(Route):
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:
-    return {"status": status, "error": http.HTTPStatus(status).phrase, "message": message}
+    return {
+        "status": status,
+        "error": http.HTTPStatus(status).phrase,
+        "message": text(message, MESSAGE_LIMIT),
+    }
 
 
 def _error(response: Response, status: int, message: str) -> Response:
@@ -173,7 +199,38 @@ def _ok(response: Response, data: Any, status: int = 200) -> Response:
 
 
 def _not_found(response: Response, job_id: str) -> Response:
-    return _error(response, 404, f"No job by the id of {job_id!r} was found")
+    return _error(response, 404, f"No job by the id of {_quote(job_id)} was found")
+
+
+def _quote(value: object) -> str:
+    """``repr(value)`` short enough to quote in an error message."""
+    return repr_text(value, 120)
+
+
+def _answering_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """``handler``, answering a refusal with its status and any other error with a short 500.
+
+    The traceback of an unexpected error goes to the log, never to the client.
+    """
+
+    @functools.wraps(handler)
+    async def answer(request: Request, response: Response, **params: Any) -> Any:
+        try:
+            return await handler(request, response, **params)
+        except HTTPException:
+            raise
+        except RequestRefusedError as refusal:
+            return _error(response, refusal.status, refusal.message)
+        except Exception:
+            path = str(request.scope.get("root_path", "")) + request.url.path
+            logger.exception("scheduler admin API: %s %s failed", request.method, path)
+            return _error(
+                response,
+                500,
+                "the scheduler admin API failed to answer; the server's log has the details",
+            )
+
+    return answer
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -197,11 +254,13 @@ class _AdminAPI:
         trusted_origins: frozenset[str],
         title: str,
         refresh_seconds: float,
+        show_arguments: bool,
     ) -> None:
         self.read_only = read_only
         self.trusted_origins = trusted_origins
         self.title = title
         self.refresh_seconds = refresh_seconds
+        self.show_arguments = show_arguments
         self._collectors: weakref.WeakKeyDictionary[SchedulerManager, SchedulerCollector] = (
             weakref.WeakKeyDictionary()
         )
@@ -224,17 +283,18 @@ class _AdminAPI:
             ("PUT", "/jobs/{id}/trigger", self.reschedule_job, _TRIGGER_DOC),
         ]
         routes: list[_AdminRoute] = [
-            _AdminRoute(path=path, handler=handler, methods=["GET"], **doc)
+            _AdminRoute(path=path, handler=_answering_errors(handler), methods=["GET"], **doc)
             for path, handler, doc in read
         ]
         for method, path, handler, doc in write:
+            guarded = _answering_errors(handler)
             if self.read_only:
                 # A route that takes no method: every request to it gets the 405 below.
                 routes.append(
-                    _AdminRoute(path=path, handler=handler, methods=[], exclude_from_schema=True)
+                    _AdminRoute(path=path, handler=guarded, methods=[], exclude_from_schema=True)
                 )
             else:
-                routes.append(_AdminRoute(path=path, handler=handler, methods=[method], **doc))
+                routes.append(_AdminRoute(path=path, handler=guarded, methods=[method], **doc))
         by_path: dict[str, set[str]] = {}
         for route in routes:
             by_path.setdefault(route.raw_path, set()).update(route.methods)
@@ -253,6 +313,7 @@ class _AdminAPI:
             title=self.title,
             read_only=self.read_only,
             refresh_seconds=self.refresh_seconds,
+            show_arguments=self.show_arguments,
         )
         response.html(page, headers=headers)
         return response
@@ -264,17 +325,19 @@ class _AdminAPI:
             jobs = manager.get_jobs(status)
         except ValueError:
             allowed = ", ".join(s.value for s in JobStatus)
-            return _error(response, 422, f"unknown status {status!r}: use one of {allowed}")
-        return _ok(response, [job.to_dict() for job in jobs])
+            return _error(response, 422, f"unknown status {_quote(status)}: use one of {allowed}")
+        return _ok(response, [self._view(job) for job in jobs])
 
     async def get_job(self, request: Request, response: Response, id: str) -> Response:
         manager = _manager(request)
         job = manager.get_job(id)
         if job is None:
             return _not_found(response, id)
-        data = job.to_dict()
-        data["next_run_times"] = [t.isoformat() for t in job.next_run_times(NEXT_RUN_TIMES)]
-        return _ok(response, data)
+        detail = job_detail_view(job, show_arguments=self.show_arguments, fires=NEXT_RUN_TIMES)
+        return _ok(response, detail)
+
+    def _view(self, job: ScheduledJob) -> dict[str, Any]:
+        return job_view(job, show_arguments=self.show_arguments)
 
     async def health(self, request: Request, response: Response) -> Response:
         manager = _manager(request)
@@ -325,10 +388,7 @@ class _AdminAPI:
         return await read_json_body(request)
 
     async def pause_job(self, request: Request, response: Response, id: str) -> Response:
-        try:
-            body = await self._write(request)
-        except RequestRefusedError as refusal:
-            return _error(response, refusal.status, refusal.message)
+        body = await self._write(request)
         manager = _manager(request)
         job = manager.get_job(id)
         if job is None:
@@ -339,53 +399,45 @@ class _AdminAPI:
             return _error(response, 422, _describe_validation(exc, "pause takes"))
         if not manager.pause_job(id, reason or None):
             return _error(
-                response, 409, f"job {id!r} has finished ({job.status.value}) and cannot be paused"
+                response,
+                409,
+                f"job {_quote(id)} has finished ({job.status.value}) and cannot be paused",
             )
-        return _ok(response, job.to_dict())
+        return _ok(response, self._view(job))
 
     async def resume_job(self, request: Request, response: Response, id: str) -> Response:
-        try:
-            await self._write(request)
-        except RequestRefusedError as refusal:
-            return _error(response, refusal.status, refusal.message)
+        await self._write(request)
         manager = _manager(request)
         job = manager.get_job(id)
         if job is None:
             return _not_found(response, id)
         if not manager.resume_job(id):
             return _error(
-                response, 409, f"job {id!r} has finished ({job.status.value}) and cannot resume"
+                response,
+                409,
+                f"job {_quote(id)} has finished ({job.status.value}) and cannot resume",
             )
-        return _ok(response, job.to_dict())
+        return _ok(response, self._view(job))
 
     async def run_job(self, request: Request, response: Response, id: str) -> Response:
-        try:
-            await self._write(request)
-        except RequestRefusedError as refusal:
-            return _error(response, refusal.status, refusal.message)
+        await self._write(request)
         manager = _manager(request)
         job = manager.get_job(id)
         if job is None:
             return _not_found(response, id)
         if not manager.run_job_now(id):
             return _error(response, 409, _why_not_run(manager, job))
-        return _ok(response, job.to_dict(), 202)
+        return _ok(response, self._view(job), 202)
 
     async def remove_job(self, request: Request, response: Response, id: str) -> Response:
-        try:
-            await self._write(request)
-        except RequestRefusedError as refusal:
-            return _error(response, refusal.status, refusal.message)
+        await self._write(request)
         if not _manager(request).remove_job(id):
             return _not_found(response, id)
         response.empty(204, headers={"Cache-Control": "no-store"})
         return response
 
     async def reschedule_job(self, request: Request, response: Response, id: str) -> Response:
-        try:
-            body = await self._write(request)
-        except RequestRefusedError as refusal:
-            return _error(response, refusal.status, refusal.message)
+        body = await self._write(request)
         manager = _manager(request)
         if manager.get_job(id) is None:
             return _not_found(response, id)
@@ -398,28 +450,41 @@ class _AdminAPI:
             )
         try:
             job = manager.reschedule_job(id, trigger_from_dict(body))
-        except (TypeError, ValueError) as exc:
-            return _error(response, 422, str(exc))
+        except _BAD_VALUE_ERRORS as exc:
+            return _error(response, 422, _describe(exc))
         if job is None:
             return _not_found(response, id)
-        return _ok(response, job.to_dict())
+        return _ok(response, self._view(job))
 
 
 def _manager(request: Request) -> SchedulerManager:
-    # A SchedulerError here (500) means the router is mounted on an app without
-    # setup_scheduler; its message says so.
-    return get_scheduler(request)
+    try:
+        return get_scheduler(request)
+    except SchedulerError as exc:
+        # The router is mounted on an app without setup_scheduler; the message says so.
+        raise RequestRefusedError(500, str(exc)) from None
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's own message, which quotes the bad value; its type if it has none."""
+    try:
+        message = str(exc)
+    except Exception:  # e.g. str() of an int over 4300 digits, inside the message
+        message = ""
+    if isinstance(exc, RecursionError):
+        message = "the trigger is nested too deeply"
+    return message or f"the trigger cannot be built ({type(exc).__name__})"
 
 
 def _why_not_run(manager: SchedulerManager, job: ScheduledJob) -> str:
     if not manager.running:
-        return f"job {job.id!r} cannot run now: the scheduler is not running"
+        return f"job {_quote(job.id)} cannot run now: the scheduler is not running"
     if job.current_instances >= job.max_instances:
         return (
-            f"job {job.id!r} cannot run now: max_instances ({job.max_instances}) runs "
+            f"job {_quote(job.id)} cannot run now: max_instances ({job.max_instances}) runs "
             "are already in progress"
         )
-    return f"job {job.id!r} cannot run now: it has finished ({job.status.value})"
+    return f"job {_quote(job.id)} cannot run now: it has finished ({job.status.value})"
 
 
 def _describe_validation(exc: ValidationError, what: str) -> str:

@@ -10,6 +10,7 @@ browsers send neither header and carry no ambient credentials, so they pass.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -88,6 +89,22 @@ async def read_json_body(request: Request) -> Any:
             f"unsupported content type {shown!r}: send application/json or no body",
         )
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError) as exc:
         raise RequestRefusedError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestRefusedError(
+            400, "the request body is not valid JSON here: it is nested too deeply"
+        ) from None
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON does not have.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {literal[:40]} is out of range")
+    return number
