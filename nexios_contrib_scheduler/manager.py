@@ -46,7 +46,7 @@ from .executor import JobExecutor, describe_exception
 from .jobs import FAILURE_OUTCOMES, JobRecord, Outcome, RunRecord, ScheduledJob, utcnow
 from .scheduler import AdapterScheduler
 from .stores.fires import set_current_fire
-from .triggers import Trigger, _check_count
+from .triggers import ScheduleTrigger, Trigger, _check_count
 
 if TYPE_CHECKING:
     from .stores.persistence import Persistence
@@ -271,23 +271,25 @@ class SchedulerManager:
             defaults["pause_on_failure"] if pause_on_failure is None else pause_on_failure
         )
         record.max_runs = check_max_runs(max_runs)
+        now = utcnow()
+        plan = self._plan(trigger, now)  # a trigger that cannot be scheduled changes nothing
         if self._persistence is not None:
             self._persistence.prepare_add(record, explicit_id=id is not None)
         with self._lock:
             old = self._records.get(record.id)
-            if old is not None:
-                if not replace_existing:
-                    raise ConflictingIdError(record.id)
-                old.status = JobStatus.CANCELLED
+            if old is not None and not replace_existing:
+                raise ConflictingIdError(record.id)
             self._records[record.id] = record
             try:
-                self._schedule(record, utcnow())
+                self._schedule(record, now, plan)
             except BaseException:
                 if old is None:
                     del self._records[record.id]
                 else:
                     self._records[record.id] = old
                 raise
+            if old is not None:
+                old.status = JobStatus.CANCELLED
             self._changed(record)
         if logger.isEnabledFor(logging.DEBUG):  # describe() costs more than the add itself
             logger.debug("added job %r (%s): %s", record.name, record.id, record.trigger.describe())
@@ -422,13 +424,28 @@ class SchedulerManager:
             history_size=self.config.history_size,
         )
 
-    def _schedule(self, record: JobRecord, now: datetime) -> None:
-        """Anchor the record's trigger at ``now`` and hand the job to APScheduler if running."""
-        record.schedule = record.trigger.to_apscheduler(self.config.tzinfo, now)
-        first = record.schedule.first_fire_time(now)
+    def _plan(self, trigger: Trigger, now: datetime) -> tuple[ScheduleTrigger, datetime | None]:
+        """``trigger`` anchored at ``now``, and its first fire time; changes nothing.
+
+        Whatever a trigger raises, it raises here, before a job is touched.
+        """
+        schedule = trigger.to_apscheduler(self.config.tzinfo, now)
+        return schedule, schedule.first_fire_time(now)
+
+    def _schedule(
+        self,
+        record: JobRecord,
+        now: datetime,
+        plan: tuple[ScheduleTrigger, datetime | None] | None = None,
+    ) -> None:
+        """Anchor the record's trigger at ``now`` (``plan``: as already computed by ``_plan``)
+        and hand the job to APScheduler if running; a schedule with no fire left finishes
+        the job and takes any earlier schedule of it out of APScheduler."""
+        record.schedule, first = self._plan(record.trigger, now) if plan is None else plan
         paused = record.status is JobStatus.PAUSED or record.failure_paused
         exhausted = record.max_runs is not None and record.total_run_count >= record.max_runs
         if first is None or exhausted:
+            self._drop_from_apscheduler(record.id)
             self._finish(record)
             return
         record.pending_next_run = None if paused else first
@@ -531,17 +548,22 @@ class SchedulerManager:
                 return False
             if record.status is not JobStatus.PAUSED and not record.failure_paused:
                 return True
-            now = utcnow()
-            if self.running:
-                try:
-                    self._scheduler.resume_job(job_id)
-                except JobLookupError:
-                    return False
+            paused = (record.status, record.failure_paused, record.paused_reason)
             record.status = JobStatus.ACTIVE
             record.failure_paused = False
             record.paused_reason = None
-            if not self.running and record.schedule is not None:
-                nxt = record.schedule.get_next_fire_time(None, now)
+            if self.running:
+                # APScheduler removes a job whose schedule ended during the pause; its
+                # removal event then finishes the record, settling the status set above.
+                try:
+                    self._scheduler.resume_job(job_id)
+                except JobLookupError:
+                    record.status, record.failure_paused, record.paused_reason = paused
+                    return False
+                if not record.finished and self._scheduler.get_job(job_id) is None:
+                    self._finish(record)
+            elif record.schedule is not None:
+                nxt = record.schedule.get_next_fire_time(None, utcnow())
                 record.pending_next_run = nxt
                 if nxt is None:
                     self._finish(record)
@@ -575,7 +597,11 @@ class SchedulerManager:
         return True
 
     def reschedule_job(self, job_id: str, trigger: Trigger) -> ScheduledJob | None:
-        """Give a job a new trigger, anchored now; None if there is no such job."""
+        """Give a job a new trigger, anchored now; None if there is no such job.
+
+        A trigger with no fire time left completes the job; if the trigger cannot be
+        scheduled, the job is left as it was.
+        """
         if not isinstance(trigger, Trigger):
             raise TypeError(
                 "trigger must be an IntervalTrigger, CronTrigger or DateTimeTrigger, "
@@ -587,15 +613,29 @@ class SchedulerManager:
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None:
                 return None
-            previous = (record.trigger, record.finished, record.status)
+            now = utcnow()
+            plan = self._plan(trigger, now)
+            previous = (
+                record.trigger,
+                record.finished,
+                record.status,
+                record.schedule,
+                record.pending_next_run,
+            )
             record.trigger = trigger
             if record.finished:
                 record.finished = False
                 record.status = JobStatus.ACTIVE
             try:
-                self._schedule(record, utcnow())
+                self._schedule(record, now, plan)
             except BaseException:
-                record.trigger, record.finished, record.status = previous
+                (
+                    record.trigger,
+                    record.finished,
+                    record.status,
+                    record.schedule,
+                    record.pending_next_run,
+                ) = previous
                 raise
             self._changed(record)
         logger.debug("rescheduled job %r (%s): %s", record.name, job_id, trigger.describe())
