@@ -91,12 +91,12 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
     def _burst_in_progress(self) -> bool:
         return bool(getattr(self._scheduler, "_bursting", False))
 
-    def _after(self, fn: Callable[..., Any], *args: Any) -> None:
-        """``fn(*args)`` now or, while a burst of due jobs is starting, soon after it."""
+    def _after(self, fn: Callable[..., Any], record: JobRecord, *args: Any) -> None:
+        """``fn(record, *args)`` now or, while a burst of due jobs is starting, soon after it."""
         if not self._later and not self._burst_in_progress():
-            fn(*args)
+            self._bookkeep(fn, record, *args)
             return
-        self._later.append((self._eventloop.time(), fn, args))
+        self._later.append((self._eventloop.time(), fn, (record, *args)))
         if not self._draining:
             self._draining = True
             self._eventloop.call_soon(self._drain)
@@ -121,7 +121,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             if not later or time.perf_counter() > stop:
                 break
             _, fn, args = later.popleft()
-            self._call_later_item(fn, args)
+            self._bookkeep(fn, *args)
         if later:
             loop.call_soon(self._drain)
         else:
@@ -130,15 +130,16 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
     def _run_later_now(self) -> None:
         while self._later:
             _, fn, args = self._later.popleft()
-            self._call_later_item(fn, args)
+            self._bookkeep(fn, *args)
         self._draining = False
 
-    @staticmethod
-    def _call_later_item(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def _bookkeep(self, fn: Callable[..., Any], record: JobRecord, *args: Any) -> None:
+        """Call the manager's ``fn(record, *args)`` to record a run; if that raises, the run
+        goes on and the failure is recorded on the job, never raised into the run."""
         try:
-            fn(*args)
-        except Exception:
-            logger.exception("bookkeeping of a finished run failed")
+            fn(record, *args)
+        except Exception as exc:
+            self._manager.bookkeeping_failed(record, exc)
 
     def _finished(
         self,
@@ -218,9 +219,8 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         try:
             await self.run_once(record, None)
         finally:
-            record.submissions -= 1
-            self._manager._submission_done(record)
-            self._run_job_success(record.id, [])
+            self._run_job_success(record.id, [])  # first: gives back the max_instances slot
+            self._bookkeep(self._submission_ended, record)
 
     async def _run(self, job: Job, record: JobRecord, run_times: list[datetime]) -> None:
         events: list[JobExecutionEvent] = []
@@ -260,7 +260,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
                 return JobExecutionEvent(EVENT_JOB_MISSED, record.id, None, scheduled)
             if not manager._claim_fire(record, scheduled):
                 return None  # another worker ran this fire
-            manager._run_started(record, scheduled, now)
+            self._bookkeep(manager._run_started, record, scheduled, now)
             timed_out = None
             try:
                 if record.timeout is None:
@@ -268,28 +268,47 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
                 else:
                     timed_out = await self._call_with_timeout(record, record.timeout)
             except asyncio.CancelledError as exc:
-                error = "run was cancelled"
-                if not self._is_async(record.func):
-                    error += " (a plain function cannot be stopped: its thread runs on to the end)"
-                self._finished(record, scheduled, now, "cancelled", error, exc)
-                raise
+                if _cancel_requested():
+                    error = "run was cancelled"
+                    if not self._is_async(record.func):
+                        error += (
+                            " (a plain function cannot be stopped: its thread runs on to the end)"
+                        )
+                    self._finished(record, scheduled, now, "cancelled", error, exc)
+                    raise
+                # Nobody cancelled this run: the job raised CancelledError itself (or awaited
+                # something that was cancelled). That is the job failing, not a cancellation.
+                error = f"{describe_exception(exc)} raised by the job (the run was not cancelled)"
+                return self._failed(record, scheduled, now, error, exc)
             except BaseException as exc:
-                self._finished(record, scheduled, now, "error", describe_exception(exc), exc)
-                return JobExecutionEvent(
-                    EVENT_JOB_ERROR,
-                    record.id,
-                    None,
-                    scheduled,
-                    exception=exc,
-                    traceback=_format_tb(exc),
-                )
+                return self._failed(record, scheduled, now, describe_exception(exc), exc)
             if timed_out is not None:
-                timeout_exc = TimeoutError(timed_out)
-                self._finished(record, scheduled, now, "timeout", timed_out, timeout_exc)
+                text, raised = timed_out
+                timeout_exc = TimeoutError(text)
+                timeout_exc.__cause__ = raised  # what the run raised after its timeout, if any
+                self._finished(record, scheduled, now, "timeout", text, timeout_exc)
                 return JobExecutionEvent(
                     EVENT_JOB_ERROR, record.id, None, scheduled, exception=timeout_exc
                 )
             return self._succeeded(record, scheduled, now)
+
+    def _failed(
+        self,
+        record: JobRecord,
+        scheduled: datetime | None,
+        start: datetime,
+        error: str,
+        exc: BaseException,
+    ) -> JobExecutionEvent:
+        self._finished(record, scheduled, start, "error", error, exc)
+        return JobExecutionEvent(
+            EVENT_JOB_ERROR,
+            record.id,
+            None,
+            scheduled,
+            exception=exc,
+            traceback=_format_tb(exc),
+        )
 
     def _still_wanted(self, record: JobRecord, scheduled: datetime) -> bool:
         """Whether a fire that waited for a slot (``max_concurrent_jobs``) should still run:
@@ -301,8 +320,12 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             record.failure_paused
         )
 
-    async def _call_with_timeout(self, record: JobRecord, timeout: float) -> str | None:
-        """Run with a time limit; the error text if the run went over it, else None.
+    async def _call_with_timeout(
+        self, record: JobRecord, timeout: float
+    ) -> tuple[str, BaseException | None] | None:
+        """Run with a time limit. None if the run kept to it; else the error text, and the
+        exception the run raised after its deadline (None if it raised nothing, or only
+        the cancellation the deadline sent it).
 
         A coroutine still running at the deadline is cancelled. A plain function runs in a
         worker thread that cannot be stopped: it is awaited to its end (keeping its slot)
@@ -312,21 +335,28 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         if not is_async_callable(record.func):
             started = loop.time()
             handle = loop.call_later(timeout, _warn_overrun, record, timeout)
+            raised: BaseException | None = None
             try:
                 await self._call(record)
             except asyncio.CancelledError:
                 raise
-            except BaseException:
+            except BaseException as exc:
                 if loop.time() - started <= timeout:
                     raise
+                raised = exc
             finally:
                 handle.cancel()
             elapsed = loop.time() - started
             if elapsed <= timeout:
                 return None
+            ending = (
+                f"it returned after {elapsed:.3f}s"
+                if raised is None
+                else f"it raised {describe_exception(raised)} after {elapsed:.3f}s"
+            )
             return (
-                f"timed out after {timeout:g}s (a plain function cannot be cancelled; "
-                f"it returned after {elapsed:.3f}s)"
+                f"timed out after {timeout:g}s (a plain function cannot be cancelled; {ending})",
+                raised,
             )
         task = asyncio.current_task()
         assert task is not None
@@ -339,13 +369,17 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
                 raise
             if deadline.withdraw() and isinstance(exc, asyncio.CancelledError):
                 raise  # cancelled by someone else too (shutdown): let that through
+            if not isinstance(exc, asyncio.CancelledError):
+                # The job caught the cancellation and raised something else: keep it.
+                text = f"timed out after {timeout:g}s, then raised {describe_exception(exc)}"
+                return text, exc
         else:
             if not deadline.expired:
                 return None
             deadline.withdraw()  # the job swallowed the cancellation and returned
         finally:
             handle.cancel()
-        return f"timed out after {timeout:g}s"
+        return f"timed out after {timeout:g}s", None
 
     async def _call(self, record: JobRecord) -> None:
         func, args, kwargs = record.func, record.args, record.kwargs
@@ -357,6 +391,18 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         result = await self._eventloop.run_in_executor(None, call)
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             await result
+
+
+def _cancel_requested() -> bool:
+    """Whether the running task was asked to stop (by shutdown, a timeout, the loop closing),
+    as opposed to a CancelledError the job raised on its own.
+
+    Python 3.10 keeps no count of cancellation requests: there, every CancelledError is
+    taken for a cancellation, as the safe reading.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 class _Deadline:

@@ -711,6 +711,17 @@ class SchedulerManager:
             for scheduled in event.scheduled_run_times:
                 self._run_skipped(record, scheduled)
 
+    def bookkeeping_failed(self, record: JobRecord, exc: Exception) -> None:
+        """Called by the executor when recording a run of ``record`` raised: the job goes on,
+        and the failure is kept on it, where it shows, instead of being lost in a log."""
+        record.last_error = f"the scheduler failed to record a run: {describe_exception(exc)}"
+        logger.error(
+            "job %r (%s): recording a run failed; the job goes on",
+            record.name,
+            record.id,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+
     def _changed(self, record: JobRecord) -> None:
         """Called after every change to a record's state; persistence hooks in here."""
         if self._persistence is not None:
@@ -737,6 +748,9 @@ class SchedulerManager:
         record.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
         self._changed(record)
 
+    # The run's slot in ``current_instances`` is taken and given back first thing, so that
+    # it is given back even when the rest of the bookkeeping fails (see bookkeeping_failed).
+
     def _run_started(self, record: JobRecord, scheduled: datetime | None, start: datetime) -> None:
         record.current_instances += 1
         record.total_run_count += 1
@@ -759,9 +773,9 @@ class SchedulerManager:
         exc: BaseException | None = None,
         end: datetime | None = None,
     ) -> None:
+        record.current_instances -= 1
         end = utcnow() if end is None else end
         run = RunRecord(scheduled, start, end, outcome, error)
-        record.current_instances -= 1
         record.last_duration = run.duration
         record.last_outcome = outcome
         record.record(run)
@@ -778,6 +792,8 @@ class SchedulerManager:
         record.last_error = error
         if record.status is JobStatus.ACTIVE:
             record.status = JobStatus.FAILED
+        # A run over its timeout that then raised carries the job's exception as the cause.
+        raised = exc.__cause__ if outcome == "timeout" and exc is not None else None
         if outcome == "error":
             logger.error(
                 "job %r (%s) raised %s",
@@ -785,6 +801,14 @@ class SchedulerManager:
                 record.id,
                 error,
                 exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+            )
+        elif raised is not None:
+            logger.error(
+                "job %r (%s): %s",
+                record.name,
+                record.id,
+                error,
+                exc_info=(type(raised), raised, raised.__traceback__),
             )
         else:
             logger.warning("job %r (%s): %s", record.name, record.id, error)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from helpers import wait_until
 from nexios import NexiosApp
 from nexios.testclient import TestClient
 
@@ -286,6 +288,53 @@ class TestResumeAfterTheEnd:
         assert clocked.pause_job("p") is False and clocked.resume_job("p") is False
 
 
+# ---------------------------------------------------------------- 7. CancelledError
+
+
+async def raises_cancelled_error() -> None:
+    raise asyncio.CancelledError()
+
+
+async def awaits_a_cancelled_task() -> None:
+    task = asyncio.ensure_future(asyncio.sleep(60))
+    task.cancel()
+    await task
+
+
+class TestCancelledErrorFromTheJob:
+    @pytest.mark.parametrize("func", [raises_cancelled_error, awaits_a_cancelled_task])
+    async def test_a_job_raising_cancelled_error_is_a_failure_not_a_cancellation(
+        self, clocked, scheduler_clock, func
+    ):
+        job = clocked.add_job(func, IntervalTrigger(seconds=1), id="x")
+        await clocked.start()
+        await scheduler_clock.advance(2)
+
+        assert job.total_run_count == 3  # every fire ran: the first did not end the task
+        assert [run.outcome for run in job.history] == ["error"] * 3
+        assert job.last_outcome == "error" and job.status is JobStatus.FAILED
+        assert job.last_error is not None and "CancelledError" in job.last_error
+        assert "raised by the job" in job.last_error
+        assert job.current_instances == 0
+
+    async def test_a_run_cut_short_at_shutdown_is_still_cancelled(self, scheduler_clock):
+        scheduler_clock.set(T0)
+        m = SchedulerManager(config=SchedulerConfig(shutdown_timeout=0))
+        started = asyncio.Event()
+
+        async def hang() -> None:
+            started.set()
+            await asyncio.sleep(60)
+
+        job = m.add_job(hang, IntervalTrigger(hours=1), id="x")
+        await m.start()
+        await scheduler_clock.run_due(wait=False)
+        await asyncio.wait_for(started.wait(), 30)
+        await m.shutdown()
+        assert job.history[0].outcome == "cancelled"
+        assert job.last_error == "run was cancelled"
+
+
 # ---------------------------------------------------------------- 16. the logger's level
 
 
@@ -302,3 +351,111 @@ class TestLogLevel:
             assert package_logger.level == logging.DEBUG  # given explicitly: applied
         finally:
             package_logger.setLevel(saved)
+
+
+# ---------------------------------------------------------------- 20. bookkeeping failures
+
+
+def _fail_once(monkeypatch, manager: SchedulerManager, step: str) -> list[int]:
+    """Make the manager's ``step`` raise the first time it is called; return its call count."""
+    real = getattr(manager, step)
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError(f"{step} broke")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(manager, step, flaky)
+    return calls
+
+
+class TestBookkeepingFailures:
+    @pytest.mark.parametrize("step", ["_changed", "_emit"])
+    async def test_a_failed_bookkeeping_step_does_not_leave_the_job_stuck(
+        self, clocked, scheduler_clock, monkeypatch, caplog, step
+    ):
+        calls = Calls()
+        job = clocked.add_job(calls, IntervalTrigger(seconds=1), id="x", max_instances=1)
+        clocked.add_listener(lambda event: None)  # so that runs emit events
+        await clocked.start()
+        attempts = _fail_once(monkeypatch, clocked, step)
+        with caplog.at_level(logging.ERROR, logger=PACKAGE_LOGGER):
+            await scheduler_clock.advance(4)
+
+        assert attempts  # the step was reached, and failed once
+        assert calls.count == 5 and job.total_run_count == 5  # every fire ran
+        assert job.current_instances == 0 and job.skipped_count == 0
+        assert job.last_error is not None and f"{step} broke" in job.last_error
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert any(f"{step} broke" in str(r.exc_info[1]) for r in errors if r.exc_info)
+
+    async def test_a_failed_bookkeeping_step_after_a_run_now_does_not_skip_later_fires(
+        self, clocked, scheduler_clock, monkeypatch, caplog
+    ):
+        calls = Calls()
+        job = clocked.add_job(
+            calls, IntervalTrigger(seconds=1, start_now=False), id="x", max_instances=1
+        )
+        await clocked.start()
+        _fail_once(monkeypatch, clocked, "_submission_done")
+        with caplog.at_level(logging.ERROR, logger=PACKAGE_LOGGER):
+            assert clocked.run_job_now("x")
+            await scheduler_clock.run_due()
+            await scheduler_clock.advance(3)
+
+        assert calls.count == 4 and job.skipped_count == 0
+        assert job.current_instances == 0
+        assert job.last_error is not None and "_submission_done broke" in job.last_error
+        assert any(r.exc_info for r in caplog.records if r.levelno == logging.ERROR)
+
+    async def test_a_plain_function_that_raises_after_its_timeout_has_its_error_recorded(
+        self, clocked, scheduler_clock, caplog
+    ):
+        release = threading.Event()
+
+        def slow_then_broken() -> None:
+            release.wait(30)
+            raise ValueError("gave up on the upstream")
+
+        job = clocked.add_job(slow_then_broken, IntervalTrigger(hours=1), id="x", timeout=0.05)
+        await clocked.start()
+        with caplog.at_level(logging.WARNING, logger=PACKAGE_LOGGER):
+            await scheduler_clock.run_due(wait=False)
+            await wait_until(
+                lambda: any("still running after" in r.getMessage() for r in caplog.records),
+                timeout=30,
+            )
+            release.set()
+            await wait_until(lambda: job.current_instances == 0, timeout=30)
+
+        assert job.last_outcome == "timeout"
+        assert "timed out after 0.05s" in job.last_error
+        assert "ValueError: gave up on the upstream" in job.last_error
+        assert job.history[0].error == job.last_error
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+        assert any(isinstance(r.exc_info[1], ValueError) for r in errors)
+
+    async def test_an_async_job_raising_while_cut_off_at_its_timeout_has_its_error_recorded(
+        self, clocked, scheduler_clock, caplog
+    ):
+        never = asyncio.Event()
+
+        async def cleans_up_badly() -> None:
+            try:
+                await never.wait()
+            except asyncio.CancelledError:
+                raise OSError("could not close the connection") from None
+
+        job = clocked.add_job(cleans_up_badly, IntervalTrigger(hours=1), id="x", timeout=0.05)
+        await clocked.start()
+        with caplog.at_level(logging.WARNING, logger=PACKAGE_LOGGER):
+            await scheduler_clock.run_due()  # waits for the run, cut off after 0.05 s
+
+        assert job.last_outcome == "timeout" and job.current_instances == 0
+        assert job.last_error == (
+            "timed out after 0.05s, then raised OSError: could not close the connection"
+        )
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+        assert any(isinstance(r.exc_info[1], OSError) for r in errors)
