@@ -34,7 +34,7 @@ from datetime import date, datetime, timedelta, timezone, tzinfo
 from itertools import pairwise
 from typing import Any
 
-__all__ = ["ALIASES", "CronExpression", "CronSyntaxError"]
+__all__ = ["ALIASES", "CronExpression", "CronSyntaxError", "NoNextFireError"]
 
 ALIASES: dict[str, str] = {
     "@yearly": "0 0 1 1 *",
@@ -89,6 +89,18 @@ class CronSyntaxError(ValueError):
     """The text is not a valid crontab expression."""
 
 
+class NoNextFireError(OverflowError):
+    """No fire time is left before the calendar ends (a datetime holds years 1 to 9999).
+
+    This is how the search says "no next fire"; any other ``OverflowError`` is a bug.
+    """
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    """``text``, shortened to quote it in a message."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _bits(mask: int) -> list[int]:
     return [i for i in range(mask.bit_length()) if mask >> i & 1]
 
@@ -104,10 +116,12 @@ def _value(token: str, field: int, expr: str) -> int:
         return names.index(upper) + lo
     if not token.isascii() or not token.isdigit():
         kind = "a number or name" if names else "a number"
-        raise CronSyntaxError(f"{name} value {token!r} is not {kind} in {expr!r}")
-    value = int(token)
+        raise CronSyntaxError(f"{name} value {_cut(token)!r} is not {kind} in {expr!r}")
+    # Long digit strings are out of range whatever they say; int() would refuse some.
+    value = int(token) if len(token) <= 9 else hi + 1
     if not lo <= value <= hi:
-        raise CronSyntaxError(f"{name} value {value} out of range {lo}-{hi} in {expr!r}")
+        shown = _cut(token) if len(token) > 9 else str(value)
+        raise CronSyntaxError(f"{name} value {shown} out of range {lo}-{hi} in {expr!r}")
     return value
 
 
@@ -117,14 +131,19 @@ def _parse_field(text: str, field: int, expr: str) -> int:
     for item in text.split(","):
         base, slash, step_text = item.partition("/")
         if not base:
-            raise CronSyntaxError(f"{name} field {text!r} has an empty item in {expr!r}")
+            raise CronSyntaxError(f"{name} field {_cut(text)!r} has an empty item in {expr!r}")
         step = 1
         if slash:
             if not step_text.isascii() or not step_text.isdigit():
-                raise CronSyntaxError(f"{name} step {step_text!r} is not a number in {expr!r}")
-            step = int(step_text)
+                raise CronSyntaxError(
+                    f"{name} step {_cut(step_text)!r} is not a number in {expr!r}"
+                )
+            # Any step past the field's range selects only its first value.
+            step = int(step_text) if len(step_text) <= 9 else hi + 1
             if step == 0:
-                raise CronSyntaxError(f"{name} step in {item!r} must be at least 1 in {expr!r}")
+                raise CronSyntaxError(
+                    f"{name} step in {_cut(item)!r} must be at least 1 in {expr!r}"
+                )
         if base == "*":
             start, end = lo, hi
         elif "-" in base:
@@ -132,11 +151,13 @@ def _parse_field(text: str, field: int, expr: str) -> int:
             start, end = _value(first, field, expr), _value(last, field, expr)
             if start > end:
                 raise CronSyntaxError(
-                    f"{name} range {base!r} starts after it ends ({start} > {end}) in {expr!r}"
+                    f"{name} range {_cut(base)!r} starts after it ends ({start} > {end}) "
+                    f"in {expr!r}"
                 )
         elif slash:
             raise CronSyntaxError(
-                f"{name} step {item!r} needs a range or '*' (write {base}-{hi}/{step}) in {expr!r}"
+                f"{name} step {_cut(item)!r} needs a range or '*' "
+                f"(write {_cut(base)}-{hi}/{step}) in {expr!r}"
             )
         else:
             start = end = _value(base, field, expr)
@@ -236,14 +257,16 @@ class CronExpression:
             alias = ALIASES.get(text.lower())
             if alias is None:
                 allowed = ", ".join(sorted(ALIASES))
-                raise CronSyntaxError(f"unknown alias {text!r} in {text!r}; allowed: {allowed}")
+                raise CronSyntaxError(
+                    f"unknown alias {_cut(text)!r} in {_cut(text)!r}; allowed: {allowed}"
+                )
             source = alias
         parts = _SPLIT.split(source) if source else []
         if len(parts) != 5:
             raise CronSyntaxError(
-                f"expected 5 fields ({_FIELD_LIST}), got {len(parts)} in {text!r}"
+                f"expected 5 fields ({_FIELD_LIST}), got {len(parts)} in {_cut(text)!r}"
             )
-        masks = [_parse_field(part, i, text) for i, part in enumerate(parts)]
+        masks = [_parse_field(part, i, _cut(text)) for i, part in enumerate(parts)]
         dow = masks[4]
         if dow & 0x80:
             dow = (dow | 1) & _FULL_DOW
@@ -271,7 +294,8 @@ class CronExpression:
         ):
             months = _listing(_bits(masks[3]), _MONTH_WORDS.__getitem__, "or")
             raise CronSyntaxError(
-                f"day-of-month {parts[2]!r} never occurs in {months}, so {text!r} can never fire"
+                f"day-of-month {_cut(parts[2])!r} never occurs in {months}, "
+                f"so {_cut(text)!r} can never fire"
             )
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -358,7 +382,10 @@ class CronExpression:
         return ((self._dom | dm) if self._day_or else (self._dom & dm)) & valid
 
     def _match(self, y: int, mo: int, d: int, h: int, mi: int) -> datetime:
-        """First matching wall time at or after the given fields, which may overflow."""
+        """First matching wall time at or after the given fields (``mi`` may be 60).
+
+        Raises ``NoNextFireError`` past the year 9999.
+        """
         months, hours, minutes = self._months, self._hours, self._minutes
         limit = y + _HORIZON_YEARS
         while True:
@@ -370,7 +397,9 @@ class CronExpression:
                     y += 1
                     mo = _low_bit(months)
                     if y > limit or y > 9999:
-                        raise OverflowError(f"{self._expr!r} has no fire time before year {y}")
+                        raise NoNextFireError(
+                            f"{_cut(self._expr)!r} has no fire time before year {y}"
+                        )
                 d, h, mi = 1, 0, 0
             days = self._day_mask(y, mo) >> d
             if not days:
@@ -401,12 +430,25 @@ class CronExpression:
     # -- public API ------------------------------------------------------------------
 
     def next_after(self, after: datetime, tz: tzinfo) -> datetime:
-        """The first fire time strictly after the aware instant ``after``, aware in ``tz``."""
+        """The first fire time strictly after the aware instant ``after``, aware in ``tz``.
+
+        Raises ``NoNextFireError`` when there is none before the end of the year 9999 in
+        ``tz``.
+        """
         if after.tzinfo is None or after.utcoffset() is None:
             raise ValueError("next_after() needs an aware datetime, got a naive one")
         if not isinstance(tz, tzinfo):
             raise TypeError(f"tz must be a tzinfo, not {type(tz).__name__}")
-        local = after.astimezone(tz)
+        try:
+            local = after.astimezone(tz)
+        except OverflowError:
+            if after.year > 1:
+                raise NoNextFireError(
+                    f"{_cut(self._expr)!r} has no fire time before year 10000 in {tz}"
+                ) from None
+            # `after` falls in the year 0 on this zone's clock, so every wall time of the
+            # calendar is after it. (A fire at its very first minute is not found.)
+            local = datetime(1, 1, 1, tzinfo=tz)
         if isinstance(tz, timezone):
             w = self._match_after(local)
             return datetime(w.year, w.month, w.day, w.hour, w.minute, tzinfo=tz)
@@ -429,7 +471,6 @@ class CronExpression:
         off_a = local.utcoffset() or _ZERO
         a = datetime(local.year, local.month, local.day, local.hour, local.minute)
         # Fire times are whole minutes, so comparing against the minute of `after` is exact.
-        instant = a - off_a
         w = self._match_after(a)
         if not self._fixed and local.fold == 0:
             off_a1 = _offset(tz, a, 1)
@@ -449,7 +490,9 @@ class CronExpression:
             if o0 == o1:
                 return _aware(w, tz, 0)
             if o0 > o1:
-                if w - o0 > instant:
+                # w's first pass (instant w - o0) is after `after` (instant a - off_a); in
+                # this form nothing is computed outside the calendar's range.
+                if w - a > o0 - off_a:
                     return _aware(w, tz, 0)
                 # `after` is in the second pass and w's first pass is already over.
                 if not self._fixed:
