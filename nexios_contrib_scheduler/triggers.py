@@ -20,16 +20,28 @@ from typing import Any
 from apscheduler.triggers.base import BaseTrigger
 
 from .clock import utcnow
-from .config import resolve_timezone
-from .cron import CronExpression
+from .config import resolve_timezone, zone_name
+from .cron import CronExpression, NoNextFireError
 from .errors import TriggerError
 
 UTC = timezone.utc
 _ONE_MICROSECOND = timedelta(microseconds=1)
+# The first and last instants a datetime can hold; schedules end at the last.
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
 
 
 def _now() -> datetime:
     return utcnow()
+
+
+def _brief(value: object, limit: int = 40) -> str:
+    """``repr(value)``, shortened to quote it in a message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int with more digits than Python will write out
+        text = "<a number too long to write out>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _aware(value: datetime, name: str) -> datetime:
@@ -37,7 +49,46 @@ def _aware(value: datetime, name: str) -> datetime:
         raise TypeError(f"{name} must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware, got naive {value.isoformat()}")
-    return value
+    return _without_pytz(value)
+
+
+def _without_pytz(value: datetime) -> datetime:
+    """``value`` with a pytz zone replaced by its zoneinfo equivalent.
+
+    A datetime made with pytz's ``localize()`` (or fixed by its ``normalize()``) keeps its
+    instant. Any other, made with ``datetime(..., tzinfo=zone)`` or ``replace()``, carries
+    the zone's local mean time (-04:56 in New York), which nobody means: its wall time is
+    read in the zone instead.
+    """
+    tz = value.tzinfo
+    if tz is None:
+        return value
+    zone = resolve_timezone(tz)
+    if zone is tz:
+        return value
+    offset = value.utcoffset()
+    for fold in (0, 1):
+        candidate = value.replace(tzinfo=zone, fold=fold)
+        if candidate.utcoffset() == offset:
+            return candidate
+    return value.replace(tzinfo=zone, fold=0)
+
+
+def _utc_in_calendar(value: datetime) -> datetime | None:
+    """The aware ``value`` in UTC; the first instant if its UTC time is before the year 1,
+    None if after the year 9999."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return _FIRST if value.year == 1 else None
+
+
+def _out_of_range(owner: str, name: str, value: datetime, tz: tzinfo | None) -> TriggerError:
+    where = "" if tz is None or _is_aware(value) else f" in {_zone_label(tz)}"
+    return TriggerError(
+        f"{owner} {name} {value.isoformat()}{where} is out of range: its time in UTC must "
+        "be within the years 1 to 9999"
+    )
 
 
 def _check_count(n: object) -> int:
@@ -52,10 +103,16 @@ def _check_jitter(value: object, owner: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner} jitter must be a number of seconds or None, not {value!r}")
-    if not math.isfinite(value) or value < 0:
+        raise TypeError(f"{owner} jitter must be a number of seconds or None, not {_brief(value)}")
+    if (isinstance(value, float) and not math.isfinite(value)) or value < 0:
         raise TriggerError(
-            f"{owner} jitter must be a finite number of seconds of zero or more, got {value!r}"
+            f"{owner} jitter must be a finite number of seconds of zero or more, "
+            f"got {_brief(value)}"
+        )
+    if value > _MAX_INTERVAL_SECONDS:
+        raise TriggerError(
+            f"{owner} jitter of {_brief(value)} seconds is too long: at most "
+            f"{_MAX_INTERVAL_SECONDS // 86400} days"
         )
     return value or None
 
@@ -66,9 +123,9 @@ def parse_datetime(value: object, what: str) -> datetime:
     ``what`` names the value in the error, e.g. ``"DateTimeTrigger run_date"``.
     """
     if isinstance(value, datetime):
-        return value
+        return _without_pytz(value)
     if not isinstance(value, str):
-        raise TypeError(f"{what} must be a datetime or an ISO 8601 str, not {value!r}")
+        raise TypeError(f"{what} must be a datetime or an ISO 8601 str, not {_brief(value)}")
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -77,7 +134,7 @@ def parse_datetime(value: object, what: str) -> datetime:
     except ValueError:
         owner, _, name = what.rpartition(" ")
         raise TriggerError(
-            f"{owner} cannot read {name} {value!r}: use ISO 8601 such as "
+            f"{owner} cannot read {name} {_brief(value)}: use ISO 8601 such as "
             "'2026-12-25T10:30:00', '2026-12-25T10:30:00+00:00', '2026-12-25 10:30:00' "
             "or '2026-12-25'"
         ) from None
@@ -92,10 +149,22 @@ def _is_aware(value: datetime) -> bool:
     return value.tzinfo is not None and value.utcoffset() is not None
 
 
-def _check_bounds(start: datetime | None, end: datetime | None, owner: str) -> None:
-    if start is None or end is None or _is_aware(start) != _is_aware(end):
-        return  # a naive and an aware bound are compared once the zone is known
-    if end <= start:
+def _check_bounds(
+    start: datetime | None, end: datetime | None, zone: tzinfo | None, owner: str
+) -> None:
+    """Refuse bounds out of range or in the wrong order, as far as can be told without the
+    scheduler's zone: naive bounds are read in ``zone`` if known, else compared as wall
+    times (and read in the scheduler's zone when the job is scheduled)."""
+    if start is not None and end is not None and _is_aware(start) != _is_aware(end):
+        naive, aware = ("start_date", "end_date") if _is_aware(end) else ("end_date", "start_date")
+        raise TriggerError(
+            f"{owner} {naive} has no UTC offset and {aware} has one "
+            f"({start.isoformat()}, {end.isoformat()}): give them both with an offset or "
+            "both without, as a naive one is read in the scheduler's zone"
+        )
+    if zone is not None or any(v is not None and _is_aware(v) for v in (start, end)):
+        _resolve_bounds(start, end, zone or UTC, owner)
+    elif start is not None and end is not None and end <= start:
         raise TriggerError(
             f"{owner} end_date {end.isoformat()} must be after start_date {start.isoformat()}"
         )
@@ -106,15 +175,20 @@ def _resolve_bounds(
 ) -> tuple[datetime | None, datetime | None]:
     """The bounds as UTC instants, naive ones read in ``tz``."""
 
-    def utc(value: datetime | None) -> datetime | None:
+    def utc(value: datetime | None, name: str) -> datetime | None:
         if value is None:
             return None
-        return (value if _is_aware(value) else value.replace(tzinfo=tz)).astimezone(UTC)
+        try:
+            return (value if _is_aware(value) else value.replace(tzinfo=tz)).astimezone(UTC)
+        except OverflowError:
+            raise _out_of_range(owner, name, value, tz) from None
 
-    first, last = utc(start), utc(end)
-    if first is not None and last is not None and last <= first:
+    first, last = utc(start, "start_date"), utc(end, "end_date")
+    if start and end and first and last and last <= first:
+        where = "" if _is_aware(start) else f" in {_zone_label(tz)}"
         raise TriggerError(
-            f"{owner} end_date {last.isoformat()} must be after start_date {first.isoformat()}"
+            f"{owner} end_date {end.isoformat()} must be after start_date "
+            f"{start.isoformat()}{where}"
         )
     return first, last
 
@@ -164,10 +238,12 @@ class Trigger(ABC):
         Naive values are read in the trigger's own zone, else UTC.
         """
         count = _check_count(n)
-        start = _now() if start is None else _aware(start, "start")
+        begin = _utc_in_calendar(_now() if start is None else _aware(start, "start"))
+        if begin is None:
+            return []
         zone = self._default_zone()
-        schedule = self.to_apscheduler(zone, start)
-        return [fire.astimezone(zone) for fire in schedule.fire_times(count, start)]
+        schedule = self.to_apscheduler(zone, begin)
+        return [fire.astimezone(zone) for fire in schedule.fire_times(count, begin)]
 
     def _default_zone(self) -> tzinfo:
         return UTC
@@ -215,29 +291,20 @@ class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
 
     def first_fire_time(self, now: datetime) -> datetime | None:
         """When a newly scheduled job fires first."""
-        try:
-            return self._jittered(self.first_base(now))
-        except OverflowError:
-            return None  # past the last date a datetime can hold: no fire
+        return self._jittered(self.first_base(now))
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
-        try:
-            return self._jittered(self.next_base(previous_fire_time, now))
-        except OverflowError:
-            return None
+        return self._jittered(self.next_base(previous_fire_time, now))
 
     def fire_times(self, n: int, now: datetime, first: datetime | None = None) -> list[datetime]:
         """Up to ``n`` fire times without jitter, from ``first`` (default: the first fire)."""
         times: list[datetime] = []
-        try:
-            fire = self.first_base(now) if first is None else first
-            while fire is not None and len(times) < n:
-                times.append(fire)
-                fire = self.next_base(fire, now)
-        except OverflowError:
-            pass  # the schedule runs past the last date a datetime can hold
+        fire = self.first_base(now) if first is None else first
+        while fire is not None and len(times) < n:
+            times.append(fire)
+            fire = self.next_base(fire, now)
         return times
 
     def _jittered(self, base: datetime | None) -> datetime | None:
@@ -249,7 +316,7 @@ class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
             delay = min(delay, following - base - _ONE_MICROSECOND)
         if self.end_date is not None:
             delay = min(delay, self.end_date - base)
-        return base + max(delay, timedelta(0))
+        return base + max(min(delay, _LAST - base), timedelta(0))
 
 
 # ---------------------------------------------------------------- interval
@@ -258,6 +325,8 @@ _UNITS = ("weeks", "days", "hours", "minutes", "seconds")
 _UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 # A thousand years; longer intervals run past the last date a datetime can hold.
 _MAX_INTERVAL_SECONDS = 365_250 * 86400
+# Shorter intervals would keep the event loop busy firing.
+_MIN_INTERVAL = timedelta(milliseconds=10)
 
 
 class IntervalTrigger(Trigger):
@@ -295,24 +364,38 @@ class IntervalTrigger(Trigger):
         }
         for unit, value in values.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"IntervalTrigger {unit} must be a number, not {value!r}")
-            if not math.isfinite(value) or value < 0:
+                raise TypeError(f"IntervalTrigger {unit} must be a number, not {_brief(value)}")
+            # Ints are compared as they are: some are too large to become a float.
+            if (isinstance(value, float) and not math.isfinite(value)) or value < 0:
                 raise TriggerError(
-                    f"IntervalTrigger {unit} must be a finite number of zero or more, got {value!r}"
+                    f"IntervalTrigger {unit} must be a finite number of zero or more, "
+                    f"got {_brief(value)}"
+                )
+            if value > _MAX_INTERVAL_SECONDS / _UNIT_SECONDS[unit]:
+                raise TriggerError(
+                    f"IntervalTrigger {unit}={_brief(value)} is too long: an interval is at "
+                    f"most {_MAX_INTERVAL_SECONDS // 86400} days"
                 )
         if not isinstance(start_now, bool):
-            raise TypeError(f"IntervalTrigger start_now must be True or False, not {start_now!r}")
-        total = sum(values[u] * _UNIT_SECONDS[u] for u in _UNITS)
+            raise TypeError(
+                f"IntervalTrigger start_now must be True or False, not {_brief(start_now)}"
+            )
+        total = sum(float(values[u]) * _UNIT_SECONDS[u] for u in _UNITS)
         if total > _MAX_INTERVAL_SECONDS:
             raise TriggerError(
                 f"IntervalTrigger interval of {total:g} seconds is too long: at most "
                 f"{_MAX_INTERVAL_SECONDS // 86400} days"
             )
-        interval = timedelta(seconds=total)
-        if interval <= timedelta(0):
+        if total == 0:
             raise TriggerError(
                 "IntervalTrigger needs a positive interval: give at least one of "
                 "seconds, minutes, hours, days or weeks greater than 0"
+            )
+        interval = timedelta(seconds=total)
+        if interval < _MIN_INTERVAL:
+            raise TriggerError(
+                f"IntervalTrigger interval of {total:g} seconds is too short: it must be at "
+                f"least {_MIN_INTERVAL.total_seconds():g} seconds"
             )
         self.weeks, self.days, self.hours = weeks, days, hours
         self.minutes, self.seconds = minutes, seconds
@@ -321,7 +404,7 @@ class IntervalTrigger(Trigger):
         self.jitter = _check_jitter(jitter, "IntervalTrigger")
         self.start_date = _read_bound(start_date, "IntervalTrigger", "start_date")
         self.end_date = _read_bound(end_date, "IntervalTrigger", "end_date")
-        _check_bounds(self.start_date, self.end_date, "IntervalTrigger")
+        _check_bounds(self.start_date, self.end_date, None, "IntervalTrigger")
 
     def to_apscheduler(self, tz: tzinfo, now: datetime) -> IntervalSchedule:
         anchor = _aware(now, "now").astimezone(UTC)
@@ -376,14 +459,24 @@ class IntervalSchedule(ScheduleTrigger):
         self.jitter = jitter
         self.end_date = end_date
 
-    def _within(self, fire: datetime) -> datetime | None:
-        return None if self.end_date is not None and fire > self.end_date else fire
+    def _within(self, fire: datetime | None) -> datetime | None:
+        if fire is None or self.end_date is None or fire <= self.end_date:
+            return fire
+        return None
+
+    def _step(self, start: datetime, steps: int) -> datetime | None:
+        """``steps`` intervals after ``start``; None past the last date a datetime holds."""
+        if steps > (_LAST - start) // self.interval:
+            return None
+        return start + steps * self.interval
 
     def first_base(self, now: datetime) -> datetime | None:
-        return self._within(self.anchor if self.start_now else self.anchor + self.interval)
+        return self._within(self.anchor if self.start_now else self._step(self.anchor, 1))
 
     def next_base(self, previous: datetime | None, now: datetime) -> datetime | None:
-        start = self.anchor if self.start_now else self.anchor + self.interval
+        start = self.anchor if self.start_now else self._step(self.anchor, 1)
+        if start is None:
+            return None
         if previous is None:
             # No previous fire (resumed, rescheduled): the first grid point at or after now.
             ref = now.astimezone(UTC)
@@ -392,7 +485,7 @@ class IntervalSchedule(ScheduleTrigger):
             # The first grid point after the previous fire, which jitter may have delayed.
             ref = previous.astimezone(UTC)
             steps = (ref - start) // self.interval + 1 if ref >= start else 0
-        return self._within(start + steps * self.interval)
+        return self._within(self._step(start, steps))
 
     def __str__(self) -> str:
         return f"interval[{self.interval}]"
@@ -429,11 +522,11 @@ class CronTrigger(Trigger):
     ) -> None:
         self.expression = CronExpression(expr)
         self.expr = self.expression.expr
-        self.timezone = None if timezone is None else resolve_timezone(timezone)
+        self.timezone = _trigger_zone(timezone, "CronTrigger")
         self.jitter = _check_jitter(jitter, "CronTrigger")
         self.start_date = _read_bound(start_date, "CronTrigger", "start_date")
         self.end_date = _read_bound(end_date, "CronTrigger", "end_date")
-        _check_bounds(self.start_date, self.end_date, "CronTrigger")
+        _check_bounds(self.start_date, self.end_date, self.timezone, "CronTrigger")
 
     def to_apscheduler(self, tz: tzinfo, now: datetime) -> CronSchedule:
         zone = self.timezone or tz
@@ -447,7 +540,7 @@ class CronTrigger(Trigger):
         return self.expression.describe() + extras
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"type": "cron", "expr": self.expr, "timezone": _zone_name(self.timezone)}
+        data = {"type": "cron", "expr": self.expr, "timezone": _zone_label(self.timezone)}
         data.update(_extras_dict(self.jitter, self.start_date, self.end_date))
         return data
 
@@ -474,18 +567,30 @@ class CronSchedule(ScheduleTrigger):
         self.end_date = end_date
 
     def next_base(self, previous: datetime | None, now: datetime) -> datetime | None:
-        # A job scheduled exactly on a fire time fires at that time.
-        after = now - _ONE_MICROSECOND if previous is None else previous
+        # A job scheduled exactly on a fire time fires at that time (except on the very first
+        # microsecond of the calendar, which has nothing before it).
+        after = previous if previous is not None else _just_before(now)
         if self.start_date is not None and after < self.start_date:
-            after = self.start_date - _ONE_MICROSECOND
-        fire = self.expression.next_after(after, self.timezone).astimezone(UTC)
+            after = _just_before(self.start_date)
+        try:
+            local = self.expression.next_after(after, self.timezone)
+        except NoNextFireError:
+            return None
+        try:
+            fire = local.astimezone(UTC)
+        except OverflowError:
+            return None  # a wall time on 9999-12-31 whose UTC time is in the year 10000
         return None if self.end_date is not None and fire > self.end_date else fire
 
     def __str__(self) -> str:
         return f"cron[{self.expression.expr}]"
 
     def __repr__(self) -> str:
-        return f"<CronSchedule ({self.expression.expr!r}, timezone={_zone_name(self.timezone)!r})>"
+        return f"<CronSchedule ({self.expression.expr!r}, timezone={_zone_label(self.timezone)!r})>"
+
+
+def _just_before(when: datetime) -> datetime:
+    return when - _ONE_MICROSECOND if when > _FIRST else when
 
 
 # ---------------------------------------------------------------- date
@@ -505,9 +610,9 @@ class DateTimeTrigger(Trigger):
 
     def __init__(self, run_date: str | datetime, timezone: str | tzinfo | None = None) -> None:
         self.run_date = parse_run_date(run_date)
-        self.timezone = None if timezone is None else resolve_timezone(timezone)
-        if self.run_date.tzinfo is not None:
-            self.to_apscheduler(UTC, self.run_date)  # refuse dates a UTC instant cannot hold
+        self.timezone = _trigger_zone(timezone, "DateTimeTrigger")
+        if self.run_date.tzinfo is not None or self.timezone is not None:
+            self.to_apscheduler(UTC, _FIRST)  # refuse dates a UTC instant cannot hold
 
     def resolve(self, tz: tzinfo) -> datetime:
         if self.run_date.tzinfo is not None and self.run_date.utcoffset() is not None:
@@ -518,14 +623,13 @@ class DateTimeTrigger(Trigger):
         try:
             return DateSchedule(self.resolve(tz))
         except OverflowError:
-            raise TriggerError(
-                f"DateTimeTrigger run_date {self.run_date.isoformat()} is out of range in UTC"
-            ) from None
+            zone = self.timezone or tz
+            raise _out_of_range("DateTimeTrigger", "run_date", self.run_date, zone) from None
 
     def describe(self) -> str:
         when = self.run_date
         zone = (
-            "" if when.tzinfo is not None else f" {_zone_name(self.timezone) or 'scheduler time'}"
+            "" if when.tzinfo is not None else f" {_zone_label(self.timezone) or 'scheduler time'}"
         )
         return f"Once at {when.isoformat(sep=' ')}{zone}"
 
@@ -533,14 +637,15 @@ class DateTimeTrigger(Trigger):
         return {
             "type": "date",
             "run_date": self.run_date.isoformat(),
-            "timezone": _zone_name(self.timezone),
+            "timezone": _zone_label(self.timezone),
         }
 
     def next_fire_times(self, n: int, start: datetime | None = None) -> list[datetime]:
         count = _check_count(n)
-        start = _now() if start is None else _aware(start, "start")
-        when = self.resolve(self.timezone or UTC)
-        return [when] if count and when >= start else []
+        begin = _utc_in_calendar(_now() if start is None else _aware(start, "start"))
+        zone = self.timezone or UTC
+        when = self.to_apscheduler(zone, _FIRST).run_date
+        return [self.resolve(zone)] if count and begin is not None and when >= begin else []
 
 
 class DateSchedule(ScheduleTrigger):
@@ -557,11 +662,27 @@ class DateSchedule(ScheduleTrigger):
         return f"<DateSchedule (run_date={self.run_date.isoformat()!r})>"
 
 
-def _zone_name(tz: tzinfo | None) -> str | None:
+def _trigger_zone(value: str | tzinfo | None, owner: str) -> tzinfo | None:
+    """A trigger's own zone: one with a name, so that ``to_dict()`` can give it back."""
+    if value is None:
+        return None
+    zone = resolve_timezone(value)
+    if zone_name(zone) is None:
+        raise TriggerError(
+            f"{owner} timezone {_brief(value)} cannot be written down, so to_dict() could "
+            "not give it back: use an IANA name, 'UTC', 'local', a fixed offset such as "
+            "'UTC+05:30', a ZoneInfo or a datetime.timezone"
+        )
+    return zone
+
+
+def _zone_label(tz: tzinfo | None) -> str | None:
+    """The zone's name (see ``zone_name``); for the scheduler's own zone, which may have
+    none, its ``str()``."""
     if tz is None:
         return None
-    key = getattr(tz, "key", None)
-    return key if isinstance(key, str) else str(tz)
+    name = zone_name(tz)
+    return str(tz) if name is None else name
 
 
 # ---------------------------------------------------------------- from data
@@ -582,18 +703,19 @@ def trigger_from_dict(data: Mapping[str, Any]) -> Trigger:
     ``ValueError`` (``TriggerError``, ``CronSyntaxError``) for bad values.
     """
     if not isinstance(data, Mapping):
-        raise TypeError(f"a trigger must be a mapping with a 'type' key, not {data!r}")
+        raise TypeError(f"a trigger must be a mapping with a 'type' key, not {_brief(data)}")
     kind = data.get("type")
     cls = _TRIGGER_KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         allowed = ", ".join(repr(k) for k in _TRIGGER_KINDS)
-        raise TriggerError(f"unknown trigger type {kind!r}: use one of {allowed}")
+        raise TriggerError(f"unknown trigger type {_brief(kind)}: use one of {allowed}")
     params = {key: value for key, value in data.items() if key != "type"}
     accepted = [name for name in inspect.signature(cls).parameters if name != "self"]
     unknown = sorted(str(key) for key in params if key not in accepted)
     if unknown:
         raise TypeError(
-            f"{cls.__name__} does not take {', '.join(map(repr, unknown))}; "
+            f"{cls.__name__} does not take {', '.join(map(_brief, unknown[:3]))}"
+            f"{' and more' if len(unknown) > 3 else ''}; "
             f"it takes {', '.join(map(repr, accepted))}"
         )
     return cls(**params)
