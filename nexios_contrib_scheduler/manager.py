@@ -16,6 +16,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import uuid
@@ -396,8 +397,8 @@ class SchedulerManager:
             )
         if name is not None:
             _check_name(name)
-        if job_id is not None and (not isinstance(job_id, str) or not job_id):
-            raise TypeError(f"id must be a non-empty str, not {job_id!r}")
+        if job_id is not None:
+            _check_id(job_id)
         args = _check_args(args)
         kwargs = _check_kwargs({} if kwargs is None else kwargs)
         problem = _call_problem(func, args, kwargs)
@@ -878,6 +879,23 @@ def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, not {name!r}")
     return name
+
+
+# A slash, or a control character (Unicode category Cc: C0, DEL and C1).
+_UNSERVABLE_IN_ID = re.compile(r"[/\x00-\x1f\x7f-\x9f]")
+
+
+def _check_id(job_id: object) -> str:
+    # The admin API serves each job at /jobs/<id>, and the dashboard links to that path.
+    if not isinstance(job_id, str) or not job_id:
+        raise TypeError(f"id must be a non-empty str, not {job_id!r}")
+    if job_id in (".", "..") or _UNSERVABLE_IN_ID.search(job_id):
+        raise ValueError(
+            f"job id {job_id!r} is not allowed: an id may hold any character except '/' and "
+            "control characters, and may not be '.' or '..' (the admin API serves each job "
+            "at /jobs/<id>)"
+        )
+    return job_id
 
 
 def _check_args(args: object) -> tuple[Any, ...]:

@@ -335,6 +335,37 @@ class TestCancelledErrorFromTheJob:
         assert job.last_error == "run was cancelled"
 
 
+# ---------------------------------------------------------------- 11. ids
+
+
+class TestIds:
+    @pytest.mark.parametrize(
+        "bad", ["a/b", "/", "reports/", ".", "..", "tab\there", "nl\n", "\x7f", "\x85"]
+    )
+    async def test_ids_the_admin_api_cannot_serve_are_refused(self, clocked, bad):
+        with pytest.raises(ValueError) as caught:
+            clocked.add_job(Calls(), IntervalTrigger(hours=1), id=bad)
+        message = str(caught.value)
+        assert repr(bad) in message
+        assert "'/'" in message and "control characters" in message
+        assert "'.' or '..'" in message
+        with pytest.raises(ValueError):
+            clocked.scheduled_job(IntervalTrigger(hours=1), id=bad)(Calls())
+        assert clocked.get_jobs() == []
+
+    async def test_an_empty_id_is_refused(self, clocked):
+        with pytest.raises(TypeError, match="id must be a non-empty str"):
+            clocked.add_job(Calls(), IntervalTrigger(hours=1), id="")
+        assert clocked.get_jobs() == []
+
+    @pytest.mark.parametrize(
+        "good", ["with space", "50%", "what?", "#tag", "a.b", "...", "a..b", "ünï-cødé", "日報"]
+    )
+    async def test_other_ids_stay_allowed(self, clocked, good):
+        job = clocked.add_job(Calls(), IntervalTrigger(hours=1), id=good)
+        assert clocked.get_job(good) == job
+
+
 # ---------------------------------------------------------------- 16. the logger's level
 
 
