@@ -36,6 +36,9 @@ config = SchedulerConfig(
     # Every fire counts: late fires (after a takeover) still run, one by one.
     job_defaults={"coalesce": False, "misfire_grace_time": 60, "max_instances": 1},
     shutdown_timeout=5,
+    # Every fire of the test's 25 s stays in the history, where the test looks for the
+    # fires that were skipped or missed rather than run.
+    history_size=100,
 )
 app = NexiosApp()
 scheduler = setup_scheduler(app, config)
@@ -54,9 +57,19 @@ def record_fire() -> None:
     db.close()
 
 
+def record_fire_and_overrun() -> None:
+    """The job, taking 1.5 s: each run overlaps the next fire of its 1 s schedule, which
+    ``max_instances=1`` skips (and records as skipped)."""
+    record_fire()
+    time.sleep(1.5)
+
+
 for job_id in ("tick-a", "tick-b", "tick-c"):
     scheduler.add_job(record_fire, IntervalTrigger(seconds=1), id=job_id, replace_existing=True)
 scheduler.add_job(record_fire, CronTrigger("* * * * *"), id="minutely", replace_existing=True)
+scheduler.add_job(
+    record_fire_and_overrun, IntervalTrigger(seconds=1), id="overrun", replace_existing=True
+)
 
 
 @app.get("/status")
