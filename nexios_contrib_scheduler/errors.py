@@ -8,9 +8,10 @@ class SchedulerError(Exception):
 
 
 class JobNotFoundError(SchedulerError, LookupError):
-    """No job with the given id is registered."""
+    """No job with the given id is registered (raised by ``modify_job`` and
+    ``reschedule_job``)."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: object) -> None:
         super().__init__(f"No job by the id of {job_id!r} was found")
         self.job_id = job_id
 

@@ -41,7 +41,7 @@ from .config import (
     check_pause_on_failure,
     check_timeout,
 )
-from .errors import ConflictingIdError
+from .errors import ConflictingIdError, JobNotFoundError
 from .events import Listener, Listeners, SchedulerEvent
 from .executor import JobExecutor, describe_exception
 from .jobs import FAILURE_OUTCOMES, JobRecord, Outcome, RunRecord, ScheduledJob, utcnow
@@ -321,13 +321,14 @@ class SchedulerManager:
         misfire_grace_time: float | Unchanged | None = UNCHANGED,
         coalesce: bool | Unchanged = UNCHANGED,
         timeout: float | Unchanged | None = UNCHANGED,
-    ) -> ScheduledJob | None:
+    ) -> ScheduledJob:
         """Change some of a job's options; those not given stay as they are.
 
         ``None`` is a value here, not "the default": ``misfire_grace_time=None`` runs
         however late, ``timeout=None`` lifts the time limit. Values are checked as by
         ``add_job`` (same errors) and nothing changes if one is refused. Runs already in
-        progress keep the options they started with. Returns ``None`` for an unknown id.
+        progress keep the options they started with. Raises ``JobNotFoundError`` for an
+        unknown id.
         """
         changes: dict[str, Any] = {}
         if name is not UNCHANGED:
@@ -347,9 +348,7 @@ class SchedulerManager:
         if self._persistence is not None:
             self._persistence.refresh(job_id)
         with self._lock:
-            record = self._records.get(job_id) if isinstance(job_id, str) else None
-            if record is None:
-                return None
+            record = self._found(job_id)
             if "args" in changes or "kwargs" in changes:
                 problem = _call_problem(
                     record.func,
@@ -597,11 +596,11 @@ class SchedulerManager:
         logger.debug("running job %r (%s) now", record.name, job_id)
         return True
 
-    def reschedule_job(self, job_id: str, trigger: Trigger) -> ScheduledJob | None:
-        """Give a job a new trigger, anchored now; None if there is no such job.
+    def reschedule_job(self, job_id: str, trigger: Trigger) -> ScheduledJob:
+        """Give a job a new trigger, anchored now.
 
-        A trigger with no fire time left completes the job; if the trigger cannot be
-        scheduled, the job is left as it was.
+        A trigger with no fire time left completes the job. Raises ``JobNotFoundError`` for
+        an unknown id; if the trigger cannot be scheduled, the job is left as it was.
         """
         if not isinstance(trigger, Trigger):
             raise TypeError(
@@ -611,9 +610,7 @@ class SchedulerManager:
         if self._persistence is not None:
             self._persistence.refresh(job_id)
         with self._lock:
-            record = self._records.get(job_id) if isinstance(job_id, str) else None
-            if record is None:
-                return None
+            record = self._found(job_id)
             now = utcnow()
             plan = self._plan(trigger, now)
             previous = (
@@ -641,6 +638,13 @@ class SchedulerManager:
             self._changed(record)
         logger.debug("rescheduled job %r (%s): %s", record.name, job_id, trigger.describe())
         return ScheduledJob(self, record)
+
+    def _found(self, job_id: object) -> JobRecord:
+        """The record of ``job_id``; ``JobNotFoundError`` if there is none."""
+        record = self._records.get(job_id) if isinstance(job_id, str) else None
+        if record is None:
+            raise JobNotFoundError(job_id)
+        return record
 
     # ------------------------------------------------------------ state, for the views
 

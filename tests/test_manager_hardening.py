@@ -17,6 +17,7 @@ from nexios_contrib_scheduler import (
     CronTrigger,
     DateTimeTrigger,
     IntervalTrigger,
+    JobNotFoundError,
     JobStatus,
     SchedulerConfig,
     SchedulerManager,
@@ -382,6 +383,31 @@ class TestLogLevel:
             assert package_logger.level == logging.DEBUG  # given explicitly: applied
         finally:
             package_logger.setLevel(saved)
+
+
+# ---------------------------------------------------------------- 18. unknown ids
+
+
+class TestUnknownIds:
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda m, job_id: m.modify_job(job_id, name="renamed"),
+            lambda m, job_id: m.reschedule_job(job_id, IntervalTrigger(seconds=1)),
+        ],
+        ids=["modify_job", "reschedule_job"],
+    )
+    async def test_changing_an_unknown_job_raises_job_not_found(self, clocked, call):
+        job = clocked.add_job(Calls(), IntervalTrigger(hours=1), id="existing")
+        before = job.to_dict()
+        with pytest.raises(JobNotFoundError) as caught:
+            call(clocked, "nope")
+        assert isinstance(caught.value, LookupError)
+        assert caught.value.job_id == "nope"
+        assert str(caught.value) == "No job by the id of 'nope' was found"
+        with pytest.raises(JobNotFoundError):
+            call(clocked, 42)
+        assert job.to_dict() == before and len(clocked.get_jobs()) == 1
 
 
 # ---------------------------------------------------------------- 20. bookkeeping failures
