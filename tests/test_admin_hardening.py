@@ -242,6 +242,7 @@ HOSTILE_TRIGGER_BODIES: dict[str, bytes] = {
     "1e999 (infinite) seconds": b'{"type": "interval", "seconds": 1e999}',
     "NaN seconds": b'{"type": "interval", "seconds": NaN}',
     "Infinity jitter": b'{"type": "interval", "seconds": 5, "jitter": Infinity}',
+    "1e308 jitter": b'{"type": "interval", "seconds": 5, "jitter": 1e308}',
     "string seconds": b'{"type": "interval", "seconds": "5"}',
     "list seconds": b'{"type": "interval", "seconds": [5]}',
     "object seconds": b'{"type": "interval", "seconds": {"a": 1}}',
