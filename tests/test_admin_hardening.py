@@ -529,3 +529,17 @@ class TestATriggerReadCanBePutBack:
         assert scheduler.get_job("plain").trigger == trigger
         assert response.json()["trigger"] == read["trigger"]
         assert client.get(url("plain")).json()["next_run_times"][:1] == times[:1]
+
+
+def test_a_job_removed_while_its_new_trigger_is_read_is_a_404(client, scheduler, monkeypatch):
+    real = scheduler.reschedule_job
+
+    def removed_first(job_id: str, trigger: object) -> object:
+        scheduler.remove_job(job_id)
+        return real(job_id, trigger)
+
+    monkeypatch.setattr(scheduler, "reschedule_job", removed_first)
+    response = client.put(url("plain", "trigger"), json={"type": "interval", "minutes": 5})
+    assert assert_short_json_error(response, range(404, 405)) == (
+        "No job by the id of 'plain' was found"
+    )

@@ -21,7 +21,7 @@ from nexios.types import Receive, Scope, Send
 from pydantic import ValidationError
 
 from ..config import JobStatus
-from ..errors import SchedulerError
+from ..errors import JobNotFoundError, SchedulerError
 from ..integration import get_scheduler
 from ..jobs import ScheduledJob
 from ..manager import SchedulerManager
@@ -450,6 +450,8 @@ class _AdminAPI:
             )
         try:
             job = manager.reschedule_job(id, trigger_from_dict(body))
+        except JobNotFoundError:  # removed since the lookup above
+            return _not_found(response, id)
         except _BAD_VALUE_ERRORS as exc:
             return _error(response, 422, _describe(exc))
         if job is None:
