@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import wait_until
+from helpers import wait_for, wait_until
 from nexios import NexiosApp
 from nexios.http import Request, Response
 from nexios.testclient import TestClient
@@ -49,33 +49,39 @@ def snapshot(m: SchedulerManager) -> tuple[list[dict[str, Any]], list[tuple[str,
 
 # ---------------------------------------------------------------- bad input
 
+# Triggers are built before any scheduler sees them: what they decide is the error, which
+# names the bad value and what is allowed.
+BAD_TRIGGERS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
+    # wrong types, zero and negative values, bad dates, unknown zones
+    ("interval str", lambda: IntervalTrigger(seconds="5"), TypeError, "seconds must be a number, not '5'"),
+    ("interval negative", lambda: IntervalTrigger(minutes=-1), TriggerError, "minutes must be a finite number of zero or more, got -1"),
+    ("interval zero", lambda: IntervalTrigger(), TriggerError, "needs a positive interval: give at least one of seconds, minutes, hours, days or weeks greater than 0"),
+    ("interval inf", lambda: IntervalTrigger(hours=float("inf")), TriggerError, "hours must be a finite number of zero or more, got inf"),
+    ("interval start_now", lambda: IntervalTrigger(seconds=1, start_now="yes"), TypeError, "start_now must be True or False, not 'yes'"),
+    ("interval jitter", lambda: IntervalTrigger(seconds=1, jitter=-2), TriggerError, "jitter must be a finite number of seconds of zero or more, got -2"),
+    ("interval start_date", lambda: IntervalTrigger(seconds=1, start_date="yesterday"), TriggerError, "cannot read start_date 'yesterday': use ISO 8601"),
+    ("interval bounds", lambda: IntervalTrigger(seconds=1, start_date="2030-02-01", end_date="2030-01-01"), TriggerError, "end_date 2030-01-01T00:00:00 must be after start_date 2030-02-01T00:00:00"),
+    ("cron minute", lambda: CronTrigger("61 * * * *"), CronSyntaxError, "minute value 61 out of range 0-59"),
+    ("cron hour", lambda: CronTrigger("* 24 * * *"), CronSyntaxError, "hour value 24 out of range 0-23"),
+    ("cron day", lambda: CronTrigger("* * 32 * *"), CronSyntaxError, "day-of-month value 32 out of range 1-31"),
+    ("cron month", lambda: CronTrigger("* * * 13 *"), CronSyntaxError, "month value 13 out of range 1-12"),
+    ("cron weekday", lambda: CronTrigger("* * * * 8"), CronSyntaxError, "day-of-week value 8 out of range 0-7"),
+    ("cron month name", lambda: CronTrigger("* * * foo *"), CronSyntaxError, "month value 'foo' is not a number or name"),
+    ("cron weekday name", lambda: CronTrigger("* * * * funday"), CronSyntaxError, "day-of-week value 'funday' is not a number or name"),
+    ("cron step", lambda: CronTrigger("*/0 * * * *"), CronSyntaxError, "minute step in '*/0' must be at least 1"),
+    ("cron range", lambda: CronTrigger("5-1 * * * *"), CronSyntaxError, "minute range '5-1' starts after it ends (5 > 1)"),
+    ("cron fields", lambda: CronTrigger("* * *"), CronSyntaxError, "expected 5 fields (minute hour day-of-month month day-of-week), got 3"),
+    ("cron alias", lambda: CronTrigger("@sometimes"), CronSyntaxError, "unknown alias '@sometimes' in '@sometimes'; allowed: @annually"),
+    ("cron type", lambda: CronTrigger(15), TypeError, "cron expression must be a str, not int"),
+    ("cron zone", lambda: CronTrigger("* * * * *", timezone="Mars/Olympus"), ValueError, "unknown timezone 'Mars/Olympus': use an IANA name"),
+    ("cron jitter", lambda: CronTrigger("* * * * *", jitter="1"), TypeError, "jitter must be a number of seconds or None, not '1'"),
+    ("date text", lambda: DateTimeTrigger("2026-13-01"), TriggerError, "cannot read run_date '2026-13-01': use ISO 8601"),
+    ("date type", lambda: DateTimeTrigger(20261225), TypeError, "run_date must be a datetime or an ISO 8601 str, not 20261225"),
+    ("date zone", lambda: DateTimeTrigger("2030-01-01", timezone="Nowhere/Land"), ValueError, "unknown timezone 'Nowhere/Land': use an IANA name"),
+]  # fmt: skip
+
+# Calls on a manager that holds the job "existing": each must raise, and change nothing.
 BAD_CALLS: list[tuple[str, Callable[[SchedulerManager], Any], type[Exception], str]] = [
-    # triggers: wrong types, zero and negative values, bad dates, unknown zones
-    ("interval str", lambda m: IntervalTrigger(seconds="5"), TypeError, "seconds must be a number, not '5'"),
-    ("interval negative", lambda m: IntervalTrigger(minutes=-1), TriggerError, "minutes must be a finite number of zero or more, got -1"),
-    ("interval zero", lambda m: IntervalTrigger(), TriggerError, "needs a positive interval"),
-    ("interval inf", lambda m: IntervalTrigger(hours=float("inf")), TriggerError, "got inf"),
-    ("interval start_now", lambda m: IntervalTrigger(seconds=1, start_now="yes"), TypeError, "start_now must be True or False, not 'yes'"),
-    ("interval jitter", lambda m: IntervalTrigger(seconds=1, jitter=-2), TriggerError, "jitter must be a finite number of seconds of zero or more, got -2"),
-    ("interval start_date", lambda m: IntervalTrigger(seconds=1, start_date="yesterday"), TriggerError, "cannot read start_date 'yesterday'"),
-    ("interval bounds", lambda m: IntervalTrigger(seconds=1, start_date="2030-02-01", end_date="2030-01-01"), TriggerError, "must be after start_date"),
-    ("cron minute", lambda m: CronTrigger("61 * * * *"), CronSyntaxError, "61"),
-    ("cron hour", lambda m: CronTrigger("* 24 * * *"), CronSyntaxError, "24"),
-    ("cron day", lambda m: CronTrigger("* * 32 * *"), CronSyntaxError, "32"),
-    ("cron month", lambda m: CronTrigger("* * * 13 *"), CronSyntaxError, "13"),
-    ("cron weekday", lambda m: CronTrigger("* * * * 8"), CronSyntaxError, "8"),
-    ("cron month name", lambda m: CronTrigger("* * * foo *"), CronSyntaxError, "foo"),
-    ("cron weekday name", lambda m: CronTrigger("* * * * funday"), CronSyntaxError, "funday"),
-    ("cron step", lambda m: CronTrigger("*/0 * * * *"), CronSyntaxError, "0"),
-    ("cron range", lambda m: CronTrigger("5-1 * * * *"), CronSyntaxError, "5-1"),
-    ("cron fields", lambda m: CronTrigger("* * *"), CronSyntaxError, "5 fields"),
-    ("cron alias", lambda m: CronTrigger("@sometimes"), CronSyntaxError, "@sometimes"),
-    ("cron type", lambda m: CronTrigger(15), TypeError, "must be a str, not int"),
-    ("cron zone", lambda m: CronTrigger("* * * * *", timezone="Mars/Olympus"), ValueError, "unknown timezone 'Mars/Olympus'"),
-    ("cron jitter", lambda m: CronTrigger("* * * * *", jitter="1"), TypeError, "jitter must be a number of seconds or None, not '1'"),
-    ("date text", lambda m: DateTimeTrigger("2026-13-01"), TriggerError, "cannot read run_date '2026-13-01'"),
-    ("date type", lambda m: DateTimeTrigger(20261225), TypeError, "20261225"),
-    ("date zone", lambda m: DateTimeTrigger("2030-01-01", timezone="Nowhere/Land"), ValueError, "unknown timezone 'Nowhere/Land'"),
     # add_job
     ("not callable", lambda m: m.add_job("noop", IntervalTrigger(seconds=1)), TypeError, "needs a callable, not str"),
     ("coroutine object", lambda m: m.add_job(noop(), IntervalTrigger(seconds=1)), TypeError, "not a coroutine object"),
@@ -93,16 +99,32 @@ BAD_CALLS: list[tuple[str, Callable[[SchedulerManager], Any], type[Exception], s
     ("timeout", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), timeout=0), ValueError, "got 0"),
     ("max_runs", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), max_runs=0), ValueError, "got 0"),
     ("pause_on_failure", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), pause_on_failure=1), TypeError, "not 1"),
+    # replacing the job: the bad replacement must leave the old job as it was
+    ("replace with bad option", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), id="existing", replace_existing=True, max_instances=0), ValueError, "at least 1, got 0"),
+    ("replace with bad name", lambda m: m.add_job(noop, IntervalTrigger(seconds=1), id="existing", replace_existing=True, name=5), TypeError, "name must be a non-empty str"),
     # changing jobs
     ("modify value", lambda m: m.modify_job("existing", name="new", max_instances=-1), ValueError, "got -1"),
     ("modify option", lambda m: m.modify_job("existing", trigger=None), TypeError, "trigger"),
     ("reschedule", lambda m: m.reschedule_job("existing", "@daily"), TypeError, "not str"),
     ("pause reason", lambda m: m.pause_job("existing", reason=5), TypeError, "reason must be a str"),
     ("listener event", lambda m: m.add_listener(print, ["job_done"]), ValueError, "'job_done'"),
+    ("listener events", lambda m: m.add_listener(print, ["job_added", "job_done"]), ValueError, "'job_done'"),
 ]  # fmt: skip
 
 
 class TestBadInput:
+    @pytest.mark.parametrize(
+        ("build", "error", "match"),
+        [case[1:] for case in BAD_TRIGGERS],
+        ids=[case[0] for case in BAD_TRIGGERS],
+    )
+    def test_a_bad_trigger_is_refused_naming_the_value_and_what_is_allowed(
+        self, build, error, match
+    ):
+        with pytest.raises(error) as caught:
+            build()
+        assert match in str(caught.value)
+
     @pytest.mark.parametrize("running", [False, True], ids=["stopped", "running"])
     @pytest.mark.parametrize(
         ("call", "error", "match"),
@@ -111,7 +133,7 @@ class TestBadInput:
     )
     async def test_a_clear_error_and_no_change(self, running, call, error, match):
         m = SchedulerManager()
-        m.add_job(noop, IntervalTrigger(hours=1), id="existing", name="kept")
+        m.add_job(noop, IntervalTrigger(hours=1), id="existing", name="kept", max_instances=2)
         if running:
             await m.start()
         try:
@@ -120,6 +142,7 @@ class TestBadInput:
                 call(m)
             assert match in str(caught.value)
             assert snapshot(m) == before
+            assert m.remove_listener(print) is False  # no listener was added either
         finally:
             await m.shutdown()
 
@@ -169,10 +192,11 @@ class TestJobsThatRaise:
             return response.json({"jobs": len(scheduler.get_jobs())})
 
         with TestClient(app) as client:
-            deadline = time.monotonic() + 5
-            while any(j.total_run_count < 3 for j in scheduler.get_jobs()):
-                assert time.monotonic() < deadline, [j.to_dict() for j in scheduler.get_jobs()]
-                time.sleep(0.01)
+            wait_for(
+                lambda: all(j.total_run_count >= 3 for j in scheduler.get_jobs()),
+                timeout=60,
+                what="three runs of each job",
+            )
             assert client.get("/ping").json() == {"jobs": 3}
             assert scheduler.running
         errors = {
@@ -240,15 +264,17 @@ class TestJobsThatHang:
 
 class TestShutdownWithRunsInFlight:
     async def test_quick_runs_finish_slow_ones_are_cancelled_and_recorded(self):
-        m = SchedulerManager(config=SchedulerConfig(shutdown_timeout=0.3))
+        m = SchedulerManager(config=SchedulerConfig(shutdown_timeout=2))
         finished: list[str] = []
+        go = asyncio.Event()  # set as shutdown begins: the quick run ends within the timeout
+        never = asyncio.Event()
 
         async def quick() -> None:
-            await asyncio.sleep(0.05)
+            await go.wait()
             finished.append("quick")
 
         async def stuck() -> None:
-            await asyncio.sleep(60)
+            await never.wait()
 
         jobs = {
             "quick": m.add_job(quick, IntervalTrigger(hours=1)),
@@ -259,9 +285,9 @@ class TestShutdownWithRunsInFlight:
         await m.start()
         m.run_job_now(jobs["two-instances"].id)
         await wait_until(lambda: all(j.current_instances for j in jobs.values()))
-        started = time.monotonic()
-        await m.shutdown()
-        assert time.monotonic() - started < 3
+        go.set()
+        # A shutdown that waited for the stuck runs would never end: the wait only bounds it.
+        await asyncio.wait_for(m.shutdown(), timeout=60)
         assert finished == ["quick"]
         outcomes = {name: [r.outcome for r in j.history] for name, j in jobs.items()}
         assert outcomes == {
@@ -284,12 +310,10 @@ class TestShutdownWithRunsInFlight:
 
         job = scheduler.add_job(stuck, IntervalTrigger(hours=1))
         with TestClient(app):
-            deadline = time.monotonic() + 5
-            while job.current_instances == 0:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            wait_for(lambda: job.current_instances == 1, timeout=60, what="the stuck run")
             started = time.monotonic()
-        assert time.monotonic() - started < 3
+        # Not a speed check: the app stopped without waiting for the 60 s run to end.
+        assert time.monotonic() - started < 30
         assert job.history[0].outcome == "cancelled" and not scheduler.running
 
 
