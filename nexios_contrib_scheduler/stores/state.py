@@ -19,15 +19,17 @@ Values are pickled, as APScheduler pickles its jobs.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import select as selectors
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from ..errors import ConfigError, SchedulerError
 from .urls import StoreURL
 
 if TYPE_CHECKING:
@@ -46,6 +48,54 @@ TOMBSTONE_TTL = 30 * 86400.0  # how long a removal is remembered
 WORKER_TTL = 3600.0  # when a silent worker's heartbeat is forgotten
 MESSAGE_TTL = 600.0  # how long the SQLite change table keeps a message
 POLL_SECONDS = 0.25  # how often SQLite workers look at the change table
+
+# What each kind of store imports, and the extra that installs it.
+_DRIVERS: dict[str, tuple[str, ...]] = {
+    "sqlite": ("sqlalchemy",),
+    "postgresql": ("sqlalchemy", "psycopg2"),
+    "redis": ("redis",),
+}
+_EXTRAS = {"sqlite": "sqlalchemy", "postgresql": "postgres", "redis": "redis"}
+
+
+class MissingDriverError(SchedulerError, ImportError):
+    """The driver a store URL needs is not installed; the message names the extra."""
+
+
+class ForeignSchemaError(SchedulerError):
+    """A table or key the scheduler would use exists and holds something else."""
+
+
+def require_driver(url: StoreURL) -> None:
+    """Raise ``MissingDriverError`` naming the extra to install if ``url``'s driver is missing."""
+    for module in _DRIVERS.get(url.kind, ()):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingDriverError(
+                f"{url} needs {module}, which is not installed: "
+                f"pip install 'nexios-contrib-scheduler[{_EXTRAS[url.kind]}]'"
+            ) from exc
+
+
+@contextlib.contextmanager
+def credentials_masked(url: StoreURL) -> Iterator[None]:
+    """Re-raise an error whose message quotes a credential of ``url`` with it masked.
+
+    The original error is dropped from the chain, as a traceback would show its message.
+    """
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc)
+        masked = url.scrub(text)
+        if masked == text:
+            raise
+        raise SchedulerError(f"{type(exc).__name__}: {masked}") from None
+
+
+def _bad_url(url: StoreURL, exc: Exception) -> ConfigError:
+    return ConfigError(f"cannot use {url}: {url.scrub(str(exc))}")
 
 
 class StateBackend(ABC):
@@ -134,6 +184,7 @@ def create_sql_engine(url: StoreURL) -> Engine:
     """An SQLAlchemy engine for a ``sqlite:`` or ``postgresql:`` URL."""
     import os
 
+    require_driver(url)
     from sqlalchemy import create_engine, event
 
     if url.kind == "sqlite":
@@ -153,7 +204,10 @@ def create_sql_engine(url: StoreURL) -> Engine:
     scheme, rest = url.url.split("://", 1)
     if scheme in ("postgresql", "postgres"):
         scheme = "postgresql+psycopg2"
-    return create_engine(f"{scheme}://{rest}", pool_pre_ping=True)
+    try:
+        return create_engine(f"{scheme}://{rest}", pool_pre_ping=True)
+    except (ValueError, TypeError) as exc:
+        raise _bad_url(url, exc) from None
 
 
 def create_tables(engine: Engine, tables: Sequence[Table]) -> None:
@@ -179,6 +233,25 @@ def create_tables(engine: Engine, tables: Sequence[Table]) -> None:
             if attempt == 4:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def check_tables(engine: Engine, tables: Sequence[Table]) -> None:
+    """Refuse a table of ours that exists without the columns we need (someone else's)."""
+    from sqlalchemy import inspect
+
+    with engine.connect() as connection:
+        inspector = inspect(connection)
+        for table in tables:
+            found = [column["name"] for column in inspector.get_columns(table.name)]
+            needed = [column.name for column in table.columns]
+            missing = [name for name in needed if name not in found]
+            if missing:
+                raise ForeignSchemaError(
+                    f"table {table.name!r} is not the scheduler's: it has the columns "
+                    f"{', '.join(found)}; the scheduler needs {', '.join(needed)}. Give "
+                    "SchedulerConfig a namespace=... of its own (the prefix of its tables), "
+                    "or another database"
+                )
 
 
 class SqlState(StateBackend):
@@ -242,9 +315,9 @@ class SqlState(StateBackend):
         )
 
     def make_jobstore(self) -> BaseJobStore:
-        from .jobstores import GuardedSQLAlchemyJobStore
+        from .sqlalchemy_store import GuardedSQLAlchemyJobStore
 
-        store = GuardedSQLAlchemyJobStore(self.engine, f"{self.namespace}_jobs")
+        store = GuardedSQLAlchemyJobStore(self.engine, f"{self.namespace}_jobs", self.url)
         self._jobs_table = store.jobs_t
         return store
 
@@ -263,7 +336,9 @@ class SqlState(StateBackend):
             tables.append(self.messages_t)
         if self._jobs_table is not None:
             tables.append(self._jobs_table)  # APScheduler's, before it races to make it
-        create_tables(self.engine, tables)
+        with credentials_masked(self.url):
+            create_tables(self.engine, tables)
+            check_tables(self.engine, tables)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -418,7 +493,11 @@ class SqlState(StateBackend):
                     deliver(json.loads(row.payload))
             except Exception as exc:
                 if not failing:
-                    logger.warning("cannot read scheduler messages from %s: %s", self.url, exc)
+                    logger.warning(
+                        "cannot read scheduler messages from %s: %s",
+                        self.url,
+                        self.url.scrub(str(exc)),
+                    )
                 failing = True
             stop.wait(POLL_SECONDS)
 
@@ -446,7 +525,11 @@ class SqlState(StateBackend):
                         deliver(json.loads(note.payload))
             except Exception as exc:
                 if not failing:
-                    logger.warning("lost the scheduler message channel on %s: %s", self.url, exc)
+                    logger.warning(
+                        "lost the scheduler message channel on %s: %s",
+                        self.url,
+                        self.url.scrub(str(exc)),
+                    )
                 failing = True
                 stop.wait(1.0)
             finally:
@@ -466,9 +549,13 @@ return 1
 
 
 def create_redis_client(url: StoreURL) -> Redis:
+    require_driver(url)
     from redis import Redis
 
-    return Redis.from_url(url.url, health_check_interval=30)
+    try:
+        return Redis.from_url(url.url, health_check_interval=30)
+    except (ValueError, TypeError) as exc:
+        raise _bad_url(url, exc) from None
 
 
 class RedisState(StateBackend):
@@ -492,15 +579,41 @@ class RedisState(StateBackend):
     def make_jobstore(self) -> BaseJobStore:
         from redis.connection import parse_url
 
-        from .jobstores import GuardedRedisJobStore
+        from .redis_store import GuardedRedisJobStore
 
         options = dict(parse_url(self.url.url))  # type: ignore[no-untyped-call]
-        return GuardedRedisJobStore(
-            jobs_key=self.prefix + "jobs", run_times_key=self.prefix + "run_times", **options
-        )
+        try:
+            return GuardedRedisJobStore(
+                jobs_key=self.prefix + "jobs", run_times_key=self.prefix + "run_times", **options
+            )
+        except (ValueError, TypeError) as exc:  # an option of the URL redis-py does not take
+            raise _bad_url(self.url, exc) from None
 
     def open(self) -> None:
-        self.client.ping()
+        with credentials_masked(self.url):
+            self.client.ping()
+            self._check_keys()
+
+    def _check_keys(self) -> None:
+        """Refuse a key of ours that exists with another type (someone else's)."""
+        expected = {
+            self.prefix + "jobs": "hash",
+            self.prefix + "run_times": "zset",
+            self.ids_key: "set",
+            self.removed_key: "hash",
+            self.workers_key: "hash",
+        }
+        pipe = self.client.pipeline(transaction=False)
+        for key in expected:
+            pipe.type(key)
+        for (key, wanted), found in zip(expected.items(), pipe.execute(), strict=True):
+            kind = found.decode() if isinstance(found, bytes) else str(found)
+            if kind not in ("none", wanted):
+                raise ForeignSchemaError(
+                    f"key {key!r} is not the scheduler's: it holds a {kind} where the "
+                    f"scheduler keeps a {wanted}. Give SchedulerConfig a namespace=... of its "
+                    "own (the prefix of its keys), or another database"
+                )
 
     def close(self) -> None:
         self.client.connection_pool.disconnect()
@@ -595,7 +708,11 @@ class RedisState(StateBackend):
                         deliver(json.loads(item["data"]))
             except Exception as exc:
                 if not failing:
-                    logger.warning("lost the scheduler message channel on %s: %s", self.url, exc)
+                    logger.warning(
+                        "lost the scheduler message channel on %s: %s",
+                        self.url,
+                        self.url.scrub(str(exc)),
+                    )
                 failing = True
                 stop.wait(1.0)
             finally:

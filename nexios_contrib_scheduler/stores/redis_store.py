@@ -1,0 +1,94 @@
+"""APScheduler's Redis job store, guarded for several writers.
+
+The same guard as ``sqlalchemy_store.py``: a scheduling pass's write-back of a job is
+conditional on the job's stored bytes being those the pass read, so it does not undo a
+change another worker made meanwhile (done here by Lua scripts, atomically).
+
+Imported only for a ``redis:`` job store: it needs redis-py (the ``redis`` extra), and
+nothing of SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from datetime import datetime
+from typing import Any
+
+from apscheduler.jobstores.redis import RedisJobStore
+from apscheduler.util import datetime_to_utc_timestamp
+
+logger = logging.getLogger("nexios_contrib_scheduler")
+
+
+# KEYS: jobs hash, run times zset. ARGV: id, expected state, new state, next run timestamp.
+_UPDATE_IF_UNCHANGED = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if ARGV[4] == '' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+end
+return 1
+"""
+
+# KEYS: jobs hash, run times zset. ARGV: id, expected state.
+_REMOVE_IF_UNCHANGED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
+    """``RedisJobStore`` whose post-pass writes do not undo another worker's change."""
+
+    def __init__(self, jobs_key: str, run_times_key: str, **connect_args: Any) -> None:
+        super().__init__(jobs_key=jobs_key, run_times_key=run_times_key, **connect_args)
+        self._seen: dict[str, bytes] = {}
+        self._update_script = self.redis.register_script(_UPDATE_IF_UNCHANGED)
+        self._remove_script = self.redis.register_script(_REMOVE_IF_UNCHANGED)
+
+    def get_due_jobs(self, now: datetime) -> list[Any]:
+        timestamp = datetime_to_utc_timestamp(now)
+        job_ids = self.redis.zrangebyscore(self.run_times_key, 0, timestamp)
+        if not job_ids:
+            self._seen = {}
+            return []
+        states = self.redis.hmget(self.jobs_key, *job_ids)
+        present = [(i, s) for i, s in zip(job_ids, states, strict=True) if s is not None]
+        jobs: list[Any] = self._reconstitute_jobs(present)
+        loaded = {job.id for job in jobs}
+        self._seen = {
+            (i.decode() if isinstance(i, bytes) else i): s
+            for i, s in present
+            if (i.decode() if isinstance(i, bytes) else i) in loaded
+        }
+        return jobs
+
+    def get_next_run_time(self) -> datetime | None:
+        self._seen = {}
+        return super().get_next_run_time()  # type: ignore[no-any-return]
+
+    def update_job(self, job: Any) -> None:
+        expected = self._seen.pop(job.id, None)
+        if expected is None:
+            super().update_job(job)
+            return
+        state = pickle.dumps(job.__getstate__(), self.pickle_protocol)
+        when = (
+            "" if job.next_run_time is None else repr(datetime_to_utc_timestamp(job.next_run_time))
+        )
+        keys = [self.jobs_key, self.run_times_key]
+        if not self._update_script(keys=keys, args=[job.id, expected, state, when]):
+            logger.debug("job %s changed by another worker during a pass; kept", job.id)
+
+    def remove_job(self, job_id: str) -> None:
+        expected = self._seen.pop(job_id, None)
+        if expected is None:
+            super().remove_job(job_id)
+            return
+        self._remove_script(keys=[self.jobs_key, self.run_times_key], args=[job_id, expected])

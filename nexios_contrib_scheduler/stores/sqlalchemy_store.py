@@ -1,0 +1,98 @@
+"""APScheduler's SQLAlchemy job store, guarded for several writers.
+
+APScheduler reads the due jobs, submits them, then writes each job back with its next run
+time. When another worker changed the job in between (paused, rescheduled or removed it),
+that write would put the old state back. This subclass remembers the stored bytes of the
+jobs a scheduling pass read and makes that pass's write conditional on them: a job changed
+meanwhile keeps the other worker's version. Every other write is APScheduler's own.
+
+Imported only for a ``sqlite:`` or ``postgresql:`` job store: it needs SQLAlchemy (the
+``sqlalchemy`` or ``postgres`` extra), and nothing of Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from datetime import datetime
+from typing import Any
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.util import datetime_to_utc_timestamp
+from sqlalchemy import and_, select
+from sqlalchemy.engine import Engine
+
+from .urls import StoreURL
+
+logger = logging.getLogger("nexios_contrib_scheduler")
+
+
+class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """``SQLAlchemyJobStore`` whose post-pass writes do not undo another worker's change."""
+
+    def __init__(self, engine: Engine, tablename: str, url: StoreURL) -> None:
+        super().__init__(engine=engine, tablename=tablename)
+        self._seen: dict[str, bytes] = {}
+        self._url = url
+
+    def __repr__(self) -> str:
+        # APScheduler's shows the engine's URL, whose query may hold credentials.
+        return f"<{type(self).__name__} (url={self._url})>"
+
+    def get_due_jobs(self, now: datetime) -> list[Any]:
+        timestamp = datetime_to_utc_timestamp(now)
+        table = self.jobs_t
+        query = (
+            select(table.c.id, table.c.job_state)
+            .where(table.c.next_run_time <= timestamp)
+            .order_by(table.c.next_run_time)
+        )
+        with self.engine.begin() as connection:
+            rows = connection.execute(query).all()
+        jobs, seen, failed = [], {}, []
+        for row in rows:
+            try:
+                jobs.append(self._reconstitute_job(row.job_state))
+            except BaseException:
+                self._logger.exception('Unable to restore job "%s" -- removing it', row.id)
+                failed.append(row.id)
+                continue
+            seen[row.id] = row.job_state
+        if failed:
+            with self.engine.begin() as connection:
+                connection.execute(table.delete().where(table.c.id.in_(failed)))
+        self._seen = seen
+        return jobs
+
+    def get_next_run_time(self) -> datetime | None:
+        # APScheduler asks for this right after the pass that read the due jobs.
+        self._seen = {}
+        return super().get_next_run_time()  # type: ignore[no-any-return]
+
+    def update_job(self, job: Any) -> None:
+        expected = self._seen.pop(job.id, None)
+        if expected is None:
+            super().update_job(job)
+            return
+        table = self.jobs_t
+        update = (
+            table.update()
+            .values(
+                next_run_time=datetime_to_utc_timestamp(job.next_run_time),
+                job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),
+            )
+            .where(and_(table.c.id == job.id, table.c.job_state == expected))
+        )
+        with self.engine.begin() as connection:
+            if connection.execute(update).rowcount == 0:
+                logger.debug("job %s changed by another worker during a pass; kept", job.id)
+
+    def remove_job(self, job_id: str) -> None:
+        expected = self._seen.pop(job_id, None)
+        if expected is None:
+            super().remove_job(job_id)
+            return
+        table = self.jobs_t
+        delete = table.delete().where(and_(table.c.id == job_id, table.c.job_state == expected))
+        with self.engine.begin() as connection:
+            connection.execute(delete)
