@@ -38,5 +38,7 @@ echo "== mkdocs build --strict"
 site_dir="$(mktemp -d)"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site_dir"
 rm -rf "$site_dir"
+echo "== extras: fresh installs with no extra, [sqlalchemy], [postgres], [redis], [metrics]"
+python3 scripts/check_extras.py
 echo "== pytest"
 .venv/bin/python -m pytest "$@"
