@@ -106,6 +106,7 @@ class SchedulerManager:
         self._scheduler.add_listener(
             self._on_apscheduler_event, EVENT_JOB_REMOVED | EVENT_JOB_MAX_INSTANCES
         )
+        self._scheduler.on_trigger_error = self._trigger_failed
         self._listeners = Listeners(lambda: self._scheduler._eventloop)
 
     # ------------------------------------------------------------ lifecycle
@@ -715,6 +716,18 @@ class SchedulerManager:
         elif event.code == EVENT_JOB_MAX_INSTANCES:
             for scheduled in event.scheduled_run_times:
                 self._run_skipped(record, scheduled)
+
+    def _trigger_failed(self, job_id: str, error: str) -> None:
+        """The scheduler could not get the job's next fire time from its trigger: the job
+        was not run and has no next fire; it ends FAILED, saying why."""
+        record = self._records.get(job_id)
+        if record is None:
+            return
+        record.last_outcome = "error"
+        record.last_error = error
+        logger.error("job %r (%s) stopped: %s", record.name, job_id, error)
+        self._finish(record)
+        self._emit("job_failed", record, error=error)
 
     def bookkeeping_failed(self, record: JobRecord, exc: Exception) -> None:
         """Called by the executor when recording a run of ``record`` raised: the job goes on,

@@ -11,6 +11,9 @@ replaced through its own extension points; what it does stays APScheduler's:
   the event loop run between slices, so a thousand jobs due at once do not stall the app;
   while such a burst is being started, the listener events of the passes (and the
   executor's bookkeeping of finished runs) wait until every due job has started;
+* a trigger that fails in the pass (raises, or gives a next fire time that is naive or not
+  later than the last one) takes its own job out of the store, reported to
+  ``on_trigger_error``; the pass goes on with the other jobs;
 * the callable checks of ``add_job`` (signature inspection, reference lookup) are done once
   per function, not once per job.
 """
@@ -81,6 +84,9 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     #: When the scheduler last looked for due jobs (UTC), for health checks.
     last_pass_time: datetime | None = None
+    #: Called with a job's id and what went wrong when its trigger could not give the next
+    #: fire time in a pass; the job has been taken out of its store and was not run.
+    on_trigger_error: Callable[[str, str], None] | None = None
 
     _eventloop: asyncio.AbstractEventLoop | None = None
     _wake_pending = False
@@ -143,7 +149,15 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         if self._eventloop is None or self.state == STATE_STOPPED:
             return
         self._stop_timer()
-        wait_seconds = self._process_jobs(self.slice_size)
+        try:
+            wait_seconds = self._process_jobs(self.slice_size)
+        except Exception:
+            # Whatever went wrong, the timer is armed again: the scheduler never stops.
+            self._logger.exception(
+                "Error in the scheduling pass; trying again in %ss", self.jobstore_retry_interval
+            )
+            self._more_due = self._bursting = False
+            wait_seconds = float(self.jobstore_retry_interval)
         if self._more_due and self.state == STATE_RUNNING:
             # More jobs are due: carry on once the loop has had its turn.
             self._wake_pending = True
@@ -429,7 +443,12 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
             )
             self.remove_job(job.id, alias)
             return
-        run_times, following = _run_times(job, now)
+        try:
+            run_times, following = _run_times(job, now)
+        except Exception as exc:
+            problem = str(exc) if isinstance(exc, FireTimeError) else _raised(job.trigger, exc)
+            self._trigger_failed(job, alias, store, problem, events)
+            return
         if run_times and job.coalesce:
             run_times = run_times[-1:]
         if not run_times:
@@ -457,18 +476,40 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
                     events.append(JobEvent(EVENT_JOB_REMOVED, job.id, alias))
                 self._logger.info("Removed job %s", job.id)
             return
-        if following.tzinfo is not None:
-            job.next_run_time = following
-        else:
-            job._modify(next_run_time=following)
+        job.next_run_time = following
         store.update_job(job)
+
+    def _trigger_failed(
+        self, job: Job, alias: str, store: BaseJobStore, problem: str,
+        events: list[SchedulerEvent],
+    ) -> None:  # fmt: skip
+        """The job's trigger cannot say when the job fires next: the job leaves the store."""
+        error = f"could not compute the next fire time: {problem}"
+        with contextlib.suppress(JobLookupError):
+            store.remove_job(job.id)
+            if self._wants(EVENT_JOB_REMOVED):
+                events.append(JobEvent(EVENT_JOB_REMOVED, job.id, alias))
+        report = self.on_trigger_error
+        if report is None:
+            self._logger.error('Job "%s" removed: %s', job, error)
+            return
+        try:
+            report(job.id, error)
+        except Exception:
+            self._logger.exception('Error reporting the failed trigger of job "%s"', job)
+
+
+class FireTimeError(ValueError):
+    """A trigger gave a next fire time the scheduler cannot use."""
 
 
 def _run_times(job: Job, now: datetime) -> tuple[list[datetime], datetime | None]:
     """The job's run times up to ``now`` and the fire time after them.
 
     APScheduler asks the trigger for the fire after the last run time twice (once to stop
-    collecting, once to move the job on); once is enough.
+    collecting, once to move the job on); once is enough. A fire time that is naive or
+    not later than the one before raises ``FireTimeError``: trusting it would loop forever
+    (or walk backwards) inside the pass.
     """
     run_times: list[datetime] = []
     limit = now.timestamp()
@@ -476,5 +517,30 @@ def _run_times(job: Job, now: datetime) -> tuple[list[datetime], datetime | None
     trigger = job.trigger
     while nxt is not None and nxt.timestamp() <= limit:
         run_times.append(nxt)
-        nxt = trigger.get_next_fire_time(nxt, now)
+        following = trigger.get_next_fire_time(nxt, now)
+        if following is not None:
+            _check_advances(trigger, nxt, following)
+        nxt = following
     return run_times, nxt
+
+
+def _check_advances(trigger: BaseTrigger, previous: datetime, following: datetime) -> None:
+    if not isinstance(following, datetime):
+        raise FireTimeError(
+            f"{trigger} gave {following!r} as the next fire time; it must be a datetime or None"
+        )
+    if following.tzinfo is None or following.utcoffset() is None:
+        raise FireTimeError(
+            f"{trigger} gave a naive datetime ({following.isoformat()}) as the fire time "
+            f"after {previous.isoformat()}; fire times must be timezone-aware"
+        )
+    if following.timestamp() <= previous.timestamp():
+        raise FireTimeError(
+            f"{trigger} gave {following.isoformat()} as the fire time after "
+            f"{previous.isoformat()}; a next fire time must be later than the previous fire time"
+        )
+
+
+def _raised(trigger: BaseTrigger, exc: Exception) -> str:
+    text = str(exc)
+    return f"{trigger} raised {type(exc).__name__}{': ' + text if text else ''}"
