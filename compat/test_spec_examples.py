@@ -6,6 +6,7 @@ them and check what a reader of the spec would expect to see.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import runpy
@@ -14,35 +15,78 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.helpers import wait_for
 from nexios.testclient import TestClient
 
+import nexios_contrib_scheduler
+import nexios_contrib_scheduler.config
 from nexios_contrib_scheduler import (
     CronTrigger,
     DateTimeTrigger,
     IntervalTrigger,
     JobStatus,
+    SchedulerConfig,
     SchedulerManager,
 )
 
 HERE = Path(__file__).parent
+UTC = timezone.utc
+
+# Job options unlike the built-in defaults (max_instances=3, misfire_grace_time=30,
+# coalesce=True), which the spec's examples happen to pass: with these in place an option
+# that was ignored shows.
+OTHER_DEFAULTS = {"max_instances": 7, "misfire_grace_time": 99, "coalesce": False}
 
 
 @pytest.fixture
 def run_example(monkeypatch):
-    """Run ``compat/<name>.py`` fresh (its imports of other examples fresh too)."""
+    """Run ``compat/<name>.py`` fresh (its imports of other examples fresh too).
+
+    With ``job_defaults``, a ``setup_scheduler(app)`` call in the example (no config of its
+    own) makes a scheduler with those job defaults.
+    """
     monkeypatch.syspath_prepend(str(HERE))
 
-    def run(name: str) -> dict:
+    def run(name: str, job_defaults: dict[str, Any] | None = None) -> dict:
         for module in [m for m in sys.modules if m.startswith("spec_")]:
             monkeypatch.delitem(sys.modules, module)
+        if job_defaults is not None:
+            real = nexios_contrib_scheduler.setup_scheduler
+
+            def setup(app: Any, config: SchedulerConfig | None = None) -> SchedulerManager:
+                if config is None:
+                    config = SchedulerConfig(job_defaults=job_defaults)
+                return real(app, config)
+
+            monkeypatch.setattr(nexios_contrib_scheduler, "setup_scheduler", setup)
         return runpy.run_path(str(HERE / f"{name}.py"), run_name=name)
 
     return run
+
+
+def built_by_expressions(name: str) -> dict[str, Any]:
+    """Run ``compat/<name>.py`` statement by statement and keep the value of each bare
+    expression (``IntervalTrigger(seconds=30)`` on a line of its own), keyed by the comment
+    on the line above it, as a reader of the spec pairs them."""
+    path = HERE / f"{name}.py"
+    source = path.read_text()
+    lines = source.splitlines()
+    namespace: dict[str, Any] = {"__name__": name}
+    built: dict[str, Any] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Expr):
+            value = eval(compile(ast.Expression(node.value), str(path), "eval"), namespace)
+            comment = lines[node.lineno - 2].strip()
+            assert comment.startswith("# "), f"no comment above line {node.lineno}"
+            built[comment[2:]] = value
+        else:
+            exec(compile(ast.Module([node], type_ignores=[]), str(path), "exec"), namespace)
+    return built
 
 
 def test_quick_start_ticks_on_startup(run_example, capsys):
@@ -53,29 +97,54 @@ def test_quick_start_ticks_on_startup(run_example, capsys):
     assert job.func is ns["my_task"]
     assert job.trigger == IntervalTrigger(seconds=30)
     with TestClient(app):
-        wait_for(lambda: job.total_run_count == 1)
+        wait_for(lambda: job.total_run_count == 1, timeout=60, what="the run at startup")
     assert "tick" in capsys.readouterr().out
 
 
-def test_trigger_examples_build_and_mean_what_they_say(run_example):
-    run_example("spec_triggers")
-    start = datetime(2026, 11, 27, 8, 59, tzinfo=timezone.utc)  # a Friday
-    assert IntervalTrigger(hours=1, minutes=15).interval.total_seconds() == 4500
-    assert CronTrigger("0 9 * * 1-5").next_fire_times(2, start) == [
-        datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc),
-        datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc),  # Monday
-    ]
-    assert DateTimeTrigger("2026-12-25T10:30:00").next_fire_times(1, start) == [
-        datetime(2026, 12, 25, 10, 30, tzinfo=timezone.utc)
-    ]
+# What each trigger of the spec's "Trigger Types" should do, by the comment above it: the
+# interval, or the first fire times after START.
+START = datetime(2026, 11, 27, 8, 59, 30, tzinfo=UTC)  # a Friday
+TRIGGER_EXAMPLES: dict[str, tuple[type, Any]] = {
+    "Every 30 seconds": (IntervalTrigger, timedelta(seconds=30)),
+    "Every 5 minutes": (IntervalTrigger, timedelta(minutes=5)),
+    "Every 2 hours": (IntervalTrigger, timedelta(hours=2)),
+    "Every 1 day": (IntervalTrigger, timedelta(days=1)),
+    "Combined: every 1 hour and 15 minutes": (IntervalTrigger, timedelta(hours=1, minutes=15)),
+    "Every minute": (CronTrigger, ["2026-11-27T09:00", "2026-11-27T09:01"]),
+    "Every hour at minute 0": (CronTrigger, ["2026-11-27T09:00", "2026-11-27T10:00"]),
+    "Daily at midnight": (CronTrigger, ["2026-11-28T00:00", "2026-11-29T00:00"]),
+    "Every weekday at 9 AM": (CronTrigger, ["2026-11-27T09:00", "2026-11-30T09:00"]),
+    "Every 15 minutes": (CronTrigger, ["2026-11-27T09:00", "2026-11-27T09:15"]),
+    "Run on December 25, 2026 at 10:30 AM UTC": (DateTimeTrigger, ["2026-12-25T10:30"]),
+}
+
+
+def test_trigger_examples_build_and_mean_what_they_say():
+    built = built_by_expressions("spec_triggers")
+    assert set(built) == set(TRIGGER_EXAMPLES)
+    for comment, (kind, expected) in TRIGGER_EXAMPLES.items():
+        trigger = built[comment]
+        assert type(trigger) is kind, comment
+        if kind is IntervalTrigger:
+            first, second = trigger.next_fire_times(2, START)
+            assert (trigger.interval, second - first) == (expected, expected), comment
+        else:
+            fires = trigger.next_fire_times(len(expected), START)
+            assert fires == [datetime.fromisoformat(f).replace(tzinfo=UTC) for f in expected], (
+                comment
+            )
 
 
 def test_job_management(run_example, capsys):
-    ns = run_example("spec_job_management")
+    # The example passes max_instances=3, misfire_grace_time=30, coalesce=True: under other
+    # job defaults, those are what the job must have.
+    ns = run_example("spec_job_management", job_defaults=OTHER_DEFAULTS)
     scheduler = ns["scheduler"]
+    assert scheduler.config.job_defaults["max_instances"] == 7  # the defaults did change
     assert [j.name for j in ns["all_jobs"]] == ["my_task", "my_periodic_task"]
     assert [j.name for j in ns["active_jobs"]] == ["my_task", "my_periodic_task"]
     job = ns["job"]
+    assert job.trigger == IntervalTrigger(seconds=30)
     assert (job.args, dict(job.kwargs)) == (("arg1",), {"key": "value"})
     assert (job.max_instances, job.misfire_grace_time, job.coalesce) == (3, 30, True)
     assert ns["paused_status"] is JobStatus.PAUSED
@@ -99,14 +168,28 @@ def test_dependency_injection_handler(run_example):
         assert datetime.fromisoformat(body["next_run"]).tzinfo is not None
 
 
-def test_configuration(run_example):
+def test_configuration(run_example, monkeypatch):
+    # The example's job_defaults equal the built-in ones; with other built-ins in place, a
+    # value the config ignored would show.
+    builtins = {**nexios_contrib_scheduler.config.DEFAULT_JOB_DEFAULTS, **OTHER_DEFAULTS}
+    builtins["timeout"] = 45
+    monkeypatch.setattr(nexios_contrib_scheduler.config, "DEFAULT_JOB_DEFAULTS", builtins)
     ns = run_example("spec_configuration")
-    config = ns["scheduler"].config
+    scheduler = ns["scheduler"]
+    config = scheduler.config
     assert config is ns["config"]
     given = {"max_instances": 3, "misfire_grace_time": 30, "coalesce": True}
     assert {key: config.job_defaults[key] for key in given} == given
-    # Options beyond the spec's keep their built-in defaults.
-    assert config.job_defaults["timeout"] is None
+    # Options beyond the spec's keep the built-in defaults.
+    assert config.job_defaults["timeout"] == 45
+    # ... and a job added without options takes them from the config.
+    job = scheduler.add_job(print, IntervalTrigger(seconds=10))
+    assert (job.max_instances, job.misfire_grace_time, job.coalesce, job.timeout) == (
+        3,
+        30,
+        True,
+        45,
+    )
 
 
 def _free_port() -> int:
@@ -147,7 +230,7 @@ def served_complete_example():
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             try:
                 _request("GET", f"{base}/jobs")
@@ -175,12 +258,16 @@ def test_complete_example_over_http(served_complete_example):
     xmas = datetime(2026, 12, 25, 10, 30, tzinfo=timezone.utc)
     if datetime.now(timezone.utc) < xmas:
         assert datetime.fromisoformat(by_name["xmas_greeting"]["next_run"]) == xmas
+    else:  # the greeting's date has passed: it has no next run
+        assert by_name["xmas_greeting"]["next_run"] is None
     # The interval job runs once at startup (start_now), then every 60 s.
     wait_for(
         lambda: (
             {j["name"]: j for j in _request("GET", f"{base}/jobs")}["minute_ticker"]["run_count"]
             == 1
-        )
+        ),
+        timeout=60,
+        what="the minute ticker's run at startup",
     )
 
     ticker = by_name["minute_ticker"]["id"]
