@@ -8,14 +8,16 @@ stdout, errors to stderr with a non-zero exit code (2 for bad input).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import inspect
 import logging
 import os
 import shutil
 import sys
-from collections.abc import Sequence
-from datetime import datetime, timezone, tzinfo
+import unicodedata
+from collections.abc import Awaitable, Sequence
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, TextIO
 
 from . import __version__
@@ -33,6 +35,12 @@ EXIT_USAGE = 2
 _ELLIPSIS = "…"
 _MIN_COLUMN = 4
 
+# Fire times are whole minutes between these instants: the first minute after the earliest
+# datetime, and the latest datetime.
+_FIRST_START = datetime(1, 1, 1, 0, 1, tzinfo=timezone.utc)
+_LAST_START = datetime.max.replace(tzinfo=timezone.utc)
+_RANGE = "0001-01-01 00:01 to 9999-12-31 23:59 UTC"
+
 
 class CommandError(Exception):
     """A problem to report on stderr, with the exit code to leave with."""
@@ -43,6 +51,21 @@ class CommandError(Exception):
 
 
 # ---------------------------------------------------------------- tables
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with control and format characters shown as escapes (``\\x1b``, ``\\u202e``).
+
+    Job names come from the app's code or from its users; raw, an ANSI sequence or a
+    bidirectional override in one would restyle the terminal or reorder what it shows.
+    Characters in ``keep`` stay as they are.
+    """
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(c)[0] == "C" and c not in keep
+        else c
+        for c in text
+    )
 
 
 def _fit(cell: str, width: int) -> str:
@@ -63,7 +86,7 @@ def format_table(
     narrowed first (columns listed in ``keep`` only once no other can give way), and its
     cells end with an ellipsis.
     """
-    cells = [[" ".join(str(c).split()) for c in row] for row in rows]
+    cells = [[printable(" ".join(str(c).split())) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     gap = 2
     budget = width - gap * (len(headers) - 1)
@@ -104,7 +127,35 @@ def _parse_from(text: str, tz: tzinfo) -> datetime:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=tz)
+    _check_in_range(text, when, tz)
     return when
+
+
+def _check_in_range(text: str, when: datetime, tz: tzinfo) -> None:
+    """Refuse a start whose instant is outside the range fire times are computed in."""
+    try:
+        early, late = when.astimezone(timezone.utc) < _FIRST_START, False
+    except OverflowError:  # the instant in UTC falls before year 1 or after year 9999
+        early = when.year == 1
+        late = not early
+    if not (early or late):
+        return
+    side, bound, way = (
+        ("before", _FIRST_START, "later") if early else ("after", _LAST_START, "earlier")
+    )
+    message = (
+        f"--from {text!r} ({when.isoformat(sep=' ')}) is {side} the range fire times are "
+        f"computed in, {_RANGE}"
+    )
+    try:
+        exact = bound.astimezone(tz).replace(tzinfo=None)
+    except OverflowError:
+        raise CommandError(message, EXIT_USAGE) from None
+    local = exact.replace(second=0, microsecond=0)
+    if early and local < exact:
+        local += timedelta(minutes=1)
+    advice = local.isoformat(timespec="minutes")
+    raise CommandError(f"{message}: use --from {advice} or {way}", EXIT_USAGE)
 
 
 def _zone(name: str | None) -> tzinfo:
@@ -163,6 +214,8 @@ def load_app(target: str) -> Any:
         sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(module_name)
+    except SystemExit as exc:
+        raise CommandError(f"importing {module_name!r} called {_exit_call(exc)}") from None
     except ImportError as exc:
         missing = exc.name or ""
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
@@ -177,12 +230,26 @@ def load_app(target: str) -> Any:
         if not hasattr(obj, part):
             raise CommandError(f"module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
-    if inspect.isfunction(obj):  # an app factory, as in create_app
+    if inspect.isfunction(obj):  # an app factory, as in create_app (async def too)
         try:
             obj = obj()
+            if inspect.isawaitable(obj):
+                obj = asyncio.run(_result(obj))
+        except SystemExit as exc:
+            raise CommandError(
+                f"calling {target} to build the app called {_exit_call(exc)}"
+            ) from None
         except Exception as exc:
             raise CommandError(f"calling {target} to build the app failed: {exc!r}") from exc
     return obj
+
+
+async def _result(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _exit_call(exc: SystemExit) -> str:
+    return "sys.exit()" if exc.code is None else f"sys.exit({exc.code!r})"
 
 
 def _options(job: ScheduledJob) -> str:
@@ -359,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args, sys.stdout))
     except CommandError as exc:
-        print(exc, file=sys.stderr)
+        print(printable(str(exc), keep="\n"), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130
