@@ -365,13 +365,13 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
             return None
         now = clock.utcnow().astimezone(self.timezone)
         room = limit if limit is not None else -1
-        stop_at = time.perf_counter() + self.slice_time if limit is not None else None
         next_wakeup_time: datetime | None = None
         events: list[SchedulerEvent] = []
         with self._jobstores_lock:
             for alias, store in self._jobstores.items():
                 if self._more_due:
                     break
+                read_at = time.perf_counter()
                 try:
                     if isinstance(store, HeapJobStore) and room >= 0:
                         due_jobs = store.get_due_jobs(now, room)
@@ -383,11 +383,19 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
                     if next_wakeup_time is None or next_wakeup_time > retry:
                         next_wakeup_time = retry
                     continue
-                for job in due_jobs:
+                stop_at = None
+                if limit is not None:
+                    # The time budget is for submitting, not for reading: a store that took
+                    # longer than the budget to read (SQL, Redis) may take as long again to
+                    # submit, so each read pays off. The first due job goes whatever the
+                    # budget, so every pass makes progress.
+                    submit_at = time.perf_counter()
+                    stop_at = submit_at + max(self.slice_time, submit_at - read_at)
+                for count, job in enumerate(due_jobs):
                     if room == 0:
                         self._more_due = self._bursting = True
                         break
-                    if stop_at is not None and time.perf_counter() >= stop_at:
+                    if count and stop_at is not None and time.perf_counter() >= stop_at:
                         self._more_due = True
                         break
                     room -= 1

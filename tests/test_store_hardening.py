@@ -1,0 +1,153 @@
+"""Persistent job stores under a burst of due jobs.
+
+A pass that reads many due jobs from SQLite, PostgreSQL or Redis must still start them.
+Every backend runs against SQLite (a file in tmp_path), and the real PostgreSQL and Redis
+on loopback (see mw_services.py), each in a namespace of its own that is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from helpers import wait_until
+from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
+
+from nexios_contrib_scheduler import (
+    DateTimeTrigger,
+    IntervalTrigger,
+    SchedulerConfig,
+    SchedulerManager,
+)
+
+UTC = timezone.utc
+BACKENDS = ["sqlite", "postgresql", "redis"]
+
+# ---------------------------------------------------------------- jobs (importable by name)
+
+RUNS: list[str] = []
+
+
+async def record_run(label: str) -> None:
+    RUNS.append(label)
+
+
+@pytest.fixture(autouse=True)
+def _clean_runs():
+    RUNS.clear()
+    yield
+    RUNS.clear()
+
+
+# ---------------------------------------------------------------- stores and managers
+
+
+@dataclass
+class Store:
+    kind: str
+    url: str
+    coordination: str
+    namespace: str
+
+    def config(self, coordinated: bool) -> SchedulerConfig:
+        return SchedulerConfig(
+            jobstore=self.url,
+            coordination=self.coordination if coordinated else None,
+            namespace=self.namespace,
+            shutdown_timeout=5,
+        )
+
+
+def _store(kind: str, tmp_path) -> Store:
+    namespace = unique_namespace()
+    if kind == "sqlite":
+        return Store(
+            kind, f"sqlite:///{tmp_path}/jobs.db", f"file://{tmp_path}/scheduler.lock", namespace
+        )
+    url = postgres_url() if kind == "postgresql" else redis_url()
+    return Store(kind, url, url, namespace)
+
+
+@pytest.fixture
+def stores(tmp_path):
+    """Make stores with ``stores(kind)``; their namespaces are dropped after the test."""
+    made: list[Store] = []
+
+    def make(kind: str) -> Store:
+        made.append(_store(kind, tmp_path))
+        return made[-1]
+
+    yield make
+    for store in made:
+        if store.kind != "sqlite":
+            drop_namespace(store.url, store.namespace)
+
+
+@pytest.fixture
+async def managers():
+    """Make managers with ``managers(config)``; all are shut down after the test."""
+    made: list[SchedulerManager] = []
+
+    def make(config: SchedulerConfig) -> SchedulerManager:
+        manager = SchedulerManager(config=config)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        await manager.shutdown()
+
+
+# ---------------------------------------------------------------- a burst of due jobs
+
+BURST = 300
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("coordinated", [False, True], ids=["alone", "coordinated"])
+async def test_burst_of_one_shots_runs_each_once_on_every_store(
+    kind, coordinated, stores, managers
+):
+    manager = managers(stores(kind).config(coordinated))
+    await manager.start()
+    await wait_until(lambda: manager.is_leader, timeout=30)
+    due = datetime.now(UTC) - timedelta(seconds=1)  # all due at one instant, already
+    for i in range(BURST):
+        manager.add_job(
+            record_run,
+            DateTimeTrigger(due),
+            args=(f"shot-{i}",),
+            id=f"shot-{i}",
+            misfire_grace_time=None,
+        )
+
+    await wait_until(lambda: len(RUNS) >= BURST, timeout=180)
+    runs = Counter(RUNS)
+    assert sorted(runs) == sorted(f"shot-{i}" for i in range(BURST))
+    assert [label for label, count in runs.items() if count != 1] == []
+
+
+INTERVAL_JOBS = 100
+
+
+async def test_many_interval_jobs_due_each_second_all_keep_firing(stores, managers):
+    manager = managers(stores("postgresql").config(coordinated=True))
+    await manager.start()
+    await wait_until(lambda: manager.is_leader, timeout=30)
+    # One grid for all: the jobs are due at the same instant every second.
+    grid = IntervalTrigger(seconds=1, start_date=datetime.now(UTC) + timedelta(seconds=2))
+    for i in range(INTERVAL_JOBS):
+        manager.add_job(record_run, grid, args=(f"tick-{i}",), id=f"tick-{i}")
+
+    def each_ran_three_times() -> bool:
+        runs = Counter(RUNS)
+        return all(runs[f"tick-{i}"] >= 3 for i in range(INTERVAL_JOBS))
+
+    await wait_until(each_ran_three_times, timeout=180)
+    # A starved job loses fires: those due while it waited are coalesced and counted missed.
+    jobs = [manager.get_job(f"tick-{i}") for i in range(INTERVAL_JOBS)]
+    missed = sum(job.missed_count for job in jobs)
+    ran = sum(job.total_run_count for job in jobs)
+    assert missed < ran, f"{missed} fires missed, {ran} ran"
