@@ -524,7 +524,7 @@ class TestIntervalGrid:
         # 0.5.0 looks for due jobs once a second; sub-second intervals run at most once a tick.
         job = manager.add_job(noop, IntervalTrigger(seconds=0.05))
         await manager.start()
-        await wait_until(lambda: job.success_count >= 6, timeout=5)
+        await wait_until(lambda: job.success_count >= 6, timeout=60, what="six runs")
         scheduled = sorted(run.scheduled_time for run in job.history)
         steps = {round((b - a).total_seconds(), 3) for a, b in zip(scheduled, scheduled[1:])}
         assert steps == {0.05}
@@ -607,9 +607,10 @@ class TestGracefulShutdown:
     async def test_old_returns_while_runs_go_on_and_cancels_every_job(self):
         m = old.SchedulerManager()
         finished = []
+        release = asyncio.Event()  # the run goes on until the test lets it end
 
         async def slow():
-            await asyncio.sleep(0.3)
+            await release.wait()
             finished.append(True)
 
         job = m.add_job(slow, old.IntervalTrigger(seconds=60))
@@ -618,6 +619,7 @@ class TestGracefulShutdown:
         await m.shutdown()
         assert finished == [] and job.current_instances == 1  # still running, unowned
         assert job.status is old.JobStatus.CANCELLED
+        release.set()
         await wait_until(lambda: finished == [True])
 
     async def test_old_restart_runs_nothing(self):

@@ -9,6 +9,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from helpers import wait_until
 
 from nexios_contrib_scheduler import (
     EVENT_KINDS,
@@ -92,8 +93,7 @@ class TestEvents:
         m.add_job(hang, IntervalTrigger(hours=1), timeout=0.02)
         await m.start()
         try:
-            while not events:
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: events, timeout=60, what="the failure event")
         finally:
             await m.shutdown()
         assert isinstance(events[0].exception, TimeoutError)

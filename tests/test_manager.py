@@ -190,12 +190,12 @@ class TestOperations:
         # Resuming recomputes from the interval grid: same slot, the job was paused briefly.
         assert job.next_run_time == first
 
-    async def test_pause_before_start_keeps_job_paused_at_start(self, manager):
+    async def test_pause_before_start_keeps_job_paused_at_start(self, manager, scheduler_clock):
         counter = Counter()
         manager.add_job(counter, IntervalTrigger(seconds=0.02), id="x")
         manager.pause_job("x")
         await manager.start()
-        await asyncio.sleep(0.1)
+        await scheduler_clock.advance(seconds=1)  # fifty fires, had it not been paused
         assert counter.count == 0
         assert manager.get_job("x").next_run_time is None
         manager.resume_job("x")
