@@ -188,3 +188,19 @@ class TestCalendarEnds:
         code, out, err = run(capsys, "cron", "0 0 1 1 *", "--from", "9999-06-01T00:00")
         assert code == 0 and err == ""
         assert "dates run out after the year 9999" in out
+
+
+class TestSecrets:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "sqlite:///jobs.db?password=hunter2",
+            "mysql://u:hunter2@h/db?token=hunter2",
+            "postgresql://u:hunter2@h:port/db?password=hunter2",
+        ],
+    )
+    def test_a_refused_demo_jobstore_is_quoted_without_its_secrets(self, capsys, url):
+        code, out, err = run(capsys, "demo", "--jobstore", url)
+        assert code == 2 and out == ""
+        assert "hunter2" not in err
+        assert "***" in err
