@@ -328,7 +328,7 @@ class TestTimeout:
         assert cancelled == [True]
         run = job.history[0]
         assert run.outcome == "timeout" and run.error == "timed out after 0.05s"
-        assert 0.04 <= run.duration < 5
+        assert 0.04 <= run.duration < 25  # cut at its timeout, not the job's 30 s
         assert job.status is JobStatus.FAILED and job.last_error == "timed out after 0.05s"
         assert (job.failure_count, job.consecutive_failures, job.success_count) == (1, 1, 0)
         assert manager.running
