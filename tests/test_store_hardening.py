@@ -1,12 +1,16 @@
-"""Persistent job stores under a burst of due jobs.
+"""Persistent job stores under a burst of due jobs, and idle.
 
-A pass that reads many due jobs from SQLite, PostgreSQL or Redis must still start them.
-Every backend runs against SQLite (a file in tmp_path), and the real PostgreSQL and Redis
-on loopback (see mw_services.py), each in a namespace of its own that is dropped afterwards.
+A pass that reads many due jobs from SQLite, PostgreSQL or Redis must still start them,
+and a scheduler with nothing to do must not keep a core busy. Every backend runs against
+SQLite (a file in tmp_path), and the real PostgreSQL and Redis on loopback (see
+mw_services.py), each in a namespace of its own that is dropped afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -21,6 +25,7 @@ from nexios_contrib_scheduler import (
     SchedulerConfig,
     SchedulerManager,
 )
+from nexios_contrib_scheduler.stores import persistence
 
 UTC = timezone.utc
 BACKENDS = ["sqlite", "postgresql", "redis"]
@@ -151,3 +156,37 @@ async def test_many_interval_jobs_due_each_second_all_keep_firing(stores, manage
     missed = sum(job.missed_count for job in jobs)
     ran = sum(job.total_run_count for job in jobs)
     assert missed < ran, f"{missed} fires missed, {ran} ran"
+
+
+# ---------------------------------------------------------------- idle
+
+
+def _maintenance_thread(manager: SchedulerManager) -> threading.Thread:
+    name = f"nexios-scheduler lease and heartbeat {manager.worker_id}"
+    threads = [t for t in threading.enumerate() if t.name == name]
+    assert len(threads) == 1, [t.name for t in threading.enumerate()]
+    return threads[0]
+
+
+def _thread_cpu(thread: threading.Thread) -> float:
+    assert thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_idle_scheduler_with_a_job_store_and_no_coordination_leaves_the_cpu_idle(
+    kind, stores, managers, monkeypatch
+):
+    monkeypatch.setattr(persistence, "RESYNC_SECONDS", 0.2)
+    manager = managers(stores(kind).config(coordinated=False))
+    manager.add_job(record_run, IntervalTrigger(hours=1), args=("hourly",), id="hourly")
+    await manager.start()
+    thread = _maintenance_thread(manager)
+    await asyncio.sleep(0.5)  # past the first resync period
+
+    cpu, wall = _thread_cpu(thread), time.monotonic()
+    await asyncio.sleep(2)
+    cpu, wall = _thread_cpu(thread) - cpu, time.monotonic() - wall
+
+    assert thread.is_alive()
+    assert cpu < 0.2 * wall, f"the maintenance thread used {cpu:.2f}s of CPU in {wall:.2f}s"

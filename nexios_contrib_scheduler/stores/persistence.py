@@ -56,8 +56,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("nexios_contrib_scheduler")
 
-RESYNC_SECONDS = 10.0  # the leader's slow fallback: reload everything this often
-PRUNE_SECONDS = 600.0
+# Read at each turn of the maintenance thread (tests shorten them).
+RESYNC_SECONDS = 10.0  # a coordinated leader's slow fallback: reload everything this often
+PRUNE_SECONDS = 600.0  # the leader drops old claims, removals and heartbeats this often
 
 
 def new_worker_id() -> str:
@@ -286,13 +287,18 @@ class Persistence:
             if now >= next_beat:
                 self._heartbeat()
                 next_beat = now + beat_every
-            if self._holding and lease is not None and now >= next_resync:
-                self._call_soon(self._resync)
+            # Only a coordinated leader resyncs (other workers may have written the store);
+            # every deadline that passed moves on, so the wait below is never for a time
+            # already past (the thread would spin).
+            resyncs = self._holding and lease is not None
+            if now >= next_resync:
+                if resyncs:
+                    self._call_soon(self._resync)
                 next_resync = now + RESYNC_SECONDS
             if self._holding and now >= next_prune:
                 self._attempt("prune the scheduler tables", self.state.prune, time.time())
                 next_prune = now + PRUNE_SECONDS
-            deadline = min(next_beat, next_resync if self._holding else next_beat)
+            deadline = min(next_beat, next_resync) if resyncs else next_beat
             if lease is not None:
                 deadline = min(deadline, next_lease)
             self._wake.wait(max(0.0, deadline - time.monotonic()))
