@@ -305,6 +305,12 @@ async def probe(extra: str) -> list[str]:
             raise AssertionError(f"a {kind} job store was accepted without [{needs}]")
     await check_metrics(extra)
     done.append("/metrics answered" if extra == "metrics" else "/metrics named [metrics]")
+    command = [str(Path(sys.prefix) / "bin" / "nexios-scheduler"), "cron", "@daily", "-n", "1"]
+    listed = subprocess.run(
+        [*command, "--from", "2026-01-01T12:00"], capture_output=True, text=True, check=False
+    )
+    assert "2026-01-02 00:00:00+00:00" in listed.stdout, (listed.stdout, listed.stderr)
+    done.append("nexios-scheduler ran")
     return done
 
 
