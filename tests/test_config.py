@@ -15,7 +15,7 @@ class TestDefaults:
         assert config.timezone == "UTC"
         assert config.tzinfo is timezone.utc
         assert config.max_concurrent_jobs == 10
-        assert config.log_level == logging.INFO
+        assert config.log_level is None  # the package's logger keeps the app's level
         assert config.job_defaults == {
             "max_instances": 3,
             "misfire_grace_time": 30,

@@ -17,6 +17,7 @@ from nexios_contrib_scheduler import (
     CronTrigger,
     DateTimeTrigger,
     IntervalTrigger,
+    JobNotFoundError,
     JobStatus,
     SchedulerConfig,
     SchedulerDepend,
@@ -140,10 +141,12 @@ class TestModifyJob:
         await scheduler_clock.advance(minutes=1)
         assert calls.calls == [((1,), {}), ((2,), {"k": 3})]
 
-    async def test_unknown_id_is_none_and_changes_nothing(self, manager):
+    async def test_unknown_id_raises_not_found_and_changes_nothing(self, manager):
         job = manager.add_job(noop, IntervalTrigger(hours=1), id="x")
-        assert manager.modify_job("nope", name="y") is None
-        assert manager.modify_job(42, name="y") is None
+        with pytest.raises(JobNotFoundError, match="No job by the id of 'nope' was found"):
+            manager.modify_job("nope", name="y")
+        with pytest.raises(JobNotFoundError, match="42"):
+            manager.modify_job(42, name="y")
         assert job.name == "noop" and len(manager.get_jobs()) == 1
 
     @pytest.mark.parametrize(
@@ -193,7 +196,8 @@ class TestModifyJob:
         manager.add_job(noop, IntervalTrigger(hours=1), id="x")
         dep = SchedulerDepend(manager)
         assert dep.modify_job("x", name="via-di").name == "via-di"
-        assert dep.modify_job("nope", name="y") is None
+        with pytest.raises(JobNotFoundError, match="'nope'"):
+            dep.modify_job("nope", name="y")
 
 
 # ---------------------------------------------------------------- decorator
@@ -640,7 +644,9 @@ class TestJitter:
         clocked.add_job(module_level_job, IntervalTrigger(seconds=30, jitter=5), id="p")
         clocked.add_job(
             module_level_job,
-            CronTrigger("*/5 * * * *", jitter=10, start_date=T0, end_date="2031-01-01"),
+            CronTrigger(
+                "*/5 * * * *", jitter=10, start_date=T0, end_date="2031-01-01T00:00:00+00:00"
+            ),
             id="c",
         )
         await clocked.start()
@@ -747,14 +753,12 @@ class TestBounds:
         assert cron.next_run_time == datetime(2030, 6, 1, 12, tzinfo=UTC)
 
     def test_to_dict_describe_and_round_trip(self):
-        trigger = IntervalTrigger(
-            hours=1, start_date="2030-01-01T00:00:00+00:00", end_date="2030-02-01"
-        )
+        trigger = IntervalTrigger(hours=1, start_date="2030-01-01", end_date="2030-02-01")
         data = trigger.to_dict()
-        assert data["start_date"] == "2030-01-01T00:00:00+00:00"
+        assert data["start_date"] == "2030-01-01T00:00:00"
         assert data["end_date"] == "2030-02-01T00:00:00"
         assert trigger.describe() == (
-            "Every 1 hour, from 2030-01-01 00:00:00+00:00, until 2030-02-01 00:00:00"
+            "Every 1 hour, from 2030-01-01 00:00:00, until 2030-02-01 00:00:00"
         )
         assert trigger_from_dict(data) == trigger
         assert trigger != IntervalTrigger(hours=1)
@@ -787,13 +791,19 @@ class TestBounds:
             else:
                 CronTrigger("0 * * * *", **kwargs)
 
-    async def test_a_naive_and_an_aware_bound_are_compared_at_add_job(self, manager):
-        trigger = IntervalTrigger(
-            hours=1, start_date="2030-01-01T12:00:00+00:00", end_date="2030-01-01T11:00:00"
-        )
-        with pytest.raises(TriggerError, match="must be after start_date"):
-            manager.add_job(noop, trigger)
-        assert manager.get_jobs() == []
+    @pytest.mark.parametrize("cls", [IntervalTrigger, CronTrigger])
+    def test_a_naive_and_an_aware_bound_are_refused_together(self, cls):
+        args, kwargs = ((), {"hours": 1}) if cls is IntervalTrigger else (("0 * * * *",), {})
+        with pytest.raises(TriggerError) as refused:
+            cls(
+                *args,
+                **kwargs,
+                start_date="2030-01-01T12:00:00+00:00",
+                end_date="2030-01-01T11:00:00",
+            )
+        message = str(refused.value)
+        assert "end_date has no UTC offset and start_date has one" in message
+        assert "give them both with an offset or both without" in message
 
 
 # ---------------------------------------------------------------- the view

@@ -13,6 +13,7 @@ from nexios_contrib_scheduler import (
     ConflictingIdError,
     DateTimeTrigger,
     IntervalTrigger,
+    JobNotFoundError,
     JobStatus,
     SchedulerConfig,
     SchedulerManager,
@@ -498,12 +499,16 @@ class TestLifecycle:
         assert counter.count == seen
 
     async def test_log_level_sets_only_our_logger(self):
-        root = logging.getLogger().level
-        SchedulerManager(config=SchedulerConfig(log_level=logging.DEBUG))
-        assert logging.getLogger("nexios_contrib_scheduler").level == logging.DEBUG
-        assert logging.getLogger().level == root
-        SchedulerManager()
-        assert logging.getLogger("nexios_contrib_scheduler").level == logging.INFO
+        ours = logging.getLogger("nexios_contrib_scheduler")
+        root, before = logging.getLogger().level, ours.level
+        try:
+            SchedulerManager(config=SchedulerConfig(log_level=logging.DEBUG))
+            assert ours.level == logging.DEBUG
+            assert logging.getLogger().level == root
+            SchedulerManager()  # no log_level given: the level set before stays
+            assert ours.level == logging.DEBUG
+        finally:
+            ours.setLevel(before)
 
 
 class TestRunNowRescheduleAndPauseReason:
@@ -553,7 +558,8 @@ class TestRunNowRescheduleAndPauseReason:
         view = manager.reschedule_job("x", DateTimeTrigger("2099-01-01T00:00:00"))
         assert view == job
         assert job.next_run_time == datetime(2099, 1, 1, tzinfo=UTC)
-        assert manager.reschedule_job("nope", IntervalTrigger(seconds=1)) is None
+        with pytest.raises(JobNotFoundError, match="'nope'"):
+            manager.reschedule_job("nope", IntervalTrigger(seconds=1))
         with pytest.raises(TypeError):
             manager.reschedule_job("x", "0 * * * *")
 

@@ -24,6 +24,7 @@ from nexios_contrib_scheduler import (
     CronTrigger,
     DateTimeTrigger,
     IntervalTrigger,
+    JobNotFoundError,
     JobStatus,
     SchedulerConfig,
     SchedulerDepends,
@@ -146,7 +147,7 @@ class TestBadInput:
         finally:
             await m.shutdown()
 
-    async def test_operations_on_unknown_ids_answer_false_or_none(self):
+    async def test_operations_on_unknown_ids_answer_false_or_none_or_raise_not_found(self):
         m = SchedulerManager()
         m.add_job(noop, IntervalTrigger(hours=1), id="existing")
         await m.start()
@@ -158,8 +159,11 @@ class TestBadInput:
                 assert m.pause_job(job_id) is False
                 assert m.resume_job(job_id) is False
                 assert m.run_job_now(job_id) is False
-                assert m.reschedule_job(job_id, IntervalTrigger(seconds=1)) is None
-                assert m.modify_job(job_id, name="x") is None
+                with pytest.raises(JobNotFoundError) as missing:
+                    m.reschedule_job(job_id, IntervalTrigger(seconds=1))
+                assert str(missing.value) == f"No job by the id of {job_id!r} was found"
+                with pytest.raises(JobNotFoundError):
+                    m.modify_job(job_id, name="x")
             assert m.remove_listener(print) is False
             assert snapshot(m) == before
         finally:
