@@ -14,6 +14,8 @@ replaced through its own extension points; what it does stays APScheduler's:
 * a trigger that fails in the pass (raises, or gives a next fire time that is naive or not
   later than the last one) takes its own job out of the store, reported to
   ``on_trigger_error``; the pass goes on with the other jobs;
+* a scheduler whose event loop was closed without ``shutdown()`` counts as stopped, and
+  ``start()`` on a new loop starts it afresh;
 * the callable checks of ``add_job`` (signature inspection, reference lookup) are done once
   per function, not once per job.
 """
@@ -97,6 +99,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     # wait (listener events, the runs' bookkeeping) waits for it.
     _bursting = False
     _listened = 0  # the event kinds some listener takes
+    _state: int = STATE_STOPPED
 
     def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
         self._callable_facts: dict[tuple[Any, int, tuple[str, ...], bool], _CallableFacts] = {}
@@ -108,10 +111,41 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     def _create_default_jobstore(self) -> BaseJobStore:
         return HeapJobStore()
 
+    @property
+    def state(self) -> int:
+        """APScheduler's state; a scheduler whose event loop was closed counts as stopped."""
+        loop = self._eventloop
+        if loop is not None and loop.is_closed():
+            return int(STATE_STOPPED)
+        return self._state
+
+    @state.setter
+    def state(self, value: int) -> None:
+        self._state = value
+
     def start(self, paused: bool = False) -> None:
+        loop = self._eventloop
+        if loop is not None and loop.is_closed():
+            self._leave_closed_loop()
         self._loop_thread = threading.get_ident()
         self._wake_pending = False
         super().start(paused)
+
+    def _leave_closed_loop(self) -> None:
+        """Shut down what was left running on an event loop closed without ``shutdown()``.
+
+        Nothing runs on a closed loop any more: its timer and its runs are gone, so the
+        executors' counts of running instances start again from zero.
+        """
+        self._logger.warning(
+            "The event loop the scheduler ran on was closed without shutdown(); "
+            "shutting the scheduler down before starting it again"
+        )
+        self._eventloop = None  # the state is what it was when the loop closed
+        self.shutdown()
+        for executor in self._executors.values():
+            with executor._lock:
+                executor._instances.clear()
 
     def shutdown(self, wait: bool = False) -> None:
         if self.state == STATE_STOPPED:

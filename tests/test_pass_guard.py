@@ -1,15 +1,16 @@
 """One job cannot stop the scheduler: a trigger that misbehaves in the scheduling pass
-fails its own job."""
+fails its own job, and a scheduler whose event loop went away starts again on a new one."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import datetime, timedelta, tzinfo
 
 import pytest
 from helpers import wait_until
 
-from nexios_contrib_scheduler import IntervalTrigger, JobStatus, SchedulerManager
+from nexios_contrib_scheduler import IntervalTrigger, JobStatus, SchedulerConfig, SchedulerManager
 from nexios_contrib_scheduler.triggers import ScheduleTrigger
 
 # ---------------------------------------------------------------- triggers that misbehave
@@ -95,3 +96,95 @@ async def test_a_trigger_that_misbehaves_fails_its_job_and_other_jobs_keep_firin
         assert manager.get_job("bad").status is JobStatus.FAILED
     finally:
         await manager.shutdown()
+
+
+# ---------------------------------------------------------------- a loop closed without shutdown
+
+LOOP_RUNS: Counter[str] = Counter()
+
+
+async def count_run(label: str) -> None:
+    LOOP_RUNS[label] += 1
+
+
+@pytest.fixture
+def loop_runs():
+    LOOP_RUNS.clear()
+    yield LOOP_RUNS
+    LOOP_RUNS.clear()
+
+
+def _config(kind: str, tmp_path, **options) -> SchedulerConfig:
+    if kind == "memory":
+        return SchedulerConfig(**options)
+    return SchedulerConfig(
+        jobstore=f"sqlite:///{tmp_path}/jobs.db",
+        coordination=f"file://{tmp_path}/scheduler.lock" if kind == "sqlite-coordinated" else None,
+        **options,
+    )
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "sqlite-coordinated"])
+def test_a_scheduler_whose_loop_closed_without_shutdown_starts_again_on_a_new_loop(
+    kind, tmp_path, loop_runs
+):
+    manager = SchedulerManager(config=_config(kind, tmp_path))
+    manager.add_job(count_run, IntervalTrigger(seconds=0.2), args=("beat",), id="beat")
+    manager.add_job(count_run, IntervalTrigger(seconds=0.2), args=("gone",), id="gone")
+
+    async def first_life() -> None:
+        await manager.start()
+        await wait_until(lambda: loop_runs["beat"] >= 1 and loop_runs["gone"] >= 1, timeout=30)
+
+    asyncio.run(first_life())  # the loop closes; shutdown() is never called
+
+    assert not manager.running
+    assert not manager.is_leader
+    if kind == "memory":
+        assert manager.remove_job("gone")
+    later = IntervalTrigger(seconds=0.2)
+    manager.add_job(count_run, later, args=("added later",), id="added later")
+    gone_runs = loop_runs["gone"]
+
+    async def second_life() -> None:
+        beats = loop_runs["beat"]
+        await manager.start()
+        try:
+            assert manager.running
+            await wait_until(
+                lambda: loop_runs["beat"] >= beats + 3 and loop_runs["added later"] >= 3,
+                timeout=30,
+            )
+            assert manager.get_job("beat").next_run_time is not None
+        finally:
+            await manager.shutdown()
+
+    asyncio.run(second_life())
+    assert not manager.running
+    if kind == "memory":
+        assert loop_runs["gone"] == gone_runs
+
+
+def test_a_leader_whose_loop_closed_without_shutdown_lets_another_worker_lead(tmp_path, loop_runs):
+    config = _config("sqlite-coordinated", tmp_path, lease_seconds=1)
+    first = SchedulerManager(config=config)
+    first.add_job(count_run, IntervalTrigger(seconds=0.2), args=("beat",), id="beat")
+
+    async def first_life() -> None:
+        await first.start()
+        await wait_until(lambda: first.is_leader and loop_runs["beat"] >= 1, timeout=30)
+
+    asyncio.run(first_life())  # the leader's loop closes; shutdown() is never called
+
+    second = SchedulerManager(config=config)
+
+    async def other_worker() -> None:
+        await second.start()
+        try:
+            await wait_until(lambda: second.is_leader, timeout=60)
+            beats = loop_runs["beat"]
+            await wait_until(lambda: loop_runs["beat"] >= beats + 2, timeout=30)
+        finally:
+            await second.shutdown()
+
+    asyncio.run(other_worker())

@@ -81,8 +81,8 @@ class Persistence:
         self.state: StateBackend = open_state(jobstore, self.namespace)
         self.jobstore = self.state.make_jobstore()
         self.lease: Lease | None = None
-        self.is_leader = False
-        self._running = False
+        self._leading = False
+        self._started = False  # start() done, close() not yet
         self._stopping = False
         self._holding = False  # the maintenance thread's view of the lease
         self._try_now = False
@@ -102,8 +102,21 @@ class Persistence:
 
     # ------------------------------------------------------------ lifecycle
 
+    @property
+    def _running(self) -> bool:
+        """Started and not closed, on an event loop that is still open."""
+        loop = self._loop
+        return self._started and not (loop is not None and loop.is_closed())
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this worker fires the jobs."""
+        return self._leading and self._running
+
     async def start(self) -> None:
         m = self.manager
+        if self._started:
+            await self._end_orphaned_run()
         self._loop = asyncio.get_running_loop()
         self.worker_id = new_worker_id()
         if self.coordination_url is not None:
@@ -118,7 +131,7 @@ class Persistence:
             )
         await asyncio.to_thread(self._open)
         m._scheduler.start(paused=True)
-        self._running, self._stopping, self.is_leader = True, False, False
+        self._started, self._stopping, self._leading = True, False, False
         # Jobs added before start() are declarations: the leader reconciles them with the
         # store. Until then the registry shows what the store holds.
         declared: dict[str, JobRecord] = {}
@@ -132,7 +145,7 @@ class Persistence:
         try:
             self.sync_all()
         except BaseException:
-            self._running = False
+            self._started = False
             m._records.update(declared)
             m._scheduler.shutdown()
             raise
@@ -179,11 +192,25 @@ class Persistence:
         if not self._running or self._stopping:
             return
         self._stopping = True
-        self.is_leader = False
+        self._leading = False
         self._stop.set()
         self._wake.set()
         threads, self._threads = self._threads, []
         await asyncio.to_thread(self._leave, threads)
+
+    async def _end_orphaned_run(self) -> None:
+        """End the previous start, whose event loop was closed without ``shutdown()``."""
+        logger.warning(
+            "scheduler worker %s: the event loop it ran on was closed without shutdown(); "
+            "stopping it before starting again",
+            self.worker_id,
+        )
+        self._stopping, self._leading = True, False
+        self._stop.set()
+        self._wake.set()
+        threads, self._threads = self._threads, []
+        await asyncio.to_thread(self._leave, threads)
+        await asyncio.to_thread(self.close)
 
     def _leave(self, threads: list[threading.Thread]) -> None:
         for thread in threads:
@@ -198,7 +225,7 @@ class Persistence:
 
     def close(self) -> None:
         """After the last run has ended: stop writing and drop the connections."""
-        self._running = False
+        self._started = False
         # The heartbeat stays until the runs have ended, so that the next leader does not
         # take them for runs cut short (see _settle_interrupted_runs).
         self._attempt("remove the scheduler heartbeat", self.state.leave, self.worker_id)
@@ -226,7 +253,7 @@ class Persistence:
         if not self._running or self._stopping or self.is_leader:
             return
         m = self.manager
-        self.is_leader = True
+        self._leading = True
         try:
             self.sync_all()
             self._settle_interrupted_runs()
@@ -241,7 +268,7 @@ class Persistence:
     def _step_down(self) -> None:
         if not self.is_leader:
             return
-        self.is_leader = False
+        self._leading = False
         m = self.manager
         if m._scheduler.state == STATE_RUNNING:
             m._scheduler.pause()
@@ -265,6 +292,12 @@ class Persistence:
         next_resync = now + RESYNC_SECONDS
         next_prune = now
         while not self._stop.is_set():
+            if not self._running:
+                # The event loop closed without shutdown(): nothing here fires jobs any
+                # more, so let another worker lead rather than renew the lease.
+                self._stop.set()
+                self._leave([])
+                return
             now = time.monotonic()
             if lease is not None and (now >= next_lease or self._try_now):
                 self._try_now = False
