@@ -30,8 +30,8 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 
 echo "== ruff"
-.venv/bin/ruff check nexios_contrib_scheduler tests compat examples bench
-.venv/bin/ruff format --check nexios_contrib_scheduler tests compat examples bench
+.venv/bin/ruff check nexios_contrib_scheduler tests compat examples bench scripts
+.venv/bin/ruff format --check nexios_contrib_scheduler tests compat examples bench scripts
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== mkdocs build --strict"
