@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, TextIO
 
 from . import __version__
-from .config import resolve_timezone
+from .config import resolve_timezone, zone_label
 from .cron import CronSyntaxError
 from .errors import ConfigError, SchedulerError
 from .integration import get_scheduler
@@ -167,11 +167,6 @@ def _zone(name: str | None) -> tzinfo:
         raise CommandError(str(exc), EXIT_USAGE) from None
 
 
-def _zone_label(tz: tzinfo) -> str:
-    key = getattr(tz, "key", None)
-    return key if isinstance(key, str) else str(tz)
-
-
 def cmd_cron(args: argparse.Namespace, out: TextIO) -> int:
     tz = _zone(args.tz)
     try:
@@ -187,14 +182,14 @@ def cmd_cron(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     since = start.isoformat(sep=" ", timespec="seconds")
     out.write(f"\nNext {len(times)} fire time(s) from {since}:\n\n")
-    in_utc = _zone_label(tz) != "UTC"
+    in_utc = zone_label(tz) != "UTC"
     rows = []
     for i, when in enumerate(times, 1):
         row = [str(i), when.isoformat(sep=" "), f"{when:%A}"]
         if in_utc:
             row.append(when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
         rows.append(row)
-    headers = ["#", f"time ({_zone_label(tz)})", "weekday", "in UTC"][: len(rows[0])]
+    headers = ["#", f"time ({zone_label(tz)})", "weekday", "in UTC"][: len(rows[0])]
     out.write(format_table(headers, rows, _terminal_width(), keep=(0, 1)) + "\n")
     return EXIT_OK
 
@@ -297,7 +292,7 @@ def cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
                 _options(job),
             ]
         )
-    headers = ["id", "name", "trigger", f"next fire ({_zone_label(tz)})", "status", "options"]
+    headers = ["id", "name", "trigger", f"next fire ({zone_label(tz)})", "status", "options"]
     out.write(format_table(headers, rows, _terminal_width(), keep=(0, 3, 4)) + "\n")
     return EXIT_OK
 

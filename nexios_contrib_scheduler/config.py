@@ -86,6 +86,12 @@ def zone_name(tz: tzinfo) -> str | None:
     return None
 
 
+def zone_label(tz: tzinfo) -> str:
+    """The zone's name for display: ``zone_name`` where it has one, else its ``str()``."""
+    name = zone_name(tz)
+    return str(tz) if name is None else name
+
+
 # "UTC+05:30" as str(datetime.timezone(...)) writes it; seconds and microseconds optional.
 _FIXED_OFFSET = re.compile(
     r"UTC([+-])(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{6}))?)?", re.IGNORECASE | re.ASCII

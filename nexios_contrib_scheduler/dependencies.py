@@ -74,7 +74,7 @@ class SchedulerDepend:
         misfire_grace_time: float | Unchanged | None = UNCHANGED,
         coalesce: bool | Unchanged = UNCHANGED,
         timeout: float | Unchanged | None = UNCHANGED,
-    ) -> ScheduledJob | None:
+    ) -> ScheduledJob:
         """See ``SchedulerManager.modify_job``."""
         return self.manager.modify_job(
             job_id,
@@ -113,7 +113,7 @@ class SchedulerDepend:
     def run_job_now(self, job_id: str) -> bool:
         return self.manager.run_job_now(job_id)
 
-    def reschedule_job(self, job_id: str, trigger: Trigger) -> ScheduledJob | None:
+    def reschedule_job(self, job_id: str, trigger: Trigger) -> ScheduledJob:
         return self.manager.reschedule_job(job_id, trigger)
 
 

@@ -898,8 +898,9 @@ def _check_name(name: object) -> str:
     return name
 
 
-# A slash, or a control character (Unicode category Cc: C0, DEL and C1).
-_UNSERVABLE_IN_ID = re.compile(r"[/\x00-\x1f\x7f-\x9f]")
+# A slash, a control character (Unicode category Cc: C0, DEL and C1), or a lone surrogate
+# (no UTF-8 form, so no URL can name it).
+_UNSERVABLE_IN_ID = re.compile(r"[/\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _check_id(job_id: object) -> str:
@@ -908,8 +909,9 @@ def _check_id(job_id: object) -> str:
         raise TypeError(f"id must be a non-empty str, not {job_id!r}")
     if job_id in (".", "..") or _UNSERVABLE_IN_ID.search(job_id):
         raise ValueError(
-            f"job id {job_id!r} is not allowed: an id may hold any character except '/' and "
-            "control characters, and may not be '.' or '..' (the admin API serves each job "
+            f"job id {job_id!r} is not allowed: an id may hold any character except '/', "
+            "control characters and lone surrogates, and may not be '.' or '..' (the admin "
+            "API serves each job "
             "at /jobs/<id>)"
         )
     return job_id

@@ -20,7 +20,7 @@ from typing import Any
 from apscheduler.triggers.base import BaseTrigger
 
 from .clock import utcnow
-from .config import resolve_timezone, zone_name
+from .config import resolve_timezone, zone_label, zone_name
 from .cron import CronExpression, NoNextFireError
 from .errors import TriggerError
 
@@ -677,12 +677,8 @@ def _trigger_zone(value: str | tzinfo | None, owner: str) -> tzinfo | None:
 
 
 def _zone_label(tz: tzinfo | None) -> str | None:
-    """The zone's name (see ``zone_name``); for the scheduler's own zone, which may have
-    none, its ``str()``."""
-    if tz is None:
-        return None
-    name = zone_name(tz)
-    return str(tz) if name is None else name
+    """The zone's name (see ``zone_label``); None for the scheduler's zone (no own zone)."""
+    return None if tz is None else zone_label(tz)
 
 
 # ---------------------------------------------------------------- from data

@@ -341,7 +341,8 @@ class TestCancelledErrorFromTheJob:
 
 class TestIds:
     @pytest.mark.parametrize(
-        "bad", ["a/b", "/", "reports/", ".", "..", "tab\there", "nl\n", "\x7f", "\x85"]
+        "bad",
+        ["a/b", "/", "reports/", ".", "..", "tab\there", "nl\n", "\x7f", "\x85", "lone\ud800"],
     )
     async def test_ids_the_admin_api_cannot_serve_are_refused(self, clocked, bad):
         with pytest.raises(ValueError) as caught:

@@ -7,7 +7,7 @@ import http
 import logging
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from nexios.dependencies import Depend
@@ -20,7 +20,7 @@ from nexios.routing._utils import get_route_path
 from nexios.types import Receive, Scope, Send
 from pydantic import ValidationError
 
-from ..config import JobStatus
+from ..config import JobStatus, zone_label
 from ..errors import JobNotFoundError, SchedulerError
 from ..integration import get_scheduler
 from ..jobs import ScheduledJob
@@ -237,13 +237,6 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _zone_name(tz: tzinfo) -> str:
-    key = getattr(tz, "key", None)
-    if isinstance(key, str):
-        return key
-    return "UTC" if tz is timezone.utc else str(tz)
-
-
 class _AdminAPI:
     """The handlers; each finds the app's scheduler through the request."""
 
@@ -353,7 +346,7 @@ class _AdminAPI:
             "running": manager.running,
             "role": "leader" if getattr(manager, "is_leader", True) else "standby",
             "worker_id": None if worker_id is None else str(worker_id),
-            "timezone": _zone_name(tz),
+            "timezone": zone_label(tz),
             "now": datetime.now(tz).isoformat(),
             "last_pass_time": _iso(getattr(manager, "last_pass_time", None)),
             "jobs": counts,
