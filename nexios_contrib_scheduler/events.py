@@ -89,6 +89,20 @@ class Listeners:
             return False
         return any(kinds is None or kind in kinds for _, kinds in self._entries)
 
+    def job_event(
+        self,
+        kind: str,
+        job_id: str,
+        job_name: str,
+        scheduled: datetime | None = None,
+        duration: float | None = None,
+        exc: BaseException | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Send a ``kind`` event about a job to the listeners that take it (if any do)."""
+        if self.wants(kind):
+            self.emit(SchedulerEvent(kind, job_id, job_name, scheduled, duration, exc, error))
+
     def emit(self, event: SchedulerEvent) -> None:
         for callback, kinds in self._entries:
             if kinds is not None and event.kind not in kinds:

@@ -1,8 +1,10 @@
-"""The APScheduler executor that runs jobs for the manager.
+"""The APScheduler executor that runs jobs and reports each run to the run ledger.
 
-It replaces APScheduler's own run functions so that the manager sees each run as it starts
-and ends (with its scheduled time), applies the global concurrency limit and the misfire
-grace window with sub-second precision, and keeps every run task so shutdown can drain them.
+It replaces APScheduler's own run functions so that the ledger sees each run as it starts
+and ends (with its scheduled time), applies the global concurrency limit (the slots) and
+the misfire grace window with sub-second precision, and keeps every run task so shutdown
+can drain them. It is given what it needs, not the manager: the registry (to find a job's
+current record), the ledger, the slots, and the claim of a fire.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import types
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -30,17 +32,18 @@ from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.job import Job
 
 from .config import JobStatus
-from .jobs import JobRecord, Outcome, utcnow
-
-if TYPE_CHECKING:
-    from .manager import SchedulerManager
+from .jobs import JobRecord, Outcome, describe_exception, utcnow
+from .ledger import RunLedger
+from .registry import JobRegistry
 
 logger = logging.getLogger("nexios_contrib_scheduler")
 
+#: Called as a run begins: False if the fire must not run (another worker ran it).
+Claim = Callable[[JobRecord, "datetime | None"], bool]
+#: The record a submission of an APScheduler job runs; None if the job is gone.
+Find = Callable[[Job, Sequence[datetime]], "JobRecord | None"]
 
-def describe_exception(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+__all__ = ["JobExecutor", "describe_exception", "is_async_callable"]
 
 
 def is_async_callable(func: Any) -> bool:
@@ -55,9 +58,20 @@ def is_async_callable(func: Any) -> bool:
 class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
     """Runs coroutine jobs as tasks on the loop and plain functions in worker threads."""
 
-    def __init__(self, manager: SchedulerManager) -> None:
+    def __init__(
+        self,
+        registry: JobRegistry,
+        ledger: RunLedger,
+        slots: Callable[[], asyncio.Semaphore],
+        claim: Claim,
+        find: Find | None = None,
+    ) -> None:
         super().__init__()
-        self._manager = manager
+        self.registry = registry
+        self.ledger = ledger
+        self._slots = slots
+        self._claim = claim
+        self._find = find
         self.tasks: dict[asyncio.Task[None], JobRecord] = {}
         self._later: deque[tuple[float, Callable[..., Any], tuple[Any, ...]]] = deque()
         self._draining = False
@@ -89,7 +103,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
     later_slice = 64
 
     def _burst_in_progress(self) -> bool:
-        return bool(getattr(self._scheduler, "_bursting", False))
+        return bool(getattr(self._scheduler, "bursting", False))
 
     def _after(self, fn: Callable[..., Any], record: JobRecord, *args: Any) -> None:
         """``fn(record, *args)`` now or, while a burst of due jobs is starting, soon after it."""
@@ -134,12 +148,12 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         self._draining = False
 
     def _bookkeep(self, fn: Callable[..., Any], record: JobRecord, *args: Any) -> None:
-        """Call the manager's ``fn(record, *args)`` to record a run; if that raises, the run
+        """Call the ledger's ``fn(record, *args)`` to record a run; if that raises, the run
         goes on and the failure is recorded on the job, never raised into the run."""
         try:
             fn(record, *args)
         except Exception as exc:
-            self._manager.bookkeeping_failed(record, exc)
+            self.ledger.bookkeeping_failed(record, exc)
 
     def _finished(
         self,
@@ -151,7 +165,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         exc: BaseException | None = None,
     ) -> None:
         end = utcnow()
-        self._after(self._manager._run_finished, record, scheduled, start, outcome, error, exc, end)
+        self._after(self.ledger.finished, record, scheduled, start, outcome, error, exc, end)
 
     def _succeeded(
         self, record: JobRecord, scheduled: datetime | None, start: datetime
@@ -162,8 +176,8 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         return None  # nobody listens: not worth building
 
     def _listened(self, code: int) -> bool:
-        mask = getattr(self._scheduler, "_listened", None)
-        return mask is None or bool(mask & code)
+        wants = getattr(self._scheduler, "wants", None)
+        return wants is None or bool(wants(code))
 
     def _is_async(self, func: Any) -> bool:
         """``is_async_callable``, remembered per function (per class for bound methods)."""
@@ -181,13 +195,13 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         return known
 
     def _do_submit_job(self, job: Job, run_times: Sequence[datetime]) -> None:
-        record = self._manager._records.get(job.id)
-        if self._manager._persistence is not None:  # may load it, counts coalesced fires
-            record = self._manager._persistence.on_submit(job, run_times, record)
+        # ``find`` (a persistent store) may load it, and counts coalesced fires.
+        find = self._find
+        record = self.registry.get(job.id) if find is None else find(job, run_times)
         if record is None:  # removed between the scheduler's pass and this submission
             self._run_job_success(job.id, [])
             return
-        record.submissions += 1
+        self.ledger.submitted(record)
         task = self._eventloop.create_task(self._run(job, record, list(run_times)))
         self.tasks[task] = record  # _run takes it out when it ends
 
@@ -203,7 +217,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             if self._instances[record.id] >= record.max_instances:
                 return False
             self._instances[record.id] += 1
-            record.submissions += 1
+            self.ledger.submitted(record)
         if threading.get_ident() == self._loop_thread:
             self._start_manual(record)
         else:  # asked from another thread: the loop starts the run (and wakes for it)
@@ -220,7 +234,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             await self.run_once(record, None)
         finally:
             self._run_job_success(record.id, [])  # first: gives back the max_instances slot
-            self._bookkeep(self._submission_ended, record)
+            self._bookkeep(self.ledger.submission_ended, record)
 
     async def _run(self, job: Job, record: JobRecord, run_times: list[datetime]) -> None:
         events: list[JobExecutionEvent] = []
@@ -233,11 +247,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         finally:
             self.tasks.pop(asyncio.current_task(self._eventloop), None)  # type: ignore[arg-type]
             self._run_job_success(job.id, events)
-            self._after(self._submission_ended, record)
-
-    def _submission_ended(self, record: JobRecord) -> None:
-        record.submissions -= 1
-        self._manager._submission_done(record)
+            self._after(self.ledger.submission_ended, record)
 
     async def run_once(
         self, record: JobRecord, scheduled: datetime | None
@@ -246,8 +256,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
 
         ``scheduled`` is ``None`` for a run asked for by hand (no misfire check).
         """
-        manager = self._manager
-        async with manager._slots():
+        async with self._slots():
             if record.max_runs is not None and record.total_run_count >= record.max_runs:
                 return None  # an earlier run took the job's last one
             if scheduled is not None and not self._still_wanted(record, scheduled):
@@ -256,11 +265,11 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             grace = record.misfire_grace_time
             late = scheduled is not None and grace is not None
             if late and now - scheduled > timedelta(seconds=grace):  # type: ignore[operator,arg-type]
-                self._after(manager._run_missed, record, scheduled, now)
+                self._after(self.ledger.missed, record, scheduled, now)
                 return JobExecutionEvent(EVENT_JOB_MISSED, record.id, None, scheduled)
-            if not manager._claim_fire(record, scheduled):
+            if not self._claim(record, scheduled):
                 return None  # another worker ran this fire
-            self._bookkeep(manager._run_started, record, scheduled, now)
+            self._bookkeep(self.ledger.started, record, scheduled, now)
             timed_out = None
             try:
                 if record.timeout is None:
@@ -314,7 +323,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         """Whether a fire that waited for a slot (``max_concurrent_jobs``) should still run:
         not once its job was removed, replaced or paused meanwhile. (Fires submitted before
         a shutdown still run: shutdown drains them.)"""
-        if self._manager._records.get(record.id) is not record:
+        if not self.registry.holds(record):
             return False
         return record.status not in (JobStatus.CANCELLED, JobStatus.PAUSED) and not (
             record.failure_paused

@@ -6,18 +6,21 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from .clock import utcnow as utcnow  # re-exported: the executor and manager read time here
 from .config import JobStatus
 from .triggers import ScheduleTrigger, Trigger
 
-if TYPE_CHECKING:
-    from .manager import SchedulerManager
-
 Outcome = Literal["success", "error", "timeout", "missed", "skipped", "cancelled"]
 
 FAILURE_OUTCOMES: frozenset[str] = frozenset({"error", "timeout", "missed", "cancelled", "skipped"})
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"ValueError: boom"``, or the exception's type name when it says nothing."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -59,7 +62,12 @@ _NO_HISTORY: deque[RunRecord] = deque(maxlen=0)
 
 @dataclass(eq=False, slots=True)
 class JobRecord:
-    """The mutable state of one job; only the manager and its executor write it."""
+    """The mutable state of one job, held by the registry.
+
+    Run state (counters, history, ``last_*``, runs in progress, the status runs cause) is
+    written by the run ledger only; the definition and options by the manager's job
+    operations; both are set from the store when another worker changed them.
+    """
 
     id: str
     name: str
@@ -109,6 +117,14 @@ class JobRecord:
             self.history.appendleft(run)
 
 
+class RunTimes(Protocol):
+    """Where a job's next fire times come from (the scheduler that holds the job)."""
+
+    def next_run_time(self, record: JobRecord) -> datetime | None: ...
+
+    def next_run_times(self, record: JobRecord, n: int) -> list[datetime]: ...
+
+
 class ScheduledJob:
     """A live, read-only view of a scheduled job.
 
@@ -116,10 +132,10 @@ class ScheduledJob:
     later runs, a pause, or ``CANCELLED`` once the job is removed.
     """
 
-    __slots__ = ("_manager", "_record")
+    __slots__ = ("_record", "_times")
 
-    def __init__(self, manager: SchedulerManager, record: JobRecord) -> None:
-        self._manager = manager
+    def __init__(self, times: RunTimes, record: JobRecord) -> None:
+        self._times = times
         self._record = record
 
     id = property(lambda self: self._record.id, doc="The job's id.")
@@ -177,7 +193,7 @@ class ScheduledJob:
     @property
     def next_run_time(self) -> datetime | None:
         """When the job fires next; ``None`` while paused or once finished."""
-        return self._manager._next_run_time(self._record)
+        return self._times.next_run_time(self._record)
 
     def next_run_times(self, n: int) -> list[datetime]:
         """The next ``n`` fire times, starting at ``next_run_time``; empty while paused or
@@ -187,7 +203,7 @@ class ScheduledJob:
         With jitter, the first time is the drawn one; later times are shown without jitter,
         which is drawn as each becomes the next.
         """
-        return self._manager._next_run_times(self._record, n)
+        return self._times.next_run_times(self._record, n)
 
     @property
     def last_run_time(self) -> datetime | None:

@@ -1,8 +1,10 @@
 """SchedulerManager: the documented API over APScheduler's AsyncIOScheduler.
 
-The manager keeps a registry of job records beside APScheduler's job store. APScheduler
-decides when jobs are due; the manager's executor runs them and reports each run back here,
-and a listener on APScheduler's events notices what APScheduler does on its own (a one-shot
+The manager is the facade over the parts that do the work: the registry holds the job
+records (``registry.py``), the run ledger records runs (``ledger.py``), APScheduler decides
+when jobs are due and the executor runs them, reporting to the ledger (``executor.py``),
+and with a persistent job store, persistence (``stores/``) follows the registry's changes.
+A listener on APScheduler's events notices what APScheduler does on its own (a one-shot
 job leaving the store, a fire skipped because ``max_instances`` was reached). The registry
 outlives APScheduler's in-memory store, so a manager can be stopped and started again.
 """
@@ -14,11 +16,9 @@ import contextlib
 import enum
 import inspect
 import logging
-import math
 import os
 import re
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -42,12 +42,14 @@ from .config import (
     check_timeout,
 )
 from .errors import ConflictingIdError, JobNotFoundError
-from .events import Listener, Listeners, SchedulerEvent
-from .executor import JobExecutor, describe_exception
-from .jobs import FAILURE_OUTCOMES, JobRecord, Outcome, RunRecord, ScheduledJob, utcnow
-from .scheduler import AdapterScheduler
+from .events import Listener, Listeners
+from .executor import JobExecutor
+from .jobs import JobRecord, ScheduledJob, utcnow
+from .ledger import RunLedger
+from .registry import JobRegistry
+from .scheduler import AdapterScheduler, apscheduler_grace
 from .stores.fires import set_current_fire
-from .triggers import ScheduleTrigger, Trigger, _check_count
+from .triggers import ScheduleTrigger, Trigger
 
 if TYPE_CHECKING:
     from .stores.persistence import Persistence
@@ -76,6 +78,14 @@ class SchedulerManager:
     ``AsyncIOScheduler`` for advanced use.
     """
 
+    # The parts behind the facade, for the store layer and the testing aid.
+    registry: JobRegistry
+    ledger: RunLedger
+    listeners: Listeners
+    executor: JobExecutor
+    #: With a persistent job store: what the manager does differently (else None).
+    persistence: Persistence | None
+
     def __init__(self, app: Any = None, config: SchedulerConfig | None = None) -> None:
         if config is not None and not isinstance(config, SchedulerConfig):
             raise TypeError(f"config must be a SchedulerConfig, not {type(config).__name__}")
@@ -83,23 +93,33 @@ class SchedulerManager:
         self.config = config if config is not None else SchedulerConfig()
         if self.config.log_level is not None:  # else: the level the app gave the logger
             logger.setLevel(self.config.log_level)
-        self._records: dict[str, JobRecord] = {}
-        self._lock = threading.RLock()
+        self.registry = JobRegistry()
+        self.listeners = Listeners(lambda: self._scheduler.event_loop)
+        self.ledger = RunLedger(
+            self.registry, self.listeners, unschedule=self._drop_from_apscheduler, hold=self._hold
+        )
+        self._times = JobTimes(self)
         self._semaphore: asyncio.Semaphore | None = None
-        self._executor = JobExecutor(self)
-        self._persistence: Persistence | None = None
+        self.persistence = None
         jobstores: dict[str, Any] = {}
         if self.config.jobstore_url is not None:
             from .stores.persistence import Persistence
 
-            self._persistence = Persistence(self, self.config.jobstore_url)
-            jobstores["default"] = self._persistence.jobstore
+            self.persistence = Persistence(self, self.config.jobstore_url)
+            jobstores["default"] = self.persistence.jobstore
+        self.executor = JobExecutor(
+            self.registry,
+            self.ledger,
+            self._slots,
+            self._claim_fire,
+            None if self.persistence is None else self.persistence.on_submit,
+        )
         self._scheduler = AdapterScheduler(
             # APScheduler works in UTC: with a zone that has daylight saving, its wakeup
             # arithmetic on same-zone datetimes is off by the DST offset around a change.
             # Triggers read wall clocks in the configured zone themselves.
             timezone=timezone.utc,
-            executors={"default": self._executor},
+            executors={"default": self.executor},
             jobstores=jobstores,
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
@@ -107,7 +127,6 @@ class SchedulerManager:
             self._on_apscheduler_event, EVENT_JOB_REMOVED | EVENT_JOB_MAX_INSTANCES
         )
         self._scheduler.on_trigger_error = self._trigger_failed
-        self._listeners = Listeners(lambda: self._scheduler._eventloop)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -130,16 +149,16 @@ class SchedulerManager:
     def worker_id(self) -> str:
         """This worker's id: ``host:pid``, plus a random part (new at each start) when the
         job store is persistent."""
-        if self._persistence is not None:
-            return self._persistence.worker_id
+        if self.persistence is not None:
+            return self.persistence.worker_id
         return f"{socket.gethostname()}:{os.getpid()}"
 
     @property
     def is_leader(self) -> bool:
         """True while this worker fires jobs: always while running with ``jobstore="memory"``
         or no ``coordination``; with coordination, while it holds the lease."""
-        if self._persistence is not None:
-            return self._persistence.is_leader
+        if self.persistence is not None:
+            return self.persistence.is_leader
         return self.running
 
     def status(self) -> dict[str, Any]:
@@ -151,8 +170,8 @@ class SchedulerManager:
         workers seen alive by their heartbeats. It does no I/O: the leader and the workers
         are as of the latest heartbeat (every ``lease_seconds / 2``, at most 5 s).
         """
-        if self._persistence is not None:
-            return self._persistence.status()
+        if self.persistence is not None:
+            return self.persistence.status()
         return {
             "worker_id": self.worker_id,
             "role": "leader" if self.running else "stopped",
@@ -169,38 +188,35 @@ class SchedulerManager:
         if self.running:
             return
         self._semaphore = asyncio.Semaphore(self.config.max_concurrent_jobs)
-        if self._persistence is not None:
-            await self._persistence.start()
+        if self.persistence is not None:
+            await self.persistence.start()
             clock.register_running(self)
             return
         self._scheduler.start()
         clock.register_running(self)
         now = utcnow()
-        with self._lock:
-            for record in list(self._records.values()):
+        with self.registry.lock:
+            for record in self.registry.records():
                 if not record.finished:
                     self._schedule_at_start(record, now)
-        logger.info("scheduler started with %d job(s)", len(self._records))
+        logger.info("scheduler started with %d job(s)", len(self.registry))
 
     def _schedule_at_start(self, record: JobRecord, now: datetime) -> None:
         # One job that cannot be scheduled must not leave the others unscheduled.
         try:
-            self._schedule(record, now)
+            self.schedule(record, now)
         except Exception as exc:
-            record.last_error = f"could not be scheduled at start: {describe_exception(exc)}"
-            record.last_outcome = "error"
-            self._finish(record)
-            logger.exception("job %r (%s) could not be scheduled at start", record.name, record.id)
+            self.ledger.not_scheduled(record, exc)
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop firing, let running jobs finish (up to ``shutdown_timeout``), cancel the rest."""
         if not self.running:
             return
-        if self._persistence is not None:
-            await self._persistence.stop()
+        if self.persistence is not None:
+            await self.persistence.stop()
         self._scheduler.pause()
         limit = self.config.shutdown_timeout if timeout is None else timeout
-        tasks = dict(self._executor.tasks)
+        tasks = dict(self.executor.tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=limit)
             if pending:
@@ -215,11 +231,11 @@ class SchedulerManager:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         self._scheduler.shutdown()
-        if self._persistence is not None:
-            self._persistence.close()
+        if self.persistence is not None:
+            self.persistence.close()
         clock.unregister_running(self)
-        with self._lock:
-            for record in self._records.values():
+        with self.registry.lock:
+            for record in self.registry.records():
                 if not record.finished and record.status is not JobStatus.PAUSED:
                     record.pending_next_run = None
         self._semaphore = None
@@ -275,28 +291,29 @@ class SchedulerManager:
         record.max_runs = check_max_runs(max_runs)
         now = utcnow()
         plan = self._plan(trigger, now)  # a trigger that cannot be scheduled changes nothing
-        if self._persistence is not None:
-            self._persistence.prepare_add(record, explicit_id=id is not None)
-        with self._lock:
-            old = self._records.get(record.id)
+        if self.persistence is not None:
+            self.persistence.prepare_add(record, explicit_id=id is not None)
+        registry = self.registry
+        with registry.lock:
+            old = registry.get(record.id)
             if old is not None and not replace_existing:
                 raise ConflictingIdError(record.id)
-            self._records[record.id] = record
+            registry.put(record)
             try:
-                self._schedule(record, now, plan)
+                self.schedule(record, now, plan)
             except BaseException:
                 if old is None:
-                    del self._records[record.id]
+                    registry.pop(record.id)
                 else:
-                    self._records[record.id] = old
+                    registry.put(old)
                 raise
             if old is not None:
                 old.status = JobStatus.CANCELLED
-            self._changed(record)
+            registry.announce("added", record)
         if logger.isEnabledFor(logging.DEBUG):  # describe() costs more than the add itself
             logger.debug("added job %r (%s): %s", record.name, record.id, record.trigger.describe())
         self._emit("job_added", record)
-        return ScheduledJob(self, record)
+        return ScheduledJob(self._times, record)
 
     def scheduled_job(self, trigger: Trigger, **options: Any) -> Callable[[F], F]:
         """Decorator form of ``add_job``: ``@scheduler.scheduled_job(IntervalTrigger(seconds=30))``.
@@ -346,9 +363,9 @@ class SchedulerManager:
             changes["coalesce"] = check_coalesce(coalesce)
         if timeout is not UNCHANGED:
             changes["timeout"] = check_timeout(timeout)
-        if self._persistence is not None:
-            self._persistence.refresh(job_id)
-        with self._lock:
+        if self.persistence is not None:
+            self.persistence.refresh(job_id)
+        with self.registry.lock:
             record = self._found(job_id)
             if "args" in changes or "kwargs" in changes:
                 problem = _call_problem(
@@ -360,15 +377,15 @@ class SchedulerManager:
                     raise ValueError(problem)
             aps_changes = {k: v for k, v in changes.items() if k not in ("timeout",)}
             if "misfire_grace_time" in aps_changes:
-                aps_changes["misfire_grace_time"] = _aps_grace(changes["misfire_grace_time"])
+                aps_changes["misfire_grace_time"] = apscheduler_grace(changes["misfire_grace_time"])
             if aps_changes and self.running and not record.finished:
                 with contextlib.suppress(JobLookupError):
                     self._scheduler.modify_job(record.id, **aps_changes)
             for key, value in changes.items():
                 setattr(record, key, value)
-            self._changed(record)
+            self.registry.changed(record)
         logger.debug("modified job %r (%s): %s", record.name, job_id, ", ".join(changes))
-        return ScheduledJob(self, record)
+        return ScheduledJob(self._times, record)
 
     def _new_record(
         self,
@@ -433,7 +450,7 @@ class SchedulerManager:
         schedule = trigger.to_apscheduler(self.config.tzinfo, now)
         return schedule, schedule.first_fire_time(now)
 
-    def _schedule(
+    def schedule(
         self,
         record: JobRecord,
         now: datetime,
@@ -441,13 +458,17 @@ class SchedulerManager:
     ) -> None:
         """Anchor the record's trigger at ``now`` (``plan``: as already computed by ``_plan``)
         and hand the job to APScheduler if running; a schedule with no fire left finishes
-        the job and takes any earlier schedule of it out of APScheduler."""
+        the job and takes any earlier schedule of it out of APScheduler.
+
+        For the store layer (jobs declared in code, reconciled with the store); the job
+        operations above are the API.
+        """
         record.schedule, first = self._plan(record.trigger, now) if plan is None else plan
         paused = record.status is JobStatus.PAUSED or record.failure_paused
         exhausted = record.max_runs is not None and record.total_run_count >= record.max_runs
         if first is None or exhausted:
             self._drop_from_apscheduler(record.id)
-            self._finish(record)
+            self.ledger.schedule_ended(record)
             return
         record.pending_next_run = None if paused else first
         if not self.running:
@@ -461,7 +482,7 @@ class SchedulerManager:
             args=record.args,
             kwargs=record.kwargs,
             max_instances=record.max_instances,
-            misfire_grace_time=_aps_grace(grace),
+            misfire_grace_time=apscheduler_grace(grace),
             coalesce=record.coalesce,
             next_run_time=None if paused else first,
             replace_existing=True,
@@ -470,16 +491,16 @@ class SchedulerManager:
 
     def remove_job(self, job_id: str) -> bool:
         """Remove a job for good; False if there is no such job."""
-        if self._persistence is not None:
-            self._persistence.refresh(job_id)
-        with self._lock:
-            record = self._records.pop(job_id, None) if isinstance(job_id, str) else None
+        if self.persistence is not None:
+            self.persistence.refresh(job_id)
+        with self.registry.lock:
+            record = self.registry.pop(job_id)
             if record is None:
                 return False
             record.status = JobStatus.CANCELLED
             record.pending_next_run = None
             self._drop_from_apscheduler(job_id)
-            self._changed(record)
+            self.registry.announce("removed", record)
         logger.debug("removed job %r (%s)", record.name, job_id)
         self._emit("job_removed", record)
         return True
@@ -489,12 +510,17 @@ class SchedulerManager:
             with contextlib.suppress(JobLookupError):
                 self._scheduler.remove_job(job_id)
 
+    def _hold(self, job_id: str) -> None:
+        if self.running:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.pause_job(job_id)
+
     def get_job(self, job_id: str) -> ScheduledJob | None:
         """The job with this id, or None."""
-        if self._persistence is not None:
-            self._persistence.refresh(job_id)
-        record = self._records.get(job_id) if isinstance(job_id, str) else None
-        return None if record is None else ScheduledJob(self, record)
+        if self.persistence is not None:
+            self.persistence.refresh(job_id)
+        record = self.registry.get(job_id)
+        return None if record is None else ScheduledJob(self._times, record)
 
     def get_jobs(self, status: JobStatus | str | None = None) -> list[ScheduledJob]:
         """Every job, or those with the given status."""
@@ -503,11 +529,14 @@ class SchedulerManager:
             if status is None
             else JobStatus(status.upper() if isinstance(status, str) else status)
         )
-        if self._persistence is not None:
-            self._persistence.refresh()
-        with self._lock:
-            records = list(self._records.values())
-        return [ScheduledJob(self, r) for r in records if wanted is None or r.status is wanted]
+        if self.persistence is not None:
+            self.persistence.refresh()
+        times = self._times
+        return [
+            ScheduledJob(times, r)
+            for r in self.registry.records()
+            if wanted is None or r.status is wanted
+        ]
 
     def pause_job(self, job_id: str, reason: str | None = None) -> bool:
         """Stop a job from firing until ``resume_job``; False if unknown or finished.
@@ -516,10 +545,10 @@ class SchedulerManager:
         """
         if reason is not None and not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
-        if self._persistence is not None:
-            self._persistence.refresh(job_id)
-        with self._lock:
-            record = self._records.get(job_id) if isinstance(job_id, str) else None
+        if self.persistence is not None:
+            self.persistence.refresh(job_id)
+        with self.registry.lock:
+            record = self.registry.get(job_id)
             if record is None or record.finished:
                 return False
             if record.status is not JobStatus.PAUSED:
@@ -531,7 +560,7 @@ class SchedulerManager:
                 record.status = JobStatus.PAUSED
                 record.pending_next_run = None
             record.paused_reason = reason
-            self._changed(record)
+            self.registry.changed(record)
         logger.debug("paused job %r (%s)", record.name, job_id)
         self._emit("job_paused", record, error=reason)
         return True
@@ -541,10 +570,10 @@ class SchedulerManager:
 
         A job paused by ``pause_on_failure`` becomes ``ACTIVE`` again too.
         """
-        if self._persistence is not None:
-            self._persistence.refresh(job_id)
-        with self._lock:
-            record = self._records.get(job_id) if isinstance(job_id, str) else None
+        if self.persistence is not None:
+            self.persistence.refresh(job_id)
+        with self.registry.lock:
+            record = self.registry.get(job_id)
             if record is None or record.finished:
                 return False
             if record.status is not JobStatus.PAUSED and not record.failure_paused:
@@ -562,13 +591,13 @@ class SchedulerManager:
                     record.status, record.failure_paused, record.paused_reason = paused
                     return False
                 if not record.finished and self._scheduler.get_job(job_id) is None:
-                    self._finish(record)
+                    self.ledger.schedule_ended(record)
             elif record.schedule is not None:
                 nxt = record.schedule.get_next_fire_time(None, utcnow())
                 record.pending_next_run = nxt
                 if nxt is None:
-                    self._finish(record)
-            self._changed(record)
+                    self.ledger.schedule_ended(record)
+            self.registry.changed(record)
         logger.debug("resumed job %r (%s)", record.name, job_id)
         self._emit("job_resumed", record)
         return True
@@ -580,13 +609,13 @@ class SchedulerManager:
         ``max_instances`` runs are already in progress. With several workers, a worker that
         is not the leader asks the leader to run it (True once asked).
         """
-        if self._persistence is not None and self.running and not self._persistence.is_leader:
-            return self._persistence.request_run(job_id)
-        with self._lock:
-            record = self._records.get(job_id) if isinstance(job_id, str) else None
+        if self.persistence is not None and self.running and not self.persistence.is_leader:
+            return self.persistence.request_run(job_id)
+        with self.registry.lock:
+            record = self.registry.get(job_id)
             if record is None or record.finished or not self.running:
                 return False
-            if not self._executor.submit_manual(record):
+            if not self.executor.submit_manual(record):
                 logger.warning(
                     "job %r (%s) not run now: max_instances (%d) runs already in progress",
                     record.name,
@@ -608,9 +637,9 @@ class SchedulerManager:
                 "trigger must be an IntervalTrigger, CronTrigger or DateTimeTrigger, "
                 f"not {type(trigger).__name__}"
             )
-        if self._persistence is not None:
-            self._persistence.refresh(job_id)
-        with self._lock:
+        if self.persistence is not None:
+            self.persistence.refresh(job_id)
+        with self.registry.lock:
             record = self._found(job_id)
             now = utcnow()
             plan = self._plan(trigger, now)
@@ -626,7 +655,7 @@ class SchedulerManager:
                 record.finished = False
                 record.status = JobStatus.ACTIVE
             try:
-                self._schedule(record, now, plan)
+                self.schedule(record, now, plan)
             except BaseException:
                 (
                     record.trigger,
@@ -636,40 +665,16 @@ class SchedulerManager:
                     record.pending_next_run,
                 ) = previous
                 raise
-            self._changed(record)
+            self.registry.changed(record)
         logger.debug("rescheduled job %r (%s): %s", record.name, job_id, trigger.describe())
-        return ScheduledJob(self, record)
+        return ScheduledJob(self._times, record)
 
     def _found(self, job_id: object) -> JobRecord:
         """The record of ``job_id``; ``JobNotFoundError`` if there is none."""
-        record = self._records.get(job_id) if isinstance(job_id, str) else None
+        record = self.registry.get(job_id)
         if record is None:
             raise JobNotFoundError(job_id)
         return record
-
-    # ------------------------------------------------------------ state, for the views
-
-    def _next_run_time(self, record: JobRecord) -> datetime | None:
-        if record.finished or record.status in (JobStatus.PAUSED, JobStatus.CANCELLED):
-            return None
-        if record.failure_paused:
-            return None
-        if not self.running:
-            nxt = record.pending_next_run
-        else:
-            job = self._scheduler.get_job(record.id)
-            nxt = None if job is None else job.next_run_time
-        return None if nxt is None else nxt.astimezone(self.config.tzinfo)
-
-    def _next_run_times(self, record: JobRecord, n: int) -> list[datetime]:
-        count = _check_count(n)
-        first = self._next_run_time(record)
-        if first is None or record.schedule is None:
-            return []
-        if record.max_runs is not None:
-            count = min(count, max(0, record.max_runs - record.total_run_count))
-        times = record.schedule.fire_times(count, first, first=first)
-        return [t.astimezone(self.config.tzinfo) for t in times]
 
     # ------------------------------------------------------------ hooks
 
@@ -682,11 +687,11 @@ class SchedulerManager:
         event loop for run events, so it must not block; an ``async`` one runs as a task
         on the loop. An exception in a callback is logged, never raised.
         """
-        self._listeners.add(callback, events)
+        self.listeners.add(callback, events)
 
     def remove_listener(self, callback: Listener) -> bool:
         """Stop calling ``callback``; False if it was not registered."""
-        return self._listeners.remove(callback)
+        return self.listeners.remove(callback)
 
     def _emit(
         self,
@@ -697,14 +702,12 @@ class SchedulerManager:
         exc: BaseException | None = None,
         error: str | None = None,
     ) -> None:
-        if self._listeners.wants(kind):
-            event = SchedulerEvent(kind, record.id, record.name, scheduled, duration, exc, error)
-            self._listeners.emit(event)
+        self.listeners.job_event(kind, record.id, record.name, scheduled, duration, exc, error)
 
     # ------------------------------------------------------------ the listener layer
 
     def _on_apscheduler_event(self, event: JobEvent) -> None:
-        record = self._records.get(event.job_id)
+        record = self.registry.get(event.job_id)
         if record is None:
             return
         if event.code == EVENT_JOB_REMOVED:
@@ -712,184 +715,62 @@ class SchedulerManager:
             # ourselves have taken the record out of the registry already. A job that is
             # back in the store (replaced under the same id) is not finished.
             if self._scheduler.get_job(event.job_id) is None:
-                self._finish(record)
+                self.ledger.schedule_ended(record)
         elif event.code == EVENT_JOB_MAX_INSTANCES:
             for scheduled in event.scheduled_run_times:
-                self._run_skipped(record, scheduled)
+                self.ledger.skipped(record, scheduled)
 
     def _trigger_failed(self, job_id: str, error: str) -> None:
-        """The scheduler could not get the job's next fire time from its trigger: the job
-        was not run and has no next fire; it ends FAILED, saying why."""
-        record = self._records.get(job_id)
-        if record is None:
-            return
-        record.last_outcome = "error"
-        record.last_error = error
-        logger.error("job %r (%s) stopped: %s", record.name, job_id, error)
-        self._finish(record)
-        self._emit("job_failed", record, error=error)
-
-    def bookkeeping_failed(self, record: JobRecord, exc: Exception) -> None:
-        """Called by the executor when recording a run of ``record`` raised: the job goes on,
-        and the failure is kept on it, where it shows, instead of being lost in a log."""
-        record.last_error = f"the scheduler failed to record a run: {describe_exception(exc)}"
-        logger.error(
-            "job %r (%s): recording a run failed; the job goes on",
-            record.name,
-            record.id,
-            exc_info=(type(exc), exc, exc.__traceback__),
-        )
-
-    def _changed(self, record: JobRecord) -> None:
-        """Called after every change to a record's state; persistence hooks in here."""
-        if self._persistence is not None:
-            self._persistence.changed(record)
+        record = self.registry.get(job_id)
+        if record is not None:
+            self.ledger.trigger_failed(record, error)
 
     def _claim_fire(self, record: JobRecord, scheduled: datetime | None) -> bool:
         """Called as a run begins: False if another worker ran (or runs) this fire."""
         set_current_fire(record.id, scheduled)
-        if self._persistence is None or scheduled is None:
+        if self.persistence is None or scheduled is None:
             return True
-        return self._persistence.claim(record, scheduled)
+        return self.persistence.claim(record, scheduled)
 
-    def _finish(self, record: JobRecord) -> None:
-        record.finished = True
-        record.pending_next_run = None
-        self._submission_done(record)
-        self._changed(record)
 
-    def _submission_done(self, record: JobRecord) -> None:
-        """Settle the final status of a job whose schedule has ended, once nothing runs."""
-        if not record.finished or record.submissions or record.status is JobStatus.CANCELLED:
-            return
-        failed = record.last_outcome in FAILURE_OUTCOMES
-        record.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
-        self._changed(record)
+class JobTimes:
+    """A job's next fire times, as its ``ScheduledJob`` shows them."""
 
-    # The run's slot in ``current_instances`` is taken and given back first thing, so that
-    # it is given back even when the rest of the bookkeeping fails (see bookkeeping_failed).
+    __slots__ = ("manager",)
 
-    def _run_started(self, record: JobRecord, scheduled: datetime | None, start: datetime) -> None:
-        record.current_instances += 1
-        record.total_run_count += 1
-        record.last_run_time = start
-        if record.max_runs is not None and record.total_run_count >= record.max_runs:
-            # That was the last run: no more fires; the status settles when it ends.
-            self._drop_from_apscheduler(record.id)
-            if not record.finished:
-                self._finish(record)
-        self._changed(record)
-        self._emit("job_started", record, scheduled)
+    def __init__(self, manager: SchedulerManager) -> None:
+        self.manager = manager
 
-    def _run_finished(
-        self,
-        record: JobRecord,
-        scheduled: datetime | None,
-        start: datetime,
-        outcome: Outcome,
-        error: str | None,
-        exc: BaseException | None = None,
-        end: datetime | None = None,
-    ) -> None:
-        record.current_instances -= 1
-        end = utcnow() if end is None else end
-        run = RunRecord(scheduled, start, end, outcome, error)
-        record.last_duration = run.duration
-        record.last_outcome = outcome
-        record.record(run)
-        if outcome == "success":
-            record.success_count += 1
-            record.consecutive_failures = 0
-            if record.status is JobStatus.FAILED and not record.failure_paused:
-                record.status = JobStatus.ACTIVE
-            self._changed(record)
-            self._emit("job_succeeded", record, scheduled, run.duration)
-            return
-        record.failure_count += 1
-        record.consecutive_failures += 1
-        record.last_error = error
-        if record.status is JobStatus.ACTIVE:
-            record.status = JobStatus.FAILED
-        # A run over its timeout that then raised carries the job's exception as the cause.
-        raised = exc.__cause__ if outcome == "timeout" and exc is not None else None
-        if outcome == "error":
-            logger.error(
-                "job %r (%s) raised %s",
-                record.name,
-                record.id,
-                error,
-                exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
-            )
-        elif raised is not None:
-            logger.error(
-                "job %r (%s): %s",
-                record.name,
-                record.id,
-                error,
-                exc_info=(type(raised), raised, raised.__traceback__),
-            )
+    def next_run_time(self, record: JobRecord) -> datetime | None:
+        if record.finished or record.status in (JobStatus.PAUSED, JobStatus.CANCELLED):
+            return None
+        if record.failure_paused:
+            return None
+        manager = self.manager
+        if not manager.running:
+            nxt = record.pending_next_run
         else:
-            logger.warning("job %r (%s): %s", record.name, record.id, error)
-        self._changed(record)
-        self._emit("job_failed", record, scheduled, run.duration, exc, error)
-        if record.pause_on_failure and outcome in ("error", "timeout"):
-            self._pause_after_failure(record, error)
+            job = manager.apscheduler.get_job(record.id)
+            nxt = None if job is None else job.next_run_time
+        return None if nxt is None else nxt.astimezone(manager.config.tzinfo)
 
-    def _pause_after_failure(self, record: JobRecord, error: str | None) -> None:
-        """``pause_on_failure``: stop firing until ``resume_job``; the status stays FAILED."""
-        if record.finished or record.failure_paused:
-            return
-        if record.status in (JobStatus.PAUSED, JobStatus.CANCELLED):
-            return
-        record.failure_paused = True
-        record.paused_reason = f"paused after a failed run: {error}"
-        record.pending_next_run = None
-        if self.running:
-            with contextlib.suppress(JobLookupError):
-                self._scheduler.pause_job(record.id)
-        self._changed(record)
-        logger.warning(
-            "job %r (%s) paused after a failed run (pause_on_failure); resume_job to go on",
-            record.name,
-            record.id,
-        )
-        self._emit("job_paused", record, error=record.paused_reason)
-
-    def _run_missed(self, record: JobRecord, scheduled: datetime, now: datetime) -> None:
-        late = (now - scheduled).total_seconds()
-        error = (
-            f"missed: run scheduled for {scheduled.isoformat()} was {late:.3f}s late, "
-            f"beyond its misfire_grace_time of {record.misfire_grace_time:g}s"
-        )
-        record.missed_count += 1
-        record.last_outcome = "missed"
-        record.record(RunRecord(scheduled, None, None, "missed", error))
-        if record.schedule is not None and _is_one_shot(record):
-            record.last_error = error
-            if record.status is JobStatus.ACTIVE:
-                record.status = JobStatus.FAILED
-        self._changed(record)
-        logger.warning("job %r (%s) %s", record.name, record.id, error)
-        self._emit("job_missed", record, scheduled, error=error)
-
-    def _run_skipped(self, record: JobRecord, scheduled: datetime) -> None:
-        reason = f"skipped: max_instances ({record.max_instances}) runs already in progress"
-        record.skipped_count += 1
-        record.record(RunRecord(scheduled, None, None, "skipped", reason))
-        if _is_one_shot(record):  # its only fire: the job ends FAILED, saying why
-            record.last_outcome = "skipped"
-            record.last_error = reason
-        self._changed(record)
-        logger.warning(
-            "job %r (%s) fire at %s %s", record.name, record.id, scheduled.isoformat(), reason
-        )
-        self._emit("job_skipped", record, scheduled, error=reason)
+    def next_run_times(self, record: JobRecord, n: int) -> list[datetime]:
+        count = _check_count(n)
+        first = self.next_run_time(record)
+        if first is None or record.schedule is None:
+            return []
+        if record.max_runs is not None:
+            count = min(count, max(0, record.max_runs - record.total_run_count))
+        times = record.schedule.fire_times(count, first, first=first)
+        return [t.astimezone(self.manager.config.tzinfo) for t in times]
 
 
-def _is_one_shot(record: JobRecord) -> bool:
-    from .triggers import DateTimeTrigger
-
-    return isinstance(record.trigger, DateTimeTrigger)
+def _check_count(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, not {n!r}")
+    if n < 0:
+        raise ValueError(f"n must be zero or more, got {n}")
+    return n
 
 
 def _check_name(name: object) -> str:
@@ -955,8 +836,3 @@ def _check_kwargs(kwargs: object) -> dict[str, Any]:
     if not isinstance(kwargs, Mapping):
         raise TypeError(f"kwargs must be a mapping, not {type(kwargs).__name__}")
     return dict(kwargs)
-
-
-def _aps_grace(grace: float | None) -> int | None:
-    # APScheduler wants a positive int; the executor applies the exact window itself.
-    return None if grace is None else max(1, math.ceil(grace))

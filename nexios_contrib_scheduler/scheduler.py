@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -384,6 +385,38 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         """Whether any listener takes events of this kind (so the event is worth building)."""
         return bool(self._listened & code)
 
+    wants = _wants
+
+    @property
+    def bursting(self) -> bool:
+        """True while a burst of due jobs is being started (what can wait, waits)."""
+        return self._bursting
+
+    # ------------------------------------------------------------ for a hand-moved clock
+
+    @property
+    def event_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the scheduler runs on; None while stopped."""
+        return self._eventloop
+
+    def stop_timer(self) -> None:
+        """Disarm the timer (a frozen clock drives the passes instead)."""
+        self._stop_timer()
+
+    def run_due(self) -> None:
+        """One whole scheduling pass now: submit every job due at the clock's time."""
+        self._process_jobs()
+
+    def next_due_time(self) -> datetime | None:
+        """When the earliest job in any of the job stores is due; None if none is."""
+        soonest: datetime | None = None
+        with self._jobstores_lock:
+            for store in self._jobstores.values():
+                due = store.get_next_run_time()
+                if due is not None and (soonest is None or due < soonest):
+                    soonest = due
+        return soonest
+
     # ------------------------------------------------------------ processing due jobs
 
     def _process_jobs(self, limit: int | None = None) -> float | None:
@@ -586,3 +619,9 @@ def _check_advances(trigger: BaseTrigger, previous: datetime, following: datetim
 def _raised(trigger: BaseTrigger, exc: Exception) -> str:
     text = str(exc)
     return f"{trigger} raised {type(exc).__name__}{': ' + text if text else ''}"
+
+
+def apscheduler_grace(grace: float | None) -> int | None:
+    """A job's ``misfire_grace_time`` as APScheduler takes it (a positive int, or None);
+    the executor applies the exact window itself."""
+    return None if grace is None else max(1, math.ceil(grace))

@@ -96,7 +96,7 @@ class FrozenClock:
         self._saved_datetime = _aps_base.datetime
         _aps_base.datetime = _clock_datetime(self)
         for manager in _clock.running_managers():
-            manager.apscheduler._stop_timer()
+            manager.apscheduler.stop_timer()
 
     def uninstall(self) -> None:
         """Give the schedulers back the clock they had; running ones re-arm real timers."""
@@ -106,7 +106,7 @@ class FrozenClock:
         _aps_base.datetime = self._saved_datetime
         self._previous = None
         for manager in _clock.running_managers():
-            loop = manager.apscheduler._eventloop
+            loop = manager.apscheduler.event_loop
             if manager.running and loop is not None and not loop.is_closed():
                 manager.apscheduler.wakeup()
 
@@ -197,7 +197,7 @@ class FrozenClock:
         here = asyncio.get_running_loop()
         groups: dict[asyncio.AbstractEventLoop, list[SchedulerManager]] = {}
         for manager in _clock.running_managers():
-            loop = manager.apscheduler._eventloop
+            loop = manager.apscheduler.event_loop
             if manager.running and loop is not None and not loop.is_closed():
                 groups.setdefault(loop, []).append(manager)
         soonest: datetime | None = None
@@ -222,13 +222,13 @@ class FrozenClock:
         while True:
             for manager in managers:
                 if manager.running:
-                    manager.apscheduler._process_jobs()
+                    manager.apscheduler.run_due()
             for _ in range(_TURNS):
                 await asyncio.sleep(0)
             pending = {
                 task
                 for manager in managers
-                for task in (*manager._executor.tasks, *manager._listeners.tasks)
+                for task in (*manager.executor.tasks, *manager.listeners.tasks)
                 if not task.done()
             }
             if not wait or not pending:
@@ -237,10 +237,10 @@ class FrozenClock:
             if still:
                 names = sorted(
                     {
-                        m._executor.tasks[t].name
+                        m.executor.tasks[t].name
                         for m in managers
                         for t in still
-                        if t in m._executor.tasks
+                        if t in m.executor.tasks
                     }
                 )
                 raise AssertionError(
@@ -254,12 +254,9 @@ class FrozenClock:
 def _earliest_next_run(managers: list[SchedulerManager]) -> datetime | None:
     soonest: datetime | None = None
     for manager in managers:
-        scheduler = manager.apscheduler
-        with scheduler._jobstores_lock:
-            for store in scheduler._jobstores.values():
-                due = store.get_next_run_time()
-                if due is not None and (soonest is None or due < soonest):
-                    soonest = due
+        due = manager.apscheduler.next_due_time()
+        if due is not None and (soonest is None or due < soonest):
+            soonest = due
     return None if soonest is None else soonest.astimezone(UTC)
 
 

@@ -143,7 +143,7 @@ class TestSecretsAreMasked:
             assert status["jobstore"].startswith("postgresql://postgres:***@127.0.0.1")
             assert "password=***" in status["jobstore"]
             assert SECRET not in repr(status)
-            assert SECRET not in repr(manager._persistence.jobstore)
+            assert SECRET not in repr(manager.persistence.jobstore)
         finally:
             await manager.shutdown()
             drop_namespace(postgres_url(), namespace)

@@ -97,18 +97,18 @@ class TestArgumentsCheckedAtAdd:
         good = manager.add_job(noop, IntervalTrigger(seconds=10), id="good")
         bad = manager.add_job(noop, IntervalTrigger(seconds=10), id="bad")
         other = manager.add_job(noop, IntervalTrigger(seconds=10), id="other")
-        real = bad._record.trigger.to_apscheduler
+        real = bad.trigger.to_apscheduler
 
         def broken(tz, now):
             raise RuntimeError("cannot anchor")
 
-        monkeypatch.setattr(bad._record.trigger, "to_apscheduler", broken)
+        monkeypatch.setattr(bad.trigger, "to_apscheduler", broken)
         await manager.start()
         assert bad.status is JobStatus.FAILED
         assert "cannot anchor" in bad.last_error
         assert good.next_run_time is not None and other.next_run_time is not None
         assert {j.id for j in manager.apscheduler.get_jobs()} == {"good", "other"}
-        monkeypatch.setattr(bad._record.trigger, "to_apscheduler", real)
+        monkeypatch.setattr(bad.trigger, "to_apscheduler", real)
 
     async def test_replace_existing_must_be_a_bool(self, manager):
         with pytest.raises(TypeError, match="replace_existing"):
@@ -190,7 +190,7 @@ class TestBurstsAndSlots:
         try:
             await wait_until(lambda: hog_job.current_instances == 1)
             await wait_until(lambda: m.apscheduler.get_job("r") is None)  # its fire is queued
-            await wait_until(lambda: m.get_job("p")._record.submissions >= 1)
+            await wait_until(lambda: m.registry.get("p").submissions >= 1)
             assert m.remove_job("r") is True
             assert m.pause_job("p") is True
             release.set()

@@ -414,9 +414,10 @@ class TestUnknownIds:
 # ---------------------------------------------------------------- 20. bookkeeping failures
 
 
-def _fail_once(monkeypatch, manager: SchedulerManager, step: str) -> list[int]:
-    """Make the manager's ``step`` raise the first time it is called; return its call count."""
-    real = getattr(manager, step)
+def _fail_once(monkeypatch, part: object, step: str) -> list[int]:
+    """Make ``part.step`` (a part of the manager) raise the first time it is called; return
+    its call count."""
+    real = getattr(part, step)
     calls: list[int] = []
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -425,20 +426,22 @@ def _fail_once(monkeypatch, manager: SchedulerManager, step: str) -> list[int]:
             raise RuntimeError(f"{step} broke")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(manager, step, flaky)
+    monkeypatch.setattr(part, step, flaky)
     return calls
 
 
 class TestBookkeepingFailures:
-    @pytest.mark.parametrize("step", ["_changed", "_emit"])
+    @pytest.mark.parametrize(
+        ("part", "step"), [("registry", "changed"), ("listeners", "job_event")]
+    )
     async def test_a_failed_bookkeeping_step_does_not_leave_the_job_stuck(
-        self, clocked, scheduler_clock, monkeypatch, caplog, step
+        self, clocked, scheduler_clock, monkeypatch, caplog, part, step
     ):
         calls = Calls()
         job = clocked.add_job(calls, IntervalTrigger(seconds=1), id="x", max_instances=1)
         clocked.add_listener(lambda event: None)  # so that runs emit events
         await clocked.start()
-        attempts = _fail_once(monkeypatch, clocked, step)
+        attempts = _fail_once(monkeypatch, getattr(clocked, part), step)
         with caplog.at_level(logging.ERROR, logger=PACKAGE_LOGGER):
             await scheduler_clock.advance(4)
 
@@ -457,7 +460,7 @@ class TestBookkeepingFailures:
             calls, IntervalTrigger(seconds=1, start_now=False), id="x", max_instances=1
         )
         await clocked.start()
-        _fail_once(monkeypatch, clocked, "_submission_done")
+        _fail_once(monkeypatch, clocked.ledger, "settle")
         with caplog.at_level(logging.ERROR, logger=PACKAGE_LOGGER):
             assert clocked.run_job_now("x")
             await scheduler_clock.run_due()
@@ -465,7 +468,7 @@ class TestBookkeepingFailures:
 
         assert calls.count == 4 and job.skipped_count == 0
         assert job.current_instances == 0
-        assert job.last_error is not None and "_submission_done broke" in job.last_error
+        assert job.last_error is not None and "settle broke" in job.last_error
         assert any(r.exc_info for r in caplog.records if r.levelno == logging.ERROR)
 
     async def test_a_plain_function_that_raises_after_its_timeout_has_its_error_recorded(

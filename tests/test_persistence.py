@@ -226,7 +226,7 @@ class TestRestart:
         await first.shutdown()
         # What a worker killed during its second run leaves: a run started, never ended.
         started = pickle.dumps(2, pickle.HIGHEST_PROTOCOL)
-        first._persistence.state.update("r", {"total_run_count": started})
+        first.persistence.state.update("r", {"total_run_count": started})
 
         second = managers(sqlite_store.config())
         await second.start()
@@ -534,7 +534,7 @@ class TestWorkers:
         await stopping
         job = new.get_job("s")
         assert (job.total_run_count, job.success_count, job.failure_count) == (1, 1, 0)
-        new._persistence._resync()  # the leader's periodic reload settles nothing either
+        new.persistence.resync()  # the leader's periodic reload settles nothing either
         assert new.get_job("s").history[0].outcome == "success"
 
     async def test_a_scheduling_pass_does_not_undo_another_workers_change(self, store, managers):
@@ -544,7 +544,7 @@ class TestWorkers:
         trigger = IntervalTrigger(hours=1, start_now=False)
         one.add_job(tick, trigger, args=("p",), id="p")
         one.add_job(tick, trigger, args=("q",), id="q")
-        mine, theirs = one._persistence.jobstore, two._persistence.jobstore
+        mine, theirs = one.persistence.jobstore, two.persistence.jobstore
         later = datetime.now(UTC) + timedelta(hours=2)
 
         # A pass of worker one reads both jobs as due...
@@ -599,7 +599,7 @@ class TestWorkers:
         # Let the leader's own copy hear of the resume first: a fire its pass reaches while
         # that copy still says PAUSED is dropped, with no run and no record.
         await wait_until(
-            lambda: leader._records["x"].status is JobStatus.ACTIVE,
+            lambda: leader.registry.get("x").status is JobStatus.ACTIVE,
             timeout=60,
             what="the leader to hear of the resume",
         )
@@ -694,9 +694,9 @@ class TestStatusAndFireKeys:
         manager = managers(store.config())
         job = manager.add_job(tick, IntervalTrigger(hours=1, start_now=False), args=("c",), id="c")
         await manager.start()
-        record = manager._records["c"]
+        record, claims = manager.registry.get("c"), manager.persistence
         when = datetime(2030, 1, 1, tzinfo=UTC)
-        assert manager._claim_fire(record, when) is True
-        assert manager._claim_fire(record, when) is False
-        assert manager._claim_fire(record, when + timedelta(microseconds=1)) is True
+        assert claims.claim(record, when) is True
+        assert claims.claim(record, when) is False
+        assert claims.claim(record, when + timedelta(microseconds=1)) is True
         assert job.total_run_count == 0

@@ -301,7 +301,7 @@ class TestShutdownWithRunsInFlight:
             "two-instances": ["cancelled", "cancelled"],
         }
         assert all(j.current_instances == 0 for j in jobs.values())
-        assert m._executor.tasks == {}
+        assert m.executor.tasks == {}
         ours = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert ours == []  # nothing of the scheduler's is left running
 

@@ -42,7 +42,7 @@ from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
 from ..config import JobStatus
 from ..errors import SchedulerError
-from ..jobs import JobRecord, RunRecord, utcnow
+from ..jobs import JobRecord, utcnow
 from . import records
 from .coordination import Lease, open_lease
 from .fires import fire_token
@@ -99,6 +99,7 @@ class Persistence:
         self._warned: set[str] = set()
         self._failing: set[str] = set()
         self._io = threading.RLock()
+        manager.registry.subscribe(self._on_change)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -130,24 +131,27 @@ class Persistence:
                 engine if same else None,
             )
         await asyncio.to_thread(self._open)
-        m._scheduler.start(paused=True)
+        m.apscheduler.start(paused=True)
         self._started, self._stopping, self._leading = True, False, False
         # Jobs added before start() are declarations: the leader reconciles them with the
         # store. Until then the registry shows what the store holds.
         declared: dict[str, JobRecord] = {}
-        with m._lock:
-            for job_id, record in list(m._records.items()):
-                saved = self._saved.get(job_id)
+        registry = m.registry
+        with registry.lock:
+            for record in registry.records():
+                saved = self._saved.get(record.id)
                 if saved is None or saved[0] is not record:
-                    declared[job_id] = m._records.pop(job_id)
+                    registry.pop(record.id)
+                    declared[record.id] = record
         self._declarations.update(declared)
         self._definitions.update({k: copy.copy(r) for k, r in declared.items()})
         try:
             self.sync_all()
         except BaseException:
             self._started = False
-            m._records.update(declared)
-            m._scheduler.shutdown()
+            for record in declared.values():
+                registry.put(record)
+            m.apscheduler.shutdown()
             raise
         held = True
         if self.lease is not None:
@@ -168,7 +172,7 @@ class Persistence:
             "leader" if self.is_leader else "standby",
             self.jobstore_url,
             "" if self.coordination_url is None else f", coordinated by {self.coordination_url}",
-            len(m._records),
+            len(m.registry),
         )
 
     def _open(self) -> None:
@@ -260,8 +264,8 @@ class Persistence:
             self._reconcile_declarations()
         except Exception:
             logger.exception("could not reconcile the declared jobs with the job store")
-        if m._scheduler.state == STATE_PAUSED:
-            m._scheduler.resume()
+        if m.apscheduler.state == STATE_PAUSED:
+            m.apscheduler.resume()
         if self.lease is not None:
             logger.info("scheduler worker %s is now the leader", self.worker_id)
 
@@ -270,8 +274,8 @@ class Persistence:
             return
         self._leading = False
         m = self.manager
-        if m._scheduler.state == STATE_RUNNING:
-            m._scheduler.pause()
+        if m.apscheduler.state == STATE_RUNNING:
+            m.apscheduler.pause()
         if not self._stopping:
             logger.warning(
                 "scheduler worker %s lost the lease: standing by, runs in progress go on",
@@ -326,7 +330,7 @@ class Persistence:
             resyncs = self._holding and lease is not None
             if now >= next_resync:
                 if resyncs:
-                    self._call_soon(self._resync)
+                    self._call_soon(self.resync)
                 next_resync = now + RESYNC_SECONDS
             if self._holding and now >= next_prune:
                 self._attempt("prune the scheduler tables", self.state.prune, time.time())
@@ -450,9 +454,9 @@ class Persistence:
             logger.exception("could not apply a change made by another scheduler worker")
             return
         if self.is_leader:
-            self.manager._scheduler.wakeup()
+            self.manager.apscheduler.wakeup()
 
-    def _resync(self) -> None:
+    def resync(self) -> None:
         if not self._running or self._stopping or not self.is_leader:
             return
         try:
@@ -461,7 +465,7 @@ class Persistence:
         except Exception as exc:
             logger.warning("could not reload the jobs from %s: %s", self.jobstore_url, exc)
             return
-        self.manager._scheduler.wakeup()
+        self.manager.apscheduler.wakeup()
 
     def _announce(self, op: str, job_id: str) -> None:
         if self.lease is None or self.is_leader:
@@ -472,7 +476,7 @@ class Persistence:
     def request_run(self, job_id: str) -> bool:
         """Ask the leader to run a job now; False if the job is unknown or finished."""
         self.sync_job(job_id)
-        record = self.manager._records.get(job_id)
+        record = self.manager.registry.get(job_id)
         if record is None or record.finished:
             return False
         message = {"op": "run", "job": job_id, "request": uuid.uuid4().hex, "from": self.worker_id}
@@ -504,7 +508,7 @@ class Persistence:
         with self._io:
             stored = self.state.load_all()
             jobs = {job.id: job for job in self.jobstore.get_all_jobs()}
-            for job_id in list(m._records):
+            for job_id in m.registry.ids():
                 if job_id not in stored:
                     self._merge(job_id, None, None)
             for job_id, fields in stored.items():
@@ -512,11 +516,11 @@ class Persistence:
 
     def _merge(self, job_id: str, fields: dict[str, bytes] | None, job: Job | None) -> None:
         m = self.manager
-        record = m._records.get(job_id)
+        record = m.registry.get(job_id)
         saved = self._saved.get(job_id)
         if fields is None:
             if record is not None and saved is not None and saved[0] is record:
-                del m._records[job_id]
+                m.registry.pop(job_id)
                 record.status = JobStatus.CANCELLED
                 record.pending_next_run = None
                 self._saved.pop(job_id, None)
@@ -534,7 +538,7 @@ class Persistence:
                 func = None if job is None else job.func
                 record = records.build(values, func, m.config.history_size)
             else:
-                records.apply(record, values)
+                m.ledger.restore(record, values)
         except Exception as exc:
             if job_id not in self._failing:
                 self._failing.add(job_id)
@@ -545,7 +549,7 @@ class Persistence:
             record.pending_next_run = job.next_run_time
         else:
             record.pending_next_run = None
-        m._records[job_id] = record
+        m.registry.put(record)
         self._saved[job_id] = (record, dict(fields))
 
     def refresh(self, job_id: object = None) -> None:
@@ -575,7 +579,10 @@ class Persistence:
 
     def load_record(self, job_id: str) -> JobRecord | None:
         self.refresh(job_id)
-        return self.manager._records.get(job_id)
+        return self.manager.registry.get(job_id)
+
+    def _on_change(self, kind: str, record: JobRecord) -> None:
+        self.changed(record)
 
     def changed(self, record: JobRecord) -> None:
         """Write what changed in ``record`` (or its removal) to the store."""
@@ -600,7 +607,7 @@ class Persistence:
         """Write the record's changes; what to tell the leader ("changed", "removed", None)."""
         job_id = record.id
         saved = self._saved.get(job_id)
-        if self.manager._records.get(job_id) is not record:
+        if not self.manager.registry.holds(record):
             if saved is None or saved[0] is not record:
                 return None
             self.state.delete(job_id, time.time())
@@ -629,15 +636,15 @@ class Persistence:
         now = utcnow()
         for job_id, declared in self._definitions.items():
             declared_at = declared.created_at.timestamp()
-            record = m._records.get(job_id)
+            record = m.registry.get(job_id)
             if record is None:
                 if removed.get(job_id, float("-inf")) >= declared_at:
                     continue  # removed at run time after this worker declared it
                 record = self._declarations.pop(job_id, None) or copy.copy(declared)
                 _define(record, declared)
-                m._records[job_id] = record
-                m._schedule(record, now)
-                m._changed(record)
+                m.registry.put(record)
+                m.schedule(record, now)
+                m.registry.announce("added", record)
                 continue
             stored_at = self._defined_at(job_id)
             if stored_at is not None and stored_at > declared_at:
@@ -650,8 +657,8 @@ class Persistence:
             if record.finished:
                 record.finished = False
                 record.status = JobStatus.ACTIVE
-            m._schedule(record, now)
-            m._changed(record)
+            m.schedule(record, now)
+            m.registry.changed(record)
 
     def _settle_interrupted_runs(self) -> None:
         """Record the runs a worker started and never finished (it died meanwhile).
@@ -668,27 +675,11 @@ class Persistence:
         if self._other_leader_alive():
             return
         m = self.manager
-        for record in list(m._records.values()):
+        for record in m.registry.records():
             cut = record.total_run_count - record.success_count - record.failure_count
             cut -= record.current_instances
-            if cut <= 0:
-                continue
-            error = "cancelled: the worker running it stopped before the run ended"
-            record.failure_count += cut
-            record.consecutive_failures += cut
-            record.last_outcome = "cancelled"
-            record.last_error = error
-            for _ in range(min(cut, record.history_size)):
-                record.record(RunRecord(None, record.last_run_time, None, "cancelled", error))
-            if record.status is JobStatus.ACTIVE:
-                record.status = JobStatus.FAILED
-            m._changed(record)
-            logger.warning(
-                "job %r (%s): %d run(s) cut short: the worker running it stopped",
-                record.name,
-                record.id,
-                cut,
-            )
+            if cut > 0:
+                m.ledger.cut_short(record, cut)
 
     def _other_leader_alive(self) -> bool:
         host = socket.gethostname()
@@ -721,15 +712,14 @@ class Persistence:
             aps["misfire_grace_time"] = _aps_grace(aps["misfire_grace_time"])
         if aps and not record.finished:
             with contextlib.suppress(JobLookupError):
-                self.manager._scheduler.modify_job(record.id, **aps)
-        self.manager._changed(record)
+                self.manager.apscheduler.modify_job(record.id, **aps)
+        self.manager.registry.changed(record)
 
     # ------------------------------------------------------------ runs
 
-    def on_submit(
-        self, job: Job, run_times: Sequence[datetime], record: JobRecord | None
-    ) -> JobRecord | None:
+    def on_submit(self, job: Job, run_times: Sequence[datetime]) -> JobRecord | None:
         """Before a submission: find the record and count fires merged by ``coalesce``."""
+        record = self.manager.registry.get(job.id)
         if record is None:
             record = self.load_record(job.id)
         first = getattr(job, "next_run_time", None)
@@ -737,23 +727,8 @@ class Persistence:
             return record
         merged = [t for t in job._get_run_times(run_times[0]) if t < run_times[0]]
         if merged:
-            self._merged(record, merged, run_times[0])
+            self.manager.ledger.coalesced(record, merged, run_times[0])
         return record
-
-    def _merged(self, record: JobRecord, merged: list[datetime], into: datetime) -> None:
-        if len(merged) == 1:
-            what = f"the fire due at {merged[0].isoformat()} was"
-        else:
-            what = (
-                f"{len(merged)} fires due from {merged[0].isoformat()} to "
-                f"{merged[-1].isoformat()} were"
-            )
-        error = f"missed: {what} coalesced into the run scheduled for {into.isoformat()}"
-        record.missed_count += len(merged)
-        for scheduled in merged[-record.history_size :] if record.history_size else ():
-            record.record(RunRecord(scheduled, None, None, "missed", error))
-        self.manager._changed(record)
-        logger.warning("job %r (%s) %s", record.name, record.id, error)
 
     def claim(self, record: JobRecord, scheduled: datetime) -> bool:
         """Record the fire in the store before it runs; False if it ran (or runs) elsewhere."""
@@ -813,9 +788,9 @@ def _option_names() -> tuple[str, ...]:
 
 
 def _aps_grace(grace: float | None) -> int | None:
-    from ..manager import _aps_grace as convert
+    from ..scheduler import apscheduler_grace
 
-    return convert(grace)
+    return apscheduler_grace(grace)
 
 
 def _define(record: JobRecord, declared: JobRecord) -> None:

@@ -1,0 +1,96 @@
+"""JobRegistry: the job records of one scheduler, behind one lock, announcing changes.
+
+The registry is the only place records are added, removed and looked up. Whoever changes
+a record's state tells the registry (``changed``), and the registry tells its subscribers:
+persistence subscribes to write the change to the store, instead of being called by the
+code that made it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+from .jobs import JobRecord
+
+#: What happened to a record: it came in (``add_job``), its state changed, or it went out.
+ChangeKind = Literal["added", "changed", "removed"]
+Subscriber = Callable[[ChangeKind, JobRecord], None]
+
+
+class JobRegistry:
+    """The records by job id. ``lock`` (reentrant) guards a series of steps that must not
+    interleave with another thread's; single lookups and updates need no lock."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, JobRecord] = {}
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self.lock = threading.RLock()
+
+    # ------------------------------------------------------------ lookups
+
+    def get(self, job_id: object) -> JobRecord | None:
+        """The record of ``job_id``; None if there is none (or ``job_id`` is not a str)."""
+        return self._records.get(job_id) if isinstance(job_id, str) else None
+
+    def holds(self, record: JobRecord) -> bool:
+        """Whether ``record`` is the current record of its id (not removed or replaced)."""
+        return self._records.get(record.id) is record
+
+    def records(self) -> list[JobRecord]:
+        """A snapshot of every record, in the order they were added."""
+        with self.lock:
+            return list(self._records.values())
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return list(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, job_id: object) -> bool:
+        return isinstance(job_id, str) and job_id in self._records
+
+    def __iter__(self) -> Iterator[JobRecord]:
+        return iter(self.records())
+
+    # ------------------------------------------------------------ changes
+
+    def put(self, record: JobRecord) -> JobRecord | None:
+        """Make ``record`` the record of its id, quietly; the record it replaced, if any.
+
+        Quiet, because a change made in steps is announced once its last step succeeded
+        (``announce``), and records read from the store are not news to the store.
+        """
+        with self.lock:
+            old = self._records.get(record.id)
+            self._records[record.id] = record
+            return old
+
+    def pop(self, job_id: object) -> JobRecord | None:
+        """Take the record of ``job_id`` out, quietly; None if there was none."""
+        if not isinstance(job_id, str):
+            return None
+        with self.lock:
+            return self._records.pop(job_id, None)
+
+    def changed(self, record: JobRecord) -> None:
+        """``record``'s state changed: tell the subscribers."""
+        self.announce("changed", record)
+
+    def announce(self, kind: ChangeKind, record: JobRecord) -> None:
+        for subscriber in self._subscribers:
+            subscriber(kind, record)
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call ``subscriber(kind, record)`` on every change; returns the way to stop."""
+        with self.lock:
+            self._subscribers = (*self._subscribers, subscriber)
+
+        def unsubscribe() -> None:
+            with self.lock:
+                self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+
+        return unsubscribe
