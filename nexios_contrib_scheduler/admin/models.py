@@ -74,6 +74,30 @@ class JobDetailOut(JobOut):
     next_run_times: list[str] = Field([], description="the next 5 fire times, ISO 8601")
 
 
+class JobPageOut(BaseModel):
+    """One page of the job list: the answer when ``limit`` or ``cursor`` is given."""
+
+    jobs: list[JobOut] = Field(description="up to limit jobs, oldest first")
+    total: int = Field(description="jobs matching status and q, on every page")
+    offset: int = Field(description="matching jobs before this page")
+    limit: int = Field(description="the page size asked for (default 100, at most 1000)")
+    next_cursor: str | None = Field(
+        description="pass as cursor for the next page; null on the last page"
+    )
+
+
+class JobListOut(RootModel[list[JobOut] | JobPageOut]):
+    """Every matching job as an array; one page of them when ``limit`` or ``cursor`` is given."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # Nexios moves a response model's "$defs" into the document's components but does
+        # not rewrite the references inside them (JobPageOut -> JobOut -> RunOut here), so
+        # every reference is written as a component reference from the start.
+        kwargs.setdefault("ref_template", "#/components/schemas/{model}")
+        return super().model_json_schema(*args, **kwargs)
+
+
 class HealthOut(BaseModel):
     """Whether the scheduler runs, its role among workers, and its jobs by status."""
 

@@ -27,7 +27,17 @@ from ..jobs import ScheduledJob
 from ..manager import SchedulerManager
 from ..triggers import trigger_from_dict
 from .dashboard import render_dashboard
-from .models import ErrorOut, HealthOut, JobDetailOut, JobOut, PauseIn, TriggerIn
+from .models import ErrorOut, HealthOut, JobDetailOut, JobListOut, JobOut, PauseIn, TriggerIn
+from .paging import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    SEARCH_LIMIT,
+    QueryError,
+    page,
+    parse_query,
+    select,
+    wants_pages,
+)
 from .security import RequestRefusedError, check_same_origin, normalize_origin, read_json_body
 from .views import job_detail_view, job_view, repr_text, text
 
@@ -312,14 +322,29 @@ class _AdminAPI:
         return response
 
     async def list_jobs(self, request: Request, response: Response) -> Response:
-        manager = _manager(request)
-        status = request.query_params.get("status") or None
+        params = dict(request.query_params)
+        # ?status=ACTIVE&status=PAUSED is the same as ?status=ACTIVE,PAUSED.
+        statuses = request.query_params.getlist("status")
+        if statuses:
+            params["status"] = ",".join(statuses)
         try:
-            jobs = manager.get_jobs(status)
-        except ValueError:
-            allowed = ", ".join(s.value for s in JobStatus)
-            return _error(response, 422, f"unknown status {_quote(status)}: use one of {allowed}")
-        return _ok(response, [self._view(job) for job in jobs])
+            query = parse_query(params)
+        except QueryError as exc:
+            return _error(response, 422, str(exc))
+        manager = _manager(request)
+        only = next(iter(query.statuses)) if query.statuses and len(query.statuses) == 1 else None
+        jobs = manager.get_jobs(only)
+        if not wants_pages(params):
+            return _ok(response, [self._view(job) for job in select(jobs, query)])
+        found = page(jobs, query)
+        body = {
+            "jobs": [self._view(job) for job in found.jobs],
+            "total": found.total,
+            "offset": found.offset,
+            "limit": query.limit,
+            "next_cursor": found.next_cursor,
+        }
+        return _ok(response, body)
 
     async def get_job(self, request: Request, response: Response, id: str) -> Response:
         manager = _manager(request)
@@ -501,16 +526,42 @@ _WRITE_ERRORS = {
 
 _LIST_DOC: dict[str, Any] = {
     "summary": "List jobs",
-    "description": "Every job, or those with the given status, with its counters and history.",
+    "description": (
+        "Every job, or those with the given statuses and search, with its counters and "
+        "history, oldest first (by created_at, then id). With limit or cursor the answer is "
+        "one page: {jobs, total, offset, limit, next_cursor}; pass next_cursor as cursor "
+        "for the next page. Without them it is the bare array of every matching job."
+    ),
     "operation_id": "scheduler_list_jobs",
-    "responses": {200: list[JobOut], 422: ErrorOut},
+    "responses": {200: JobListOut, 422: ErrorOut},
     "parameters": [
         Query(
             name="status",
             required=False,
-            description="only jobs with this status",
-            spec=Schema(type="string", enum=[s.value for s in JobStatus]),
-        )
+            description="only jobs with this status, or one of several separated by commas",
+            spec=Schema(type="string", example="ACTIVE,PAUSED"),
+        ),
+        Query(
+            name="q",
+            required=False,
+            description=(
+                "only jobs whose id, name or function (module:name) contains this text, "
+                f"in any case; up to {SEARCH_LIMIT} characters"
+            ),
+            spec=Schema(type="string", maxLength=SEARCH_LIMIT),
+        ),
+        Query(
+            name="limit",
+            required=False,
+            description=f"jobs per page (default {DEFAULT_LIMIT}); asks for the paged answer",
+            spec=Schema(type="integer", minimum=1, maximum=MAX_LIMIT, default=DEFAULT_LIMIT),
+        ),
+        Query(
+            name="cursor",
+            required=False,
+            description="the previous page's next_cursor; asks for the paged answer",
+            spec=Schema(type="string"),
+        ),
     ],
 }
 _GET_DOC: dict[str, Any] = {

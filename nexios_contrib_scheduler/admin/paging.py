@@ -1,0 +1,227 @@
+"""The job list in pages: what a client asks for, the order of the list, and one page.
+
+Jobs are listed oldest first: by ``created_at``, then by id for jobs created at the same
+instant. Neither ever changes for a job, so a cursor (the position of the last job of a
+page) still marks the same place after jobs are added or removed: a job that exists
+from the first page to the last is listed exactly once, and a job added meanwhile is
+listed at the end. A job replaced by ``add_job(..., replace_existing=True)`` is a new job
+and moves to the end.
+
+A page costs one pass over the jobs (reading a few attributes of each) and the views of
+the jobs on the page only.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from operator import itemgetter
+from typing import Any
+
+from ..config import JobStatus
+from ..jobs import ScheduledJob
+from .views import func_name, repr_text
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+#: Characters of a search; a longer one is refused.
+SEARCH_LIMIT = 200
+#: The parameters that ask for the paged answer; without them the list is a bare array.
+PAGING_PARAMETERS = ("limit", "cursor")
+
+_DIGITS = re.compile(r"[0-9]{1,9}")
+_CURSOR_VERSION = 1
+
+#: A job's place in the list: when it was created (UTC), then its id.
+Position = tuple[datetime, str]
+
+
+class QueryError(ValueError):
+    """A parameter of the job list the API cannot take; the message says what it can."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuery:
+    """Which jobs to list: some statuses (None: all), a search, and a page."""
+
+    statuses: frozenset[JobStatus] | None = None
+    search: str | None = None
+    limit: int = DEFAULT_LIMIT
+    after: Position | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Up to ``limit`` jobs in list order, and where they stand among all that match."""
+
+    jobs: list[ScheduledJob]
+    total: int
+    offset: int
+    next_cursor: str | None
+
+
+def wants_pages(params: Mapping[str, str]) -> bool:
+    """Whether a request asked for the paged answer (it names ``limit`` or ``cursor``)."""
+    return any(name in params for name in PAGING_PARAMETERS)
+
+
+def parse_query(params: Mapping[str, str]) -> JobQuery:
+    """The query a request's parameters describe; raises ``QueryError`` for a bad one.
+
+    An empty value is the same as leaving the parameter out.
+    """
+    return JobQuery(
+        statuses=parse_statuses(params.get("status")),
+        search=parse_search(params.get("q")),
+        limit=parse_limit(params.get("limit")),
+        after=parse_cursor(params.get("cursor")),
+    )
+
+
+def parse_statuses(value: str | None) -> frozenset[JobStatus] | None:
+    """``"ACTIVE,paused"``: one status or several separated by commas, in any case."""
+    if not value:
+        return None
+    wanted: set[JobStatus] = set()
+    for part in value.split(","):
+        name = part.strip().upper()
+        if not name:
+            continue
+        try:
+            wanted.add(JobStatus(name))
+        except ValueError:
+            allowed = ", ".join(s.value for s in JobStatus)
+            raise QueryError(
+                f"unknown status {_quote(part.strip())}: use one of {allowed}, "
+                "or several separated by commas"
+            ) from None
+    return frozenset(wanted) or None
+
+
+def parse_search(value: str | None) -> str | None:
+    """The text to look for, folded for a case-insensitive match."""
+    if value is None or not value.strip():
+        return None
+    if len(value) > SEARCH_LIMIT:
+        raise QueryError(f"q is {len(value)} characters long: a search may be up to {SEARCH_LIMIT}")
+    return value.strip().casefold()
+
+
+def parse_limit(value: str | None) -> int:
+    if not value:
+        return DEFAULT_LIMIT
+    if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= MAX_LIMIT:
+        raise QueryError(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {_quote(value)}")
+    return int(value)
+
+
+def parse_cursor(value: str | None) -> Position | None:
+    """The position a cursor from ``encode_cursor`` holds."""
+    if not value:
+        return None
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        data = json.loads(raw)
+        version, created, job_id = data
+        when = datetime.fromisoformat(created)
+        if version != _CURSOR_VERSION or not isinstance(job_id, str) or when.tzinfo is None:
+            raise ValueError("not a cursor of this version")
+    except (ValueError, TypeError, RecursionError):  # bad base64 or text, JSON or shape
+        raise QueryError(
+            f"cursor {_quote(value)} is not one this API gave: pass the next_cursor of the "
+            "previous page, or no cursor for the first page"
+        ) from None
+    return when.astimezone(timezone.utc), job_id
+
+
+def encode_cursor(position: Position) -> str:
+    created, job_id = position
+    data = json.dumps([_CURSOR_VERSION, created.isoformat(), job_id], ensure_ascii=False)
+    return base64.urlsafe_b64encode(data.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def position(job: ScheduledJob) -> Position:
+    created = job.created_at
+    if created.tzinfo is None:  # stored by an older version; created_at is always UTC
+        created = created.replace(tzinfo=timezone.utc)
+    return created, job.id
+
+
+def list_order(jobs: Iterable[ScheduledJob]) -> list[ScheduledJob]:
+    """``jobs`` in the order of the list."""
+    return sorted(jobs, key=position)
+
+
+def select(jobs: Iterable[ScheduledJob], query: JobQuery) -> list[ScheduledJob]:
+    """The jobs that have one of the query's statuses and contain its search."""
+    matches = _matcher(query)
+    return [job for job in jobs if matches(job)]
+
+
+def page(jobs: Iterable[ScheduledJob], query: JobQuery) -> Page:
+    """The page of ``jobs`` that ``query`` asks for.
+
+    One pass counts the jobs that match and keeps those after the cursor; only the first
+    ``limit`` of these are ordered, so a page costs O(jobs + limit log jobs).
+    """
+    matches = _matcher(query)
+    after = query.after
+    total = before = 0
+    candidates: list[tuple[Position, ScheduledJob]] = []
+    for job in jobs:
+        if not matches(job):
+            continue
+        total += 1
+        place = position(job)
+        if after is not None and place <= after:
+            before += 1
+        else:
+            candidates.append((place, job))
+    chosen = heapq.nsmallest(query.limit + 1, candidates, key=itemgetter(0))
+    more = len(chosen) > query.limit
+    shown = chosen[: query.limit]
+    return Page(
+        jobs=[job for _, job in shown],
+        total=total,
+        offset=before,
+        next_cursor=encode_cursor(shown[-1][0]) if more else None,
+    )
+
+
+def _matcher(query: JobQuery) -> Callable[[ScheduledJob], bool]:
+    statuses, search = query.statuses, query.search
+    # Many jobs share a few functions: each function is named once per request (and
+    # kept, so that its id is not reused for another one meanwhile).
+    names: dict[int, tuple[object, str]] = {}
+
+    def func_text(job: ScheduledJob) -> str:
+        func = job.func
+        known = names.get(id(func))
+        if known is None or known[0] is not func:
+            known = names[id(func)] = (func, func_name(func).casefold())
+        return known[1]
+
+    def matches(job: ScheduledJob) -> bool:
+        if statuses is not None and job.status not in statuses:
+            return False
+        if search is None:
+            return True
+        return (
+            search in job.id.casefold() or search in _casefold(job.name) or search in func_text(job)
+        )
+
+    return matches
+
+
+def _casefold(value: Any) -> str:
+    return value.casefold() if isinstance(value, str) else ""
+
+
+def _quote(value: object) -> str:
+    return repr_text(value, 120)
