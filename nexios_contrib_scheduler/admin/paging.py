@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from operator import itemgetter
+from operator import attrgetter
 from typing import Any
 
 from ..config import JobStatus
@@ -146,20 +146,14 @@ def encode_cursor(position: Position) -> str:
     return base64.urlsafe_b64encode(data.encode("utf-8")).decode("ascii").rstrip("=")
 
 
-def position(job: ScheduledJob) -> Position:
-    created = job.created_at
-    if created.tzinfo is None:  # stored by an older version; created_at is always UTC
-        created = created.replace(tzinfo=timezone.utc)
-    return created, job.id
-
-
-def list_order(jobs: Iterable[ScheduledJob]) -> list[ScheduledJob]:
-    """``jobs`` in the order of the list."""
-    return sorted(jobs, key=position)
+#: A job's position: every job's ``created_at`` is an aware UTC datetime.
+position: Callable[[ScheduledJob], Position] = attrgetter("created_at", "id")
 
 
 def select(jobs: Iterable[ScheduledJob], query: JobQuery) -> list[ScheduledJob]:
     """The jobs that have one of the query's statuses and contain its search."""
+    if query.statuses is None and query.search is None:
+        return list(jobs)
     matches = _matcher(query)
     return [job for job in jobs if matches(job)]
 
@@ -167,30 +161,24 @@ def select(jobs: Iterable[ScheduledJob], query: JobQuery) -> list[ScheduledJob]:
 def page(jobs: Iterable[ScheduledJob], query: JobQuery) -> Page:
     """The page of ``jobs`` that ``query`` asks for.
 
-    One pass counts the jobs that match and keeps those after the cursor; only the first
-    ``limit`` of these are ordered, so a page costs O(jobs + limit log jobs).
+    The jobs that match are counted and positioned in one pass; only the first ``limit``
+    after the cursor are ordered, so a page costs O(jobs + limit log jobs).
     """
-    matches = _matcher(query)
+    matching = select(jobs, query)
+    places = list(map(position, matching))
+    total = len(places)
     after = query.after
-    total = before = 0
-    candidates: list[tuple[Position, ScheduledJob]] = []
-    for job in jobs:
-        if not matches(job):
-            continue
-        total += 1
-        place = position(job)
-        if after is not None and place <= after:
-            before += 1
-        else:
-            candidates.append((place, job))
-    chosen = heapq.nsmallest(query.limit + 1, candidates, key=itemgetter(0))
-    more = len(chosen) > query.limit
+    if after is None:
+        candidates = list(zip(places, range(total), strict=True))
+    else:
+        candidates = [(place, n) for n, place in enumerate(places) if place > after]
+    chosen = heapq.nsmallest(query.limit + 1, candidates)
     shown = chosen[: query.limit]
     return Page(
-        jobs=[job for _, job in shown],
+        jobs=[matching[n] for _, n in shown],
         total=total,
-        offset=before,
-        next_cursor=encode_cursor(shown[-1][0]) if more else None,
+        offset=total - len(candidates),
+        next_cursor=encode_cursor(shown[-1][0]) if len(chosen) > query.limit else None,
     )
 
 
