@@ -302,6 +302,13 @@ class TestHostileSearch:
         assert body["total"] == len(expected)
         assert sorted(job.id for job in api.scheduler.get_jobs()) == sorted(jobs)
 
+    @pytest.mark.parametrize("raw", ["%ED%A0%80", "%FF%FE", "%00", "%25%32%35", "%E2%80%AE"])
+    def test_a_q_that_is_not_valid_text_in_the_url_finds_nothing_and_breaks_nothing(self, api, raw):
+        api.add("plain")
+        response = api.http.get(f"/scheduler/jobs?limit=5&q={raw}")
+        assert response.status_code == 200
+        assert response.json()["jobs"] == []
+
 
 def error_of(response) -> str:
     assert response.status_code == 422, response.text
