@@ -105,7 +105,14 @@ class SchedulerManager:
         if self.config.jobstore_url is not None:
             from .stores.persistence import Persistence
 
-            self.persistence = Persistence(self, self.config.jobstore_url)
+            self.persistence = Persistence(
+                self.config,
+                self.registry,
+                self.ledger,
+                self.config.jobstore_url,
+                schedule=self.schedule,
+                run_now=self.run_job_now,
+            )
             jobstores["default"] = self.persistence.jobstore
         self.executor = JobExecutor(
             self.registry,
@@ -127,6 +134,8 @@ class SchedulerManager:
             self._on_apscheduler_event, EVENT_JOB_REMOVED | EVENT_JOB_MAX_INSTANCES
         )
         self._scheduler.on_trigger_error = self._trigger_failed
+        if self.persistence is not None:
+            self.persistence.attach(self._scheduler)
 
     # ------------------------------------------------------------ lifecycle
 

@@ -34,7 +34,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     # APScheduler's: the job store alias an execution event carries.
     "executor.py": frozenset({"_jobstore_alias"}),
     # APScheduler's: the fires a coalesced submission merged, to record them as missed.
-    "stores/persistence.py": frozenset({"_get_run_times"}),
     "stores/sync.py": frozenset({"_get_run_times"}),
     # Nexios': the app's own startup and shutdown handlers, run by the lifespan that
     # replaces Nexios' (which would skip them).

@@ -25,7 +25,7 @@ from nexios_contrib_scheduler import (
     SchedulerConfig,
     SchedulerManager,
 )
-from nexios_contrib_scheduler.stores import persistence
+from nexios_contrib_scheduler.stores import leadership
 
 UTC = timezone.utc
 BACKENDS = ["sqlite", "postgresql", "redis"]
@@ -177,7 +177,7 @@ def _thread_cpu(thread: threading.Thread) -> float:
 async def test_idle_scheduler_with_a_job_store_and_no_coordination_leaves_the_cpu_idle(
     kind, stores, managers, monkeypatch
 ):
-    monkeypatch.setattr(persistence, "RESYNC_SECONDS", 0.2)
+    monkeypatch.setattr(leadership, "RESYNC_SECONDS", 0.2)
     manager = managers(stores(kind).config(coordinated=False))
     manager.add_job(record_run, IntervalTrigger(hours=1), args=("hourly",), id="hourly")
     await manager.start()

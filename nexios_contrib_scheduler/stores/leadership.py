@@ -1,0 +1,257 @@
+"""Leadership: which worker fires the jobs.
+
+With coordination, the worker holding the lease (``coordination.py``) leads; without it
+the single process does. A maintenance thread renews or tries the lease, writes this
+worker's heartbeat (and reads the others'), warns about workers sharing the store unsafely,
+and, while leading, asks for the slow fallback reload and prunes old rows. What it learns
+it hands to the event loop through the coordinator (``persistence.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SchedulerError
+from .coordination import Lease, open_lease
+from .state import Message
+from .urls import StoreURL
+
+if TYPE_CHECKING:
+    from .persistence import Persistence
+
+logger = logging.getLogger("nexios_contrib_scheduler")
+
+# Read at each turn of the maintenance thread (tests shorten them).
+RESYNC_SECONDS = 10.0  # a coordinated leader's slow fallback: reload everything this often
+PRUNE_SECONDS = 600.0  # the leader drops old claims, removals and heartbeats this often
+
+
+class Leadership:
+    """The lease, the heartbeats, and the thread that keeps them."""
+
+    def __init__(self, owner: Persistence, coordination_url: StoreURL | None) -> None:
+        self.owner = owner
+        self.coordination_url = coordination_url
+        self.lease_seconds = owner.lease_seconds
+        self.beat_every = min(5.0, self.lease_seconds / 2)
+        self.live_for = 3 * self.beat_every + 1  # a heartbeat older than this is stale
+        self.lease: Lease | None = None
+        self.holding = False  # the maintenance thread's view of the lease
+        self.try_now = False
+        self.workers: list[Message] = []
+        self.leader: str | None = None
+        self._warned: set[str] = set()
+        self.stopped = threading.Event()
+        self.wake = threading.Event()
+
+    @property
+    def coordinated(self) -> bool:
+        return self.lease is not None
+
+    # ------------------------------------------------------------ the lease
+
+    def open_lease(self, engine: Any) -> None:
+        """A new lease for this start (``engine``: the job store's, when shared)."""
+        owner, url = self.owner, self.coordination_url
+        if url is None:
+            return
+        same = url.url == owner.jobstore_url.url
+        self.lease = open_lease(
+            url, owner.worker_id, self.lease_seconds, owner.namespace, engine if same else None
+        )
+
+    def open(self) -> None:
+        if self.lease is None:
+            return
+        try:
+            self.lease.open()
+        except Exception as exc:
+            raise SchedulerError(
+                f"cannot use the coordination backend {self.coordination_url}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def try_take(self) -> bool:
+        """Try the lease once (True without coordination); a failure is retried later."""
+        if self.lease is None:
+            return True
+        return bool(self.owner.attempt("take the lease", self.lease.try_acquire))
+
+    def take_now(self) -> None:
+        """The leader let go: try the lease at once."""
+        self.try_now = True
+        self.wake.set()
+
+    def halt(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+
+    def release(self) -> bool:
+        """Give the lease back if held; True if it was."""
+        if self.lease is None or not self.holding:
+            return False
+        self.holding = False
+        self.lease.release()
+        return True
+
+    def close(self) -> None:
+        if self.lease is not None:
+            self.lease.close()
+            self.lease = None
+
+    # ------------------------------------------------------------ the maintenance thread
+
+    def maintain(self) -> None:
+        owner, lease = self.owner, self.lease
+        seconds = self.lease_seconds
+        renew_every = seconds / 3
+        try_every = min(1.0, seconds / 5)
+        margin = min(1.0, seconds / 10)
+        beat_every = self.beat_every
+        now = time.monotonic()
+        valid_until = now + seconds
+        next_lease = now + (renew_every if self.holding else try_every)
+        next_beat = now
+        next_resync = now + RESYNC_SECONDS
+        next_prune = now
+        while not self.stopped.is_set():
+            if not owner.running:
+                # The event loop closed without shutdown(): nothing here fires jobs any
+                # more, so let another worker lead rather than renew the lease.
+                self.stopped.set()
+                owner.leave([])
+                return
+            now = time.monotonic()
+            if lease is not None and (now >= next_lease or self.try_now):
+                self.try_now = False
+                started = time.monotonic()
+                if self.holding:
+                    ok = owner.attempt("renew the scheduler lease", lease.renew)
+                    if ok:
+                        valid_until = started + seconds
+                    if ok is False or (not ok and time.monotonic() >= valid_until - margin):
+                        self.holding = False
+                        owner.call_soon(owner.step_down)
+                    next_lease = now + (renew_every if ok else try_every)
+                else:
+                    if owner.attempt("take the scheduler lease", lease.try_acquire):
+                        self.holding = True
+                        valid_until = started + seconds
+                        owner.call_soon(owner.become_leader)
+                        next_prune = next_beat = now
+                    next_lease = now + (renew_every if self.holding else try_every)
+            if now >= next_beat:
+                self.heartbeat()
+                next_beat = now + beat_every
+            # Only a coordinated leader resyncs (other workers may have written the store);
+            # every deadline that passed moves on, so the wait below is never for a time
+            # already past (the thread would spin).
+            resyncs = self.holding and lease is not None
+            if now >= next_resync:
+                if resyncs:
+                    owner.call_soon(owner.resync)
+                next_resync = now + RESYNC_SECONDS
+            if self.holding and now >= next_prune:
+                owner.attempt("prune the scheduler tables", owner.state.prune, time.time())
+                next_prune = now + PRUNE_SECONDS
+            deadline = min(next_beat, next_resync) if resyncs else next_beat
+            if lease is not None:
+                deadline = min(deadline, next_lease)
+            self.wake.wait(max(0.0, deadline - time.monotonic()))
+            self.wake.clear()
+
+    # ------------------------------------------------------------ heartbeats
+
+    def heartbeat(self) -> None:
+        owner = self.owner
+        info = {
+            "worker_id": owner.worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "coordination": None if self.coordination_url is None else str(self.coordination_url),
+            "role": "leader" if self.holding else "standby",
+        }
+        workers = owner.attempt(
+            "write the scheduler heartbeat",
+            owner.state.heartbeat,
+            owner.worker_id,
+            info,
+            self.live_for,
+        )
+        if workers is None:
+            return
+        self.workers = sorted(workers, key=lambda w: str(w.get("worker_id")))
+        if self.lease is not None:
+            self.leader = owner.attempt("read the scheduler lease", self.lease.holder)
+        self._check_neighbours(workers)
+
+    def other_leader_alive(self) -> bool:
+        """Whether another worker that says it leads is alive (as of the last heartbeat)."""
+        host = socket.gethostname()
+        for worker in self.workers:
+            if worker.get("worker_id") == self.owner.worker_id or worker.get("role") != "leader":
+                continue
+            if worker.get("host") != host or alive(worker.get("pid")):
+                return True
+        return False
+
+    def _check_neighbours(self, workers: list[Message]) -> None:
+        """Warn, once per worker, about another worker that shares the store unsafely."""
+        mine = None if self.coordination_url is None else str(self.coordination_url)
+        host, pid = socket.gethostname(), os.getpid()
+        for worker in workers:
+            other = str(worker.get("worker_id"))
+            if other == self.owner.worker_id or other in self._warned:
+                continue
+            same_host = worker.get("host") == host
+            if same_host and worker.get("pid") != pid and not alive(worker.get("pid")):
+                continue  # the heartbeat of a process that has died
+            theirs = worker.get("coordination")
+            if mine is None or theirs is None:
+                problem = "and neither coordinates with the other: each of them fires every job"
+            elif mine != theirs:
+                problem = (
+                    f"coordinated by {theirs} where this one uses {mine}: each side elects "
+                    "its own leader and fires every job"
+                )
+            elif (
+                self.coordination_url is not None
+                and self.coordination_url.kind == "file"
+                and (worker.get("host") != host)
+            ):
+                problem = (
+                    "from another host, coordinated by a lock file: a file lock only "
+                    "coordinates workers on one host"
+                )
+            else:
+                continue
+            self._warned.add(other)
+            logger.warning(
+                "several schedulers share the job store %s unsafely: worker %s (host %s, "
+                "pid %s) uses it too %s. Give every worker the same "
+                "SchedulerConfig(coordination=...): 'file:///path/scheduler.lock' on one "
+                "host, a 'postgresql://' or 'redis://' URL across hosts",
+                self.owner.jobstore_url,
+                other,
+                worker.get("host"),
+                worker.get("pid"),
+                problem,
+            )
+
+
+def alive(pid: Any) -> bool:
+    """Whether the process ``pid`` on this host is alive (True when it cannot be told)."""
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,361 @@
+"""Sync: job records to and from the store.
+
+The schedule lives in APScheduler's job store, the adapter's state of each job beside it
+(``state.py``), field by field. Sync follows the registry's changes and writes what changed
+(field-wise diffs against what it last wrote or read); it reloads jobs into the registry
+when another worker changed them, before a job operation, and on ``get_job``/``get_jobs``,
+so every worker shows the same jobs. Jobs declared in code before ``start()`` are
+reconciled by the leader: one the store already holds with the same function, arguments
+and trigger keeps its stored schedule and state; a changed one is rescheduled unless it was
+changed at run time after the worker declared it; one removed at run time after that stays
+removed. Every fire is claimed in the store (job id + scheduled time) before it runs; a
+fire claimed already is not run again, even by a new leader after a handover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from apscheduler.jobstores.base import JobLookupError
+
+from ..config import JobStatus
+from ..jobs import JobRecord, utcnow
+from ..ledger import RunLedger
+from ..registry import ChangeKind, JobRegistry
+from ..scheduler import apscheduler_grace
+from . import records
+from .fires import fire_token
+
+if TYPE_CHECKING:
+    from apscheduler.job import Job
+
+    from .persistence import Persistence
+
+logger = logging.getLogger("nexios_contrib_scheduler")
+
+
+class StoreSync:
+    """Keeps the registry and the store in step for one worker."""
+
+    def __init__(
+        self, owner: Persistence, registry: JobRegistry, ledger: RunLedger, history_size: int
+    ) -> None:
+        self.owner = owner
+        self.registry = registry
+        self.ledger = ledger
+        self.history_size = history_size
+        # job id -> (the record as last written or read, its stored fields)
+        self._saved: dict[str, tuple[JobRecord, dict[str, bytes]]] = {}
+        self._declarations: dict[str, JobRecord] = {}
+        self._definitions: dict[str, JobRecord] = {}
+        self._failing: set[str] = set()
+        self._io = threading.RLock()
+        registry.subscribe(self.on_change)
+
+    def take_declarations(self) -> dict[str, JobRecord]:
+        """At start: the jobs added before it are declarations, taken out of the registry
+        until the leader reconciles them with the store (the registry shows the store)."""
+        declared: dict[str, JobRecord] = {}
+        registry = self.registry
+        with registry.lock:
+            for record in registry.records():
+                saved = self._saved.get(record.id)
+                if saved is None or saved[0] is not record:
+                    registry.pop(record.id)
+                    declared[record.id] = record
+        self._declarations.update(declared)
+        self._definitions.update({k: copy.copy(r) for k, r in declared.items()})
+        return declared
+
+    def give_back(self, declared: dict[str, JobRecord]) -> None:
+        """A start that failed: the declarations are the registry's again."""
+        for record in declared.values():
+            self.registry.put(record)
+
+    def on_change(self, kind: ChangeKind, record: JobRecord) -> None:
+        self.changed(record)
+
+    # Reading the store and applying what was read happen under ``_io``, as do encoding a
+    # record and writing it: a read cannot then land after a newer write of this worker and
+    # undo it. ``_io`` is taken last (after the registry's lock or APScheduler's) and
+    # nothing else is taken while it is held.
+
+    def sync_job(self, job_id: str) -> None:
+        """Reload one job from the store into the registry."""
+        if not self.owner.running:
+            return
+        with self._io:
+            fields = self.owner.state.load(job_id)
+            job = self.owner.jobstore.lookup_job(job_id) if fields is not None else None
+            self._merge(job_id, fields, job)
+
+    def sync_all(self) -> None:
+        """Reload every job from the store into the registry."""
+        if not self.owner.running:
+            return
+        with self._io:
+            stored = self.owner.state.load_all()
+            jobs = {job.id: job for job in self.owner.jobstore.get_all_jobs()}
+            for job_id in self.registry.ids():
+                if job_id not in stored:
+                    self._merge(job_id, None, None)
+            for job_id, fields in stored.items():
+                self._merge(job_id, fields, jobs.get(job_id))
+
+    def _merge(self, job_id: str, fields: dict[str, bytes] | None, job: Job | None) -> None:
+        record = self.registry.get(job_id)
+        saved = self._saved.get(job_id)
+        if fields is None:
+            if record is not None and saved is not None and saved[0] is record:
+                self.registry.pop(job_id)
+                record.status = JobStatus.CANCELLED
+                record.pending_next_run = None
+                self._saved.pop(job_id, None)
+            return
+        if record is None:
+            record = self._declarations.pop(job_id, None)
+            saved = None
+        if record is not None and saved is not None and saved[0] is record:
+            changed = {k: v for k, v in fields.items() if saved[1].get(k) != v}
+        else:
+            changed = fields
+        values = records.decode(changed, job_id)
+        try:
+            if record is None:
+                func = None if job is None else job.func
+                record = records.build(values, func, self.history_size)
+            else:
+                self.ledger.restore(record, values)
+        except Exception as exc:
+            if job_id not in self._failing:
+                self._failing.add(job_id)
+                logger.error(
+                    "job %s in %s cannot be loaded: %s", job_id, self.owner.jobstore_url, exc
+                )
+            return
+        if job is not None:
+            record.schedule = job.trigger
+            record.pending_next_run = job.next_run_time
+        else:
+            record.pending_next_run = None
+        self.registry.put(record)
+        self._saved[job_id] = (record, dict(fields))
+
+    def refresh(self, job_id: object = None) -> None:
+        """Reload one job (or all) before reading or changing it; errors are logged."""
+        if not self.owner.running or not (job_id is None or isinstance(job_id, str)):
+            return
+        try:
+            if job_id is None:
+                self.sync_all()
+            else:
+                self.sync_job(job_id)
+        except Exception as exc:
+            logger.warning("could not reload jobs from %s: %s", self.owner.jobstore_url, exc)
+
+    def prepare_add(self, record: JobRecord, explicit_id: bool) -> None:
+        """Checks for ``add_job``: the job must be storable; a declared job needs an id."""
+        records.check_storable(
+            record.func, record.args, record.kwargs, self.owner.jobstore_url.kind
+        )
+        if self.owner.running:
+            if explicit_id:
+                self.refresh(record.id)
+        elif not explicit_id:
+            logger.warning(
+                "job %r is declared without an id: with a persistent job store every start "
+                "adds another copy of it; give it a stable id=... and replace_existing=True",
+                record.name,
+            )
+
+    def load_record(self, job_id: str) -> JobRecord | None:
+        self.refresh(job_id)
+        return self.registry.get(job_id)
+
+    def changed(self, record: JobRecord) -> None:
+        """Write what changed in ``record`` (or its removal) to the store."""
+        if not self.owner.running:
+            return
+        try:
+            with self._io:
+                op = self._write(record)
+        except Exception as exc:
+            logger.error(
+                "could not save job %r (%s) to %s: %s",
+                record.name,
+                record.id,
+                self.owner.jobstore_url,
+                exc,
+            )
+            return
+        if op is not None:
+            self.owner.bus.announce(op, record.id)
+
+    def _write(self, record: JobRecord) -> str | None:
+        """Write the record's changes; what to tell the leader ("changed", "removed", None)."""
+        job_id = record.id
+        saved = self._saved.get(job_id)
+        if not self.registry.holds(record):
+            if saved is None or saved[0] is not record:
+                return None
+            self.owner.state.delete(job_id, time.time())
+            del self._saved[job_id]
+            return "removed"
+        fields = records.encode(record)
+        if saved is None or saved[0] is not record:
+            fields[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
+            self.owner.state.create(job_id, fields)
+        else:
+            diff = {k: v for k, v in fields.items() if saved[1].get(k) != v}
+            if not diff:
+                return None
+            if any(name in diff for name in (*records.DEFINITION_FIELDS, *_option_names())):
+                diff[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
+            if not self.owner.state.update(job_id, diff):
+                return None  # removed by another worker meanwhile
+            fields = {**saved[1], **diff}
+        self._saved[job_id] = (record, fields)
+        return "changed"
+
+    def reconcile_declarations(self) -> None:
+        """Bring the jobs declared in code before ``start()`` into the store (leader only)."""
+        removed = self.owner.state.tombstones() if self._definitions else {}
+        now = utcnow()
+        for job_id, declared in self._definitions.items():
+            declared_at = declared.created_at.timestamp()
+            record = self.registry.get(job_id)
+            if record is None:
+                if removed.get(job_id, float("-inf")) >= declared_at:
+                    continue  # removed at run time after this worker declared it
+                record = self._declarations.pop(job_id, None) or copy.copy(declared)
+                _define(record, declared)
+                self.registry.put(record)
+                self.owner.schedule(record, now)
+                self.registry.announce("added", record)
+                continue
+            stored_at = self._defined_at(job_id)
+            if stored_at is not None and stored_at > declared_at:
+                continue  # written (at run time, or by a newer worker) after this declaration
+            if records.same_definition(record, declared):
+                self._update_options(record, declared)
+                continue
+            logger.info("job %r (%s) changed in code: rescheduled", declared.name, job_id)
+            _define(record, declared)
+            if record.finished:
+                record.finished = False
+                record.status = JobStatus.ACTIVE
+            self.owner.schedule(record, now)
+            self.registry.changed(record)
+
+    def settle_interrupted_runs(self) -> None:
+        """Record the runs a worker started and never finished (it died meanwhile).
+
+        A run counts in ``total_run_count`` when it starts and in ``success_count`` or
+        ``failure_count`` when it ends; runs in progress in this worker aside, a difference
+        is runs whose worker stopped. Each is recorded as ``cancelled``, a failure. Not
+        while another worker that led is alive: its runs may still be going (a leader
+        that shuts down hands over at once but lets its runs finish). The leader looks
+        again at each reload, so a killed leader's runs are settled once its heartbeat
+        has gone stale.
+        """
+        self.owner.leadership.heartbeat()  # the workers alive now
+        if self.owner.leadership.other_leader_alive():
+            return
+        for record in self.registry.records():
+            cut = record.total_run_count - record.success_count - record.failure_count
+            cut -= record.current_instances
+            if cut > 0:
+                self.ledger.cut_short(record, cut)
+
+    def _defined_at(self, job_id: str) -> float | None:
+        saved = self._saved.get(job_id)
+        raw = None if saved is None else saved[1].get(records.DEFINED_AT)
+        value = None if raw is None else pickle.loads(raw)
+        return value if isinstance(value, (int, float)) else None
+
+    def _update_options(self, record: JobRecord, declared: JobRecord) -> None:
+        options = _option_names()
+        changes = {
+            name: getattr(declared, name)
+            for name in options
+            if getattr(record, name) != getattr(declared, name)
+        }
+        if not changes:
+            return
+        for name, value in changes.items():
+            setattr(record, name, value)
+        aps = {k: v for k, v in changes.items() if k in _APSCHEDULER_OPTIONS}
+        if "misfire_grace_time" in aps:
+            aps["misfire_grace_time"] = apscheduler_grace(aps["misfire_grace_time"])
+        if aps and not record.finished:
+            with contextlib.suppress(JobLookupError):
+                self.owner.scheduler.modify_job(record.id, **aps)
+        self.registry.changed(record)
+
+    # ------------------------------------------------------------ runs
+
+    def on_submit(self, job: Job, run_times: Sequence[datetime]) -> JobRecord | None:
+        """Before a submission: find the record and count fires merged by ``coalesce``."""
+        record = self.registry.get(job.id)
+        if record is None:
+            record = self.load_record(job.id)
+        first = getattr(job, "next_run_time", None)
+        if record is None or not job.coalesce or first is None or first >= run_times[0]:
+            return record
+        merged = [t for t in job._get_run_times(run_times[0]) if t < run_times[0]]
+        if merged:
+            self.ledger.coalesced(record, merged, run_times[0])
+        return record
+
+    def claim(self, record: JobRecord, scheduled: datetime) -> bool:
+        """Record the fire in the store before it runs; False if it ran (or runs) elsewhere."""
+        try:
+            claimed = self.owner.state.claim(record.id, fire_token(scheduled), self.owner.worker_id)
+        except Exception as exc:
+            logger.error(
+                "job %r (%s) fire at %s not run: it could not be recorded in %s: %s",
+                record.name,
+                record.id,
+                scheduled.isoformat(),
+                self.owner.jobstore_url,
+                exc,
+            )
+            return False
+        if not claimed:
+            logger.info(
+                "job %r (%s) fire at %s was already run by another worker",
+                record.name,
+                record.id,
+                scheduled.isoformat(),
+            )
+        return claimed
+
+
+_APSCHEDULER_OPTIONS = ("name", "max_instances", "misfire_grace_time", "coalesce")
+
+
+@functools.cache
+def _option_names() -> tuple[str, ...]:
+    """The options ``add_job`` takes that a record keeps (beyond the definition)."""
+    import inspect
+
+    from ..manager import SchedulerManager
+
+    params = inspect.signature(SchedulerManager.add_job).parameters
+    fields = set(records.persisted_fields())
+    skip = {*records.DEFINITION_FIELDS, "id"}
+    return tuple(n for n in params if n in fields and n not in skip)
+
+
+def _define(record: JobRecord, declared: JobRecord) -> None:
+    for name in (*records.DEFINITION_FIELDS, *_option_names()):
+        setattr(record, name, getattr(declared, name))
