@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -219,7 +220,7 @@ class TestDashboard:
 
     def test_an_unreachable_api_shows_a_banner(self, page):
         page.route(
-            "**/scheduler/jobs",
+            re.compile(r"/scheduler/jobs(\?|$)"),
             lambda route: route.fulfill(
                 status=503,
                 content_type="application/json",
@@ -234,7 +235,7 @@ class TestDashboard:
 
     def test_empty_state(self, page):
         page.route(
-            "**/scheduler/jobs",
+            re.compile(r"/scheduler/jobs(\?|$)"),
             lambda route: route.fulfill(status=200, content_type="application/json", body="[]"),
         )
         refresh_now(page)

@@ -11,7 +11,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -146,7 +146,9 @@ def wait_for_refreshes(page, count: int) -> None:
     error), so after two requests the first refresh has fully landed.
     """
     for _ in range(count):
-        with page.expect_response(lambda response: response.url.endswith("/scheduler/jobs")):
+        with page.expect_response(
+            lambda response: urlsplit(response.url).path == "/scheduler/jobs"
+        ):
             pass
 
 
