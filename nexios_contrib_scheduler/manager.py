@@ -110,7 +110,7 @@ class SchedulerManager:
                 self.registry,
                 self.ledger,
                 self.config.jobstore_url,
-                schedule=self.schedule,
+                schedule=self._schedule,
                 run_now=self.run_job_now,
             )
             jobstores["default"] = self.persistence.jobstore
@@ -213,7 +213,7 @@ class SchedulerManager:
     def _schedule_at_start(self, record: JobRecord, now: datetime) -> None:
         # One job that cannot be scheduled must not leave the others unscheduled.
         try:
-            self.schedule(record, now)
+            self._schedule(record, now)
         except Exception as exc:
             self.ledger.not_scheduled(record, exc)
 
@@ -309,7 +309,7 @@ class SchedulerManager:
                 raise ConflictingIdError(record.id)
             registry.put(record)
             try:
-                self.schedule(record, now, plan)
+                self._schedule(record, now, plan)
             except BaseException:
                 if old is None:
                     registry.pop(record.id)
@@ -459,7 +459,7 @@ class SchedulerManager:
         schedule = trigger.to_apscheduler(self.config.tzinfo, now)
         return schedule, schedule.first_fire_time(now)
 
-    def schedule(
+    def _schedule(
         self,
         record: JobRecord,
         now: datetime,
@@ -467,11 +467,8 @@ class SchedulerManager:
     ) -> None:
         """Anchor the record's trigger at ``now`` (``plan``: as already computed by ``_plan``)
         and hand the job to APScheduler if running; a schedule with no fire left finishes
-        the job and takes any earlier schedule of it out of APScheduler.
-
-        For the store layer (jobs declared in code, reconciled with the store); the job
-        operations above are the API.
-        """
+        the job and takes any earlier schedule of it out of APScheduler. (Persistence is
+        given it as a callback, for the jobs declared in code that it reconciles.)"""
         record.schedule, first = self._plan(record.trigger, now) if plan is None else plan
         paused = record.status is JobStatus.PAUSED or record.failure_paused
         exhausted = record.max_runs is not None and record.total_run_count >= record.max_runs
@@ -664,7 +661,7 @@ class SchedulerManager:
                 record.finished = False
                 record.status = JobStatus.ACTIVE
             try:
-                self.schedule(record, now, plan)
+                self._schedule(record, now, plan)
             except BaseException:
                 (
                     record.trigger,
