@@ -67,6 +67,9 @@ def record_fire_and_overrun() -> None:
 for job_id in ("tick-a", "tick-b", "tick-c"):
     scheduler.add_job(record_fire, IntervalTrigger(seconds=1), id=job_id, replace_existing=True)
 scheduler.add_job(record_fire, CronTrigger("* * * * *"), id="minutely", replace_existing=True)
+# Run only by hand ("run now"): never in progress when asked, so max_instances never
+# refuses the run.
+scheduler.add_job(record_fire, IntervalTrigger(days=1), id="on-demand", replace_existing=True)
 scheduler.add_job(
     record_fire_and_overrun, IntervalTrigger(seconds=1), id="overrun", replace_existing=True
 )

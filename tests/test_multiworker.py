@@ -248,7 +248,7 @@ def test_each_fire_runs_once_or_is_on_record_across_workers(cluster, capsys):
     once_at = datetime.fromtimestamp(round(time.time()) + 3.5, UTC)
     at = urllib.parse.quote(once_at.isoformat())
     assert followers[1].post(f"/jobs/once/once?at={at}")["ok"] is True
-    assert followers[2].post("/jobs/tick-b/run")["ok"] is True
+    assert followers[2].post("/jobs/on-demand/run")["ok"] is True
     assert followers[0].get("/jobs/added")["status"] == "ACTIVE"
 
     _sleep_until(t0 + 5)
@@ -326,7 +326,7 @@ def test_each_fire_runs_once_or_is_on_record_across_workers(cluster, capsys):
     late_c = [
         r for r in rows if r[0] == "tick-c" and r[1] is not None and r[1] > paused_at * SECOND_US
     ]
-    run_now = [r for r in rows if r[0] == "tick-b" and r[1] is None]
+    run_now = [r for r in rows if r[0] == "on-demand" and r[1] is None]
     wrong_runner = [r for r in rows if r[2] < killed_at and r[3] != old_pid]
     after_kill = sorted(r[2] for r in rows if r[2] > killed_at and r[3] == new_pid)
     takeover = after_kill[0] - killed_at if after_kill else float("inf")
