@@ -187,6 +187,23 @@ class RunLedger:
         self.registry.changed(record)
         logger.warning("job %r (%s) %s", record.name, record.id, error)
 
+    def not_loadable(self, record: JobRecord, scheduled: datetime, reason: str) -> None:
+        """A fire not run because this worker cannot import the job's function (``reason``
+        says why): recorded missed; the job keeps its schedule for a worker that can."""
+        error = f"missed: not run: {reason}"
+        record.missed_count += 1
+        record.last_outcome = "missed"
+        record.record(RunRecord(scheduled, None, None, "missed", error))
+        self.registry.changed(record)
+        logger.warning(
+            "job %r (%s) fire at %s not run: %s",
+            record.name,
+            record.id,
+            scheduled.isoformat(),
+            reason,
+        )
+        self._emit("job_missed", record, scheduled, error=error)
+
     def skipped(self, record: JobRecord, scheduled: datetime) -> None:
         """A fire not run because ``max_instances`` runs were in progress."""
         reason = f"skipped: max_instances ({record.max_instances}) runs already in progress"
