@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [--only burst,scale,...] [--systems ...] [--json PATH]``."""
+"""``python -m bench [--quick] [--only burst,scale,...,persistent] [--systems ...]
+[--stores sqlite,postgresql,redis] [--postgres URL] [--redis URL] [--json PATH]``."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+from .persistent_report import render_persistent
+from .persistent_runner import PERSISTENT_FULL, PERSISTENT_QUICK, run_persistent
 from .report import render
-from .runner import FULL, QUICK, machine, run_plan
+from .runner import FULL, QUICK, Results, machine, run_plan
+from .stores import DEFAULT_POSTGRES, DEFAULT_REDIS, STORES
 from .systems import SYSTEMS, available
 
-WORKLOADS = ("burst", "scale", "memory", "cron", "requests")
+WORKLOADS = ("burst", "scale", "memory", "cron", "requests", "persistent")
 
 
 def _list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -46,15 +50,25 @@ def main(argv: list[str] | None = None) -> int:
         default=list(SYSTEMS),
         help=f"comma-separated systems ({', '.join(SYSTEMS)})",
     )
+    parser.add_argument(
+        "--stores",
+        type=lambda t: _list(t, STORES, "store"),
+        default=list(STORES),
+        help=f"persistent workloads: comma-separated stores ({', '.join(STORES)})",
+    )
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server URL")
+    parser.add_argument("--redis", default=DEFAULT_REDIS, help="Redis server URL")
     parser.add_argument("--reps", type=int, default=None, help="runs per figure (all workloads)")
     parser.add_argument("--json", type=Path, default=None, help="also write every run's figures")
     args = parser.parse_args(argv)
 
     plan = QUICK if args.quick else FULL
+    pplan = PERSISTENT_QUICK if args.quick else PERSISTENT_FULL
     if args.reps is not None:
         if args.reps < 1:
             parser.error(f"--reps must be at least 1, got {args.reps}")
         plan.reps = {name: args.reps for name in plan.reps}
+        pplan.reps = {name: args.reps for name in pplan.reps}
     systems = [s for s in args.systems if available(s)]
     for missing in sorted(set(args.systems) - set(systems)):
         print(f"{missing} is not installed here: left out", file=sys.stderr)
@@ -62,8 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     json_path = args.json
     save = None if json_path is None else (lambda res: json_path.write_text(res.to_json()))
-    results = run_plan(plan, args.only, systems, _log, save)
-    print(render(results, machine()))
+    in_memory = [name for name in args.only if name != "persistent"]
+    results = (
+        run_plan(plan, in_memory, systems, _log, save) if in_memory else Results(plan, systems)
+    )
+    if in_memory:
+        print(render(results, machine()))
+    if "persistent" in args.only:
+        urls = {"postgresql": args.postgres, "redis": args.redis}
+        persistent_began = time.perf_counter()
+        run_persistent(pplan, args.stores, urls, results, _log, save)
+        if in_memory:
+            print()
+        print(render_persistent(results, pplan, args.stores, machine()))
+        print(f"\n(persistent stores: {time.perf_counter() - persistent_began:.0f} s)")
     print(f"\n(ran in {time.perf_counter() - began:.0f} s)")
     if json_path is not None:
         json_path.write_text(results.to_json())

@@ -14,6 +14,7 @@ import sys
 # would have: Python's full garbage collections then walk heaps of about the same size.
 import nexios  # noqa: F401
 
+from .persistent import PERSISTENT_WORKLOADS
 from .workloads import ASYNC_WORKLOADS, SYNC_WORKLOADS
 
 MARKER = "BENCH-RESULT "
@@ -24,6 +25,8 @@ def main(argv: list[str]) -> int:
     name, system, params = spec["workload"], spec["system"], spec["params"]
     if name in SYNC_WORKLOADS:
         result = SYNC_WORKLOADS[name](system, params)
+    elif name in PERSISTENT_WORKLOADS:
+        result = asyncio.run(PERSISTENT_WORKLOADS[name](system, params))
     else:
         result = asyncio.run(ASYNC_WORKLOADS[name](system, params))
     print(MARKER + json.dumps(result), flush=True)

@@ -1,7 +1,9 @@
 """The benchmark harness keeps working: ``python -m bench --quick`` prints the whole table.
 
 The figures themselves are not checked (they depend on the machine); what is checked is
-that every workload ran for every system installed and that the jobs all fired.
+that every workload ran for every system installed and that the jobs all fired. The
+persistent-store workloads run on the test PostgreSQL and Redis (``mw_services``), which
+must answer: the test fails naming the one that does not.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mw_services import postgres_url, redis_url
+
 ROOT = Path(__file__).resolve().parent.parent
+STORES = ("sqlite", "postgresql", "redis")
+MEMORY_WORKLOADS = "burst,scale,memory,cron,requests"
 
 
 def test_quick_run_prints_the_table(tmp_path):
     raw = tmp_path / "runs.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--json", str(raw)],
+        [sys.executable, "-m", "bench", "--quick", "--only", MEMORY_WORKLOADS, "--json", str(raw)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -52,3 +58,42 @@ def test_quick_run_prints_the_table(tmp_path):
     for system in ("none", *systems):
         (req,) = runs["requests"][system]
         assert req["requests"] > 0 and req["errors"] == 0, system
+
+
+PERSISTENT_STEPS = ("p_fill", "p_probe", "p_idle", "p_adds", "p_burst", "p_fires", "p_restart")
+
+
+def test_quick_persistent_run_measures_both_systems_on_every_store(tmp_path):
+    """``--only persistent --quick``: this package and raw APScheduler on SQLite, PostgreSQL
+    and Redis (the test services, under a namespace of their own, removed afterwards)."""
+    raw = tmp_path / "runs.json"
+    command = [sys.executable, "-m", "bench", "--quick", "--only", "persistent"]
+    command += ["--postgres", postgres_url(), "--redis", redis_url(), "--json", str(raw)]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "| Persistent stores / figure | this package | ÷ APS | APScheduler 3 (raw) |" in out
+    for section in ("**SQLite", "**PostgreSQL", "**Redis", "**Memory"):
+        assert section in out, section
+    assert "longest loop stall" in out
+    runs = json.loads(raw.read_text())["runs"]
+    for step in PERSISTENT_STEPS:
+        assert step in runs, step
+    pairs = [f"{system}@{store}" for store in STORES for system in ("this", "apscheduler")]
+    for step in ("p_probe", "p_adds"):
+        assert sorted(runs[step]) == sorted(pairs), step
+    for pair in pairs:
+        for run in runs["p_probe"][pair]:
+            assert run.get("get_jobs_s", 0) > 0 and run.get("admin_s", 0) > 0, (pair, run)
+        (adds,) = runs["p_adds"][pair]
+        assert adds.get("added", 0) > 0 and adds.get("stall", -1) >= 0, (pair, adds)
+    (burst,) = runs["p_burst"]["this@memory"]
+    assert burst["runs"] == burst["jobs"] and burst["duplicates"] == 0, burst
+    for pair in ("this@postgresql", "apscheduler@postgresql"):
+        (burst,) = runs["p_burst"][pair]
+        assert burst.get("runs", 0) > 0, (pair, burst)
+        (fires,) = runs["p_fires"][pair]
+        assert fires.get("fires", 0) > 0, (pair, fires)
+    for pair in ("this@redis", "apscheduler@redis"):
+        (restart,) = runs["p_restart"][pair]
+        assert restart.get("stall", -1) >= 0, (pair, restart)
