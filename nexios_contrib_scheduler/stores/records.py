@@ -4,6 +4,12 @@ Every field of ``JobRecord`` persists except the ones that only make sense insid
 process (the APScheduler trigger object, which APScheduler's own job store keeps, the
 runs in progress here) so fields added to ``JobRecord`` later persist without a change
 here. The function is kept as its textual reference ``module:qualname``.
+
+A worker may not be able to import a stored job's function (during a rolling deploy, a
+worker still on older code reads jobs added by newer code). APScheduler 3 deletes such a
+job when it reads it; here it loads with a ``MissingFunction`` in place of the function,
+which keeps the reference, so writing the job back stores the same reference and the job
+stays in the store with its schedule.
 """
 
 from __future__ import annotations
@@ -49,7 +55,59 @@ def _required_fields() -> frozenset[str]:
     )
 
 
+class MissingFunction:
+    """Stands for a job function this worker cannot import; ``ref`` is its reference.
+
+    Never run on purpose (the fire is recorded missed, see ``StoreSync.claim``); calling it
+    raises ``LookupError`` with ``error``.
+    """
+
+    def __init__(self, ref: str, error: str) -> None:
+        self.ref = ref
+        self.error = error
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        raise LookupError(self.error)
+
+    def __repr__(self) -> str:
+        return f"<MissingFunction {self.ref}>"
+
+
+def resolve(ref: str) -> Callable[..., Any]:
+    """The function ``ref`` names, or a ``MissingFunction`` saying why it cannot be imported."""
+    try:
+        return ref_to_obj(ref)  # type: ignore[no-any-return]
+    except Exception as exc:
+        # APScheduler wraps the import's own error in a LookupError: show the original.
+        cause = (exc.__cause__ or exc.__context__) if isinstance(exc, LookupError) else exc
+        shown = exc if cause is None else cause
+        error = f"cannot import {ref!r} in this worker: {type(shown).__name__}: {shown}"
+        return MissingFunction(ref, error)
+
+
+#: An importable name a job's state points to in place of a function that is missing, so
+#: that APScheduler restores every other attribute of the job as it does.
+_STAND_IN = f"{__name__}:MissingFunction"
+
+
+def with_stand_in(job_state: bytes) -> tuple[bytes, MissingFunction] | None:
+    """For a stored APScheduler job that failed to load: if that is because its function
+    cannot be imported here, its state pointing to an importable stand-in, and the
+    ``MissingFunction`` to put on the loaded job; None if the failure is another one."""
+    try:
+        state = pickle.loads(job_state)
+        ref = state["func"]
+    except Exception:
+        return None
+    func = resolve(ref) if isinstance(ref, str) else None
+    if not isinstance(func, MissingFunction):
+        return None
+    return pickle.dumps({**state, "func": _STAND_IN}, PROTOCOL), func
+
+
 def func_ref(func: Callable[..., Any]) -> str:
+    if isinstance(func, MissingFunction):
+        return func.ref
     return str(obj_to_ref(func))
 
 
@@ -88,7 +146,7 @@ def apply(record: JobRecord, values: Mapping[str, Any]) -> None:
             continue
         if name == "func":
             if value != func_ref(record.func):
-                record.func = ref_to_obj(value)
+                record.func = resolve(value)
         elif name == "history":
             record.history = deque(value, maxlen=record.history_size)
         else:
@@ -98,17 +156,17 @@ def apply(record: JobRecord, values: Mapping[str, Any]) -> None:
 def build(
     values: Mapping[str, Any], func: Callable[..., Any] | None, history_size: int
 ) -> JobRecord:
-    """A new record from stored values; ``func`` is resolved from its reference if not given.
+    """A new record from stored values; ``func`` is resolved from its reference if not given
+    (a ``MissingFunction`` if it cannot be imported).
 
-    Raises ``ValueError`` when a required field is missing and ``ImportError`` or
-    ``AttributeError`` when the function cannot be imported.
+    Raises ``ValueError`` when a required field is missing.
     """
     known = set(persisted_fields())
     kwargs = {k: v for k, v in values.items() if k in known}
     missing = sorted(_required_fields() - set(kwargs) - {"history_size"})
     if missing:
         raise ValueError(f"stored job lacks {', '.join(missing)}")
-    kwargs["func"] = func if func is not None else ref_to_obj(kwargs["func"])
+    kwargs["func"] = func if func is not None else resolve(kwargs["func"])
     kwargs["history"] = deque(kwargs.get("history", ()), maxlen=history_size)
     kwargs["history_size"] = history_size
     return JobRecord(**kwargs)

@@ -58,6 +58,7 @@ class StoreSync:
         self._declarations: dict[str, JobRecord] = {}
         self._definitions: dict[str, JobRecord] = {}
         self._failing: set[str] = set()
+        self._unloadable: set[str] = set()  # ids of jobs whose function cannot be imported
         self._io = threading.RLock()
         registry.subscribe(self.on_change)
 
@@ -147,8 +148,41 @@ class StoreSync:
             record.pending_next_run = job.next_run_time
         else:
             record.pending_next_run = None
+        self._check_loadable(record, fields)
         self.registry.put(record)
         self._saved[job_id] = (record, dict(fields))
+
+    # A job whose function this worker cannot import (a rolling deploy: this worker runs
+    # older code) stays in the store with its schedule. Here it reads FAILED, its
+    # last_error saying why; that view is this worker's alone and never written to the
+    # store (see _write), where a worker that can import the function sees the job as is.
+
+    def _check_loadable(self, record: JobRecord, fields: dict[str, bytes]) -> None:
+        func = record.func
+        if isinstance(func, records.MissingFunction):
+            func = record.func = records.resolve(func.ref)  # the code may be here now
+        if isinstance(func, records.MissingFunction):
+            if record.status is JobStatus.ACTIVE:
+                record.status = JobStatus.FAILED
+            record.last_error = func.error
+            if record.id not in self._unloadable:
+                self._unloadable.add(record.id)
+                logger.warning(
+                    "job %r (%s) in %s is kept but not run by this worker: %s",
+                    record.name,
+                    record.id,
+                    self.owner.jobstore_url,
+                    func.error,
+                )
+            return
+        if record.id in self._unloadable:
+            self._unloadable.discard(record.id)
+            stored = records.decode(
+                {k: fields[k] for k in ("status", "last_error") if k in fields}, record.id
+            )
+            record.status = stored.get("status", record.status)
+            record.last_error = stored.get("last_error")
+            logger.info("job %r (%s) can be imported again", record.name, record.id)
 
     def refresh(self, job_id: object = None) -> None:
         """Reload one job (or all) before reading or changing it; errors are logged."""
@@ -211,6 +245,8 @@ class StoreSync:
             del self._saved[job_id]
             return "removed"
         fields = records.encode(record)
+        if saved is not None and isinstance(record.func, records.MissingFunction):
+            _keep_stored_view(record, fields, saved[1])
         if saved is None or saved[0] is not record:
             fields[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
             self.owner.state.create(job_id, fields)
@@ -317,7 +353,13 @@ class StoreSync:
         return record
 
     def claim(self, record: JobRecord, scheduled: datetime) -> bool:
-        """Record the fire in the store before it runs; False if it ran (or runs) elsewhere."""
+        """Record the fire in the store before it runs; False if it ran (or runs) elsewhere,
+        or if this worker cannot import the job's function (the fire is recorded missed)."""
+        missing = record.func
+        if isinstance(missing, records.MissingFunction):
+            self.refresh(record.id)  # the code may be here now
+            record = self.registry.get(record.id) or record
+            missing = record.func
         try:
             claimed = self.owner.state.claim(record.id, fire_token(scheduled), self.owner.worker_id)
         except Exception as exc:
@@ -330,6 +372,10 @@ class StoreSync:
                 exc,
             )
             return False
+        if claimed and isinstance(missing, records.MissingFunction):
+            # Claimed all the same, so that no worker runs this fire after it was missed.
+            self.ledger.not_loadable(record, scheduled, missing.error)
+            return False
         if not claimed:
             logger.info(
                 "job %r (%s) fire at %s was already run by another worker",
@@ -338,6 +384,19 @@ class StoreSync:
                 scheduled.isoformat(),
             )
         return claimed
+
+
+def _keep_stored_view(
+    record: JobRecord, fields: dict[str, bytes], stored: dict[str, bytes]
+) -> None:
+    """For a job whose function this worker cannot import: write its status and last_error
+    as stored, not as this worker shows them (FAILED, saying it cannot import it)."""
+    func = record.func
+    if record.status is JobStatus.FAILED and "status" in stored:
+        fields["status"] = stored["status"]
+    missing = isinstance(func, records.MissingFunction) and record.last_error == func.error
+    if missing and "last_error" in stored:
+        fields["last_error"] = stored["last_error"]
 
 
 _APSCHEDULER_OPTIONS = ("name", "max_instances", "misfire_grace_time", "coalesce")
