@@ -19,6 +19,8 @@ import logging
 import os
 import re
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -99,6 +101,7 @@ class SchedulerManager:
             self.registry, self.listeners, unschedule=self._drop_from_apscheduler, hold=self._hold
         )
         self._times = JobTimes(self)
+        self._reader = StoreReader(self)
         self._semaphore: asyncio.Semaphore | None = None
         self.persistence = None
         jobstores: dict[str, Any] = {}
@@ -134,6 +137,7 @@ class SchedulerManager:
             self._on_apscheduler_event, EVENT_JOB_REMOVED | EVENT_JOB_MAX_INSTANCES
         )
         self._scheduler.on_trigger_error = self._trigger_failed
+        self._scheduler.on_next_run_time = self._moved_on
         if self.persistence is not None:
             self.persistence.attach(self._scheduler)
 
@@ -522,21 +526,24 @@ class SchedulerManager:
                 self._scheduler.pause_job(job_id)
 
     def get_job(self, job_id: str) -> ScheduledJob | None:
-        """The job with this id, or None."""
-        if self.persistence is not None:
-            self.persistence.refresh(job_id)
+        """The job with this id, or None.
+
+        Served from memory, never from the store: with several workers, a worker that does
+        not lead may show another worker's latest change a moment late (see
+        docs/deploying.md).
+        """
+        self._reader.read()
         record = self.registry.get(job_id)
         return None if record is None else ScheduledJob(self._times, record)
 
     def get_jobs(self, status: JobStatus | str | None = None) -> list[ScheduledJob]:
-        """Every job, or those with the given status."""
+        """Every job, or those with the given status; served from memory, as ``get_job``."""
         wanted = (
             None
             if status is None
             else JobStatus(status.upper() if isinstance(status, str) else status)
         )
-        if self.persistence is not None:
-            self.persistence.refresh()
+        self._reader.read()
         times = self._times
         return [
             ScheduledJob(times, r)
@@ -592,11 +599,13 @@ class SchedulerManager:
                 # APScheduler removes a job whose schedule ended during the pause; its
                 # removal event then finishes the record, settling the status set above.
                 try:
-                    self._scheduler.resume_job(job_id)
+                    resumed = self._scheduler.resume_job(job_id)
                 except JobLookupError:
                     record.status, record.failure_paused, record.paused_reason = paused
                     return False
-                if not record.finished and self._scheduler.get_job(job_id) is None:
+                if resumed is not None:
+                    record.pending_next_run = resumed.next_run_time
+                elif not record.finished:
                     self.ledger.schedule_ended(record)
             elif record.schedule is not None:
                 nxt = record.schedule.get_next_fire_time(None, utcnow())
@@ -729,7 +738,14 @@ class SchedulerManager:
     def _trigger_failed(self, job_id: str, error: str) -> None:
         record = self.registry.get(job_id)
         if record is not None:
+            record.pending_next_run = None
             self.ledger.trigger_failed(record, error)
+
+    def _moved_on(self, job_id: str, when: datetime | None) -> None:
+        """A scheduling pass moved a job on: its record shows when it fires next."""
+        record = self.registry.get(job_id)
+        if record is not None:
+            record.pending_next_run = when
 
     def _claim_fire(self, record: JobRecord, scheduled: datetime | None) -> bool:
         """Called as a run begins: False if another worker ran (or runs) this fire."""
@@ -748,17 +764,14 @@ class JobTimes:
         self.manager = manager
 
     def next_run_time(self, record: JobRecord) -> datetime | None:
+        # From the record, never from APScheduler's store (a query per job): the record
+        # learns it when the job is scheduled, resumed, moved on by a pass, or reloaded.
         if record.finished or record.status in (JobStatus.PAUSED, JobStatus.CANCELLED):
             return None
         if record.failure_paused:
             return None
-        manager = self.manager
-        if not manager.running:
-            nxt = record.pending_next_run
-        else:
-            job = manager.apscheduler.get_job(record.id)
-            nxt = None if job is None else job.next_run_time
-        return None if nxt is None else nxt.astimezone(manager.config.tzinfo)
+        nxt = record.pending_next_run
+        return None if nxt is None else nxt.astimezone(self.manager.config.tzinfo)
 
     def next_run_times(self, record: JobRecord, n: int) -> list[datetime]:
         count = _check_count(n)
@@ -769,6 +782,61 @@ class JobTimes:
             count = min(count, max(0, record.max_runs - record.total_run_count))
         times = record.schedule.fire_times(count, first, first=first)
         return [t.astimezone(self.manager.config.tzinfo) for t in times]
+
+
+class StoreReader:
+    """Keeps a worker that does not lead current for its reads, off the event loop.
+
+    Reads answer from the registry at once. A worker that leads needs nothing more: it
+    makes the changes (or hears of them on the bus). One that does not also asks for a
+    reload of the jobs from the store, run in a thread of its own (one at a time, at most
+    once per ``min_gap`` seconds), so a later read shows the leader's changes; a reload
+    that fails (the store is down) is logged once per outage and changes nothing.
+    """
+
+    #: Shortest time (seconds) between the ends and starts of two reloads asked by reads.
+    min_gap = 1.0
+
+    def __init__(self, manager: SchedulerManager) -> None:
+        self.manager = manager
+        self._wanted = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def read(self) -> None:
+        """A read is served: ask for a reload if this worker does not lead."""
+        persistence = self.manager.persistence
+        if persistence is None or not persistence.running or persistence.is_leader:
+            return
+        # The store layer may keep the registry current itself (from the bus and its
+        # periodic resync, off the loop): then there is nothing to ask here.
+        refresh_soon = getattr(persistence, "refresh_soon", None)
+        if callable(refresh_soon):
+            refresh_soon()
+            return
+        self._wanted.set()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._reload, name="nexios-scheduler reads", daemon=True
+                )
+                self._thread.start()
+
+    def _reload(self) -> None:
+        persistence = self.manager.persistence
+        registry = self.manager.registry
+        while persistence is not None and self._wanted.wait(timeout=30):
+            if not persistence.running or persistence.is_leader:
+                self._wanted.clear()
+                continue
+            self._wanted.clear()
+            # The registry's lock first, as the event loop's job operations take it before
+            # the store's: a reload then never waits on a thread that waits on it.
+            with registry.lock:
+                persistence.attempt("reload the jobs for reads", persistence.sync.sync_all)
+            time.sleep(self.min_gap)
+        with self._lock:
+            self._thread = None
 
 
 def _check_count(n: object) -> int:

@@ -90,6 +90,9 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     #: Called with a job's id and what went wrong when its trigger could not give the next
     #: fire time in a pass; the job has been taken out of its store and was not run.
     on_trigger_error: Callable[[str, str], None] | None = None
+    #: Called with a job's id and its next fire time (None: no fire left) each time a pass
+    #: moves the job on, so that reads need not ask the job store.
+    on_next_run_time: Callable[[str, datetime | None], None] | None = None
 
     _eventloop: asyncio.AbstractEventLoop | None = None
     _wake_pending = False
@@ -550,9 +553,16 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 if self._wants(EVENT_JOB_REMOVED):
                     events.append(JobEvent(EVENT_JOB_REMOVED, job.id, alias))
                 self._logger.info("Removed job %s", job.id)
+            self._moved_on(job.id, None)
             return
         job.next_run_time = following
         store.update_job(job)
+        self._moved_on(job.id, following)
+
+    def _moved_on(self, job_id: str, following: datetime | None) -> None:
+        report = self.on_next_run_time
+        if report is not None:
+            report(job_id, following)
 
     def _trigger_failed(
         self, job: Job, alias: str, store: BaseJobStore, problem: str,
