@@ -676,10 +676,6 @@ def test_redis_restart_without_persistence_is_detected_and_stated(private_rd, ma
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "redis"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="the older worker's read deletes the newer job's schedule: no next run, no fire",
-)
 def test_worker_on_older_code_keeps_the_newer_job(backend, make_cluster, capsys):
     cluster = make_cluster(_shared(backend))
     _start(cluster, WORKERS - 1)
