@@ -79,6 +79,32 @@ class Store:
             return None
         return pickle.loads(row[0])["func"], row[1]
 
+    def delete_schedule(self, job_id: str) -> None:
+        """Delete the job from APScheduler's table or hash, as APScheduler 3 does with a job
+        it cannot restore (the adapter's state of the job stays)."""
+        if self.kind == "redis":
+            import redis
+
+            client = redis.Redis.from_url(self.url)
+            try:
+                client.hdel(f"{self.namespace}:jobs", job_id)
+                client.zrem(f"{self.namespace}:run_times", job_id)
+            finally:
+                client.close()
+            return
+        import sqlalchemy
+
+        url = self.url.replace("postgresql://", "postgresql+psycopg2://", 1)
+        engine = sqlalchemy.create_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(
+                    sqlalchemy.text(f'DELETE FROM "{self.namespace}_jobs" WHERE id = :id'),
+                    {"id": job_id},
+                )
+        finally:
+            engine.dispose()
+
 
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path) -> Iterator[Store]:
@@ -257,3 +283,24 @@ async def test_redeclaring_a_job_that_could_not_be_imported_repairs_it(
     await wait_until(lambda: job_module.module.RUNS == ["x"], what="the redeclared job to run")
     stored = store.stored_job("build")
     assert stored is not None and stored[0] == job_module.ref
+
+
+async def test_redeclaring_a_job_whose_schedule_an_older_release_deleted_repairs_it(
+    store, job_module, managers, scheduler_clock
+):
+    # Before jobs that cannot be loaded were kept, APScheduler deleted the job's schedule
+    # and left its state: the job listed ACTIVE with no next fire, forever.
+    await _added_by_newer_worker(store, job_module, managers, seconds=10)
+    store.delete_schedule("build")
+
+    newer = managers(store.config())
+    newer.add_job(
+        job_module.build, IntervalTrigger(seconds=10), args=("x",), id="build",
+        replace_existing=True,
+    )  # fmt: skip
+    await newer.start()
+    job = newer.get_job("build")
+    assert job.status is JobStatus.ACTIVE and job.next_run_time is not None
+    await scheduler_clock.advance(seconds=10)
+    await wait_until(lambda: "x" in job_module.module.RUNS, what="the redeclared job to run")
+    assert store.stored_job("build") is not None

@@ -59,6 +59,7 @@ class StoreSync:
         self._definitions: dict[str, JobRecord] = {}
         self._failing: set[str] = set()
         self._unloadable: set[str] = set()  # ids of jobs whose function cannot be imported
+        self._unscheduled: set[str] = set()  # ids of jobs with state but no schedule stored
         self._io = threading.RLock()
         registry.subscribe(self.on_change)
 
@@ -146,8 +147,10 @@ class StoreSync:
         if job is not None:
             record.schedule = job.trigger
             record.pending_next_run = job.next_run_time
+            self._unscheduled.discard(job_id)
         else:
             record.pending_next_run = None
+            self._unscheduled.add(job_id)
         self._check_loadable(record, fields)
         self.registry.put(record)
         self._saved[job_id] = (record, dict(fields))
@@ -278,11 +281,19 @@ class StoreSync:
                 self.owner.schedule(record, now)
                 self.registry.announce("added", record)
                 continue
+            # A schedule deleted from APScheduler's store (APScheduler 3 does so with a job
+            # it cannot load, as a worker on older code did before such jobs were kept):
+            # declaring the job again schedules it again.
+            lost = job_id in self._unscheduled and _lost_schedule(record)
             stored_at = self._defined_at(job_id)
             if stored_at is not None and stored_at > declared_at:
-                continue  # written (at run time, or by a newer worker) after this declaration
+                if lost:  # written (at run time, or by a newer worker) after this declaration
+                    self._schedule_again(record, now)
+                continue
             if records.same_definition(record, declared):
                 self._update_options(record, declared)
+                if lost:
+                    self._schedule_again(record, now)
                 continue
             logger.info("job %r (%s) changed in code: rescheduled", declared.name, job_id)
             _define(record, declared)
@@ -291,6 +302,11 @@ class StoreSync:
                 record.status = JobStatus.ACTIVE
             self.owner.schedule(record, now)
             self.registry.changed(record)
+
+    def _schedule_again(self, record: JobRecord, now: datetime) -> None:
+        logger.warning("job %r (%s) had lost its schedule: scheduled again", record.name, record.id)
+        self.owner.schedule(record, now)
+        self.registry.changed(record)
 
     def settle_interrupted_runs(self) -> None:
         """Record the runs a worker started and never finished (it died meanwhile).
@@ -397,6 +413,12 @@ def _keep_stored_view(
     missing = isinstance(func, records.MissingFunction) and record.last_error == func.error
     if missing and "last_error" in stored:
         fields["last_error"] = stored["last_error"]
+
+
+def _lost_schedule(record: JobRecord) -> bool:
+    """A job that should have a schedule in APScheduler's store (it is not over or paused)."""
+    paused = record.status is JobStatus.PAUSED or record.failure_paused
+    return not (record.finished or paused or record.status is JobStatus.CANCELLED)
 
 
 _APSCHEDULER_OPTIONS = ("name", "max_instances", "misfire_grace_time", "coalesce")
