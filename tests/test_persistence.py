@@ -532,6 +532,11 @@ class TestWorkers:
         assert old.running and FIRES["s"] == []  # the run is still going
         GATES["s"].set()
         await stopping
+        await wait_until(
+            lambda: new.get_job("s").success_count == 1,
+            timeout=60,
+            what="the new leader to see the run the old one finished",
+        )
         job = new.get_job("s")
         assert (job.total_run_count, job.success_count, job.failure_count) == (1, 1, 0)
         new.persistence.resync()  # the leader's periodic reload settles nothing either
@@ -587,7 +592,12 @@ class TestWorkers:
         assert leader.get_job("x").func is tick
 
         assert follower.pause_job("x", reason="from a follower")
-        assert leader.get_job("x").status is JobStatus.PAUSED
+        # Reads answer from memory: the leader's view follows the store within a notification.
+        await wait_until(
+            lambda: leader.get_job("x").status is JobStatus.PAUSED,
+            timeout=60,
+            what="the leader to show the pause",
+        )
         await scheduler_clock.advance(seconds=1.05)  # ten fires would have been due
         assert len(FIRES["x"]) == 2
 
@@ -608,12 +618,18 @@ class TestWorkers:
         later = IntervalTrigger(hours=1, start_now=False)
         rescheduled_at = scheduler_clock.now()
         assert follower.reschedule_job("x", later) is not None
-        assert leader.get_job("x").trigger == later
+        await wait_until(
+            lambda: leader.get_job("x").trigger == later,
+            timeout=60,
+            what="the leader to show the new trigger",
+        )
         await scheduler_clock.advance(seconds=1)
         assert len(FIRES["x"]) == 6  # the leader follows the new trigger
         assert leader.get_job("x").next_run_time == rescheduled_at + timedelta(hours=1)
         assert follower.remove_job("x")
-        assert leader.get_job("x") is None
+        await wait_until(
+            lambda: leader.get_job("x") is None, timeout=60, what="the leader to drop the job"
+        )
 
     async def test_each_fire_runs_once_even_when_two_schedulers_fire(
         self, sqlite_store, managers, caplog
