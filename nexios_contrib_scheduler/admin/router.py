@@ -379,6 +379,14 @@ class _AdminAPI:
             "total_jobs": len(jobs),
             "running_jobs": running_jobs,
         }
+        # A store that lost its data or a clock off the store's: still serving (200), but
+        # degraded, with the reasons. No I/O: status() is as of the last maintenance turn.
+        status = manager.status() if hasattr(manager, "status") else {}
+        problems = [str(p) for p in status.get("problems", [])]
+        data["degraded"] = bool(problems)
+        data["problems"] = problems
+        data["clock_skew_seconds"] = status.get("clock_skew_seconds")
+        data["store_resets"] = status.get("store_resets", [])
         return _ok(response, data, 200 if manager.running else 503)
 
     async def metrics(self, request: Request, response: Response) -> Response:

@@ -3,7 +3,8 @@
 With coordination, the worker holding the lease (``coordination.py``) leads; without it
 the single process does. A maintenance thread renews or tries the lease, writes this
 worker's heartbeat (and reads the others'), warns about workers sharing the store unsafely,
-and, while leading, asks for the slow fallback reload and prunes old rows. What it learns
+checks the store's epoch marker (a changed or missing one: the store lost its data) and
+measures this worker's clock against the store server's, and, while leading, asks for the slow fallback reload and prunes old rows. What it learns
 it hands to the event loop through the coordinator (``persistence.py``).
 """
 
@@ -14,6 +15,8 @@ import os
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SchedulerError
@@ -29,6 +32,29 @@ logger = logging.getLogger("nexios_contrib_scheduler")
 # Read at each turn of the maintenance thread (tests shorten them).
 RESYNC_SECONDS = 10.0  # a coordinated leader's slow fallback: reload everything this often
 PRUNE_SECONDS = 600.0  # the leader drops old claims, removals and heartbeats this often
+
+# A worker whose clock is further than this from the store server's logs a warning and
+# /health says degraded: leases, heartbeats and fire times are compared across workers.
+CLOCK_SKEW_WARN_SECONDS = 1.0
+
+
+def measure_skew(local: Callable[[], float], server: Callable[[], float | None]) -> float | None:
+    """How far the local clock is ahead of the server's (negative: behind), in seconds.
+
+    The server's reading is compared with the midpoint of the local readings taken just
+    before and after asking it, which cancels the round trip when it is symmetric. None when
+    the server has no clock of its own (``server`` returns None).
+    """
+    before = local()
+    remote = server()
+    after = local()
+    if remote is None:
+        return None
+    return (before + after) / 2 - remote
+
+
+def new_epoch() -> str:
+    return uuid.uuid4().hex
 
 
 class Leadership:
@@ -46,6 +72,13 @@ class Leadership:
         self.workers: list[Message] = []
         self.leader: str | None = None
         self._warned: set[str] = set()
+        # The store's epoch marker as this worker last saw it, and the job ids it held then.
+        self.epoch: str | None = None
+        self.known_ids: set[str] = set()
+        self.epoch_checks = 0  # maintenance turns that looked at the store (tests wait on it)
+        self.local_clock: Callable[[], float] = time.time  # tests replace it
+        self.clock_skew: float | None = None
+        self._skew_warned = False
         self.stopped = threading.Event()
         self.wake = threading.Event()
 
@@ -146,6 +179,7 @@ class Leadership:
                         next_prune = next_beat = now
                     next_lease = now + (renew_every if self.holding else try_every)
             if now >= next_beat:
+                self.check_store()
                 self.heartbeat()
                 next_beat = now + beat_every
             # Only a coordinated leader resyncs (other workers may have written the store);
@@ -164,6 +198,94 @@ class Leadership:
                 deadline = min(deadline, next_lease)
             self.wake.wait(max(0.0, deadline - time.monotonic()))
             self.wake.clear()
+
+    # ------------------------------------------------------------ the store's epoch and clock
+
+    def open_epoch(self) -> None:
+        """At start (off the loop): remember the store's marker, writing one if it has none."""
+        self.epoch = self.owner.state.ensure_epoch(new_epoch())
+        self.known_ids = set(self.owner.registry.ids())
+        self.clock_skew, self._skew_warned = None, False
+
+    def check_store(self) -> None:
+        """Look for a lost store (its marker changed or gone) and measure the clock skew."""
+        owner = self.owner
+        found = owner.attempt(
+            "read the job store's epoch marker", lambda: (owner.state.read_epoch(),)
+        )
+        if found is not None and self.epoch is not None:
+            if found[0] == self.epoch:
+                self.known_ids = set(owner.registry.ids())
+            else:
+                self._recover(found[0])
+        skew = owner.attempt(
+            "read the job store server's clock",
+            measure_skew,
+            self.local_clock,
+            owner.state.server_time,
+        )
+        if skew is not None or found is not None:
+            self._judge_skew(skew)
+        self.epoch_checks += 1
+
+    def _recover(self, found: str | None) -> None:
+        """The store lost its data: make its tables again, write a new marker, tell the loop.
+
+        The job ids known before (at the last check that saw the old marker, and now) go
+        with it: the coordinator states which of them are lost.
+        """
+        owner = self.owner
+        if found is None:
+            reopened = owner.attempt(
+                "re-create the job store's tables", lambda: owner.state.open() or True
+            )
+            if reopened is None:
+                return
+            found = owner.attempt(
+                "write the job store's epoch marker", owner.state.ensure_epoch, new_epoch()
+            )
+            if found is None:
+                return
+        old, self.epoch = self.epoch, found
+        known = self.known_ids | set(owner.registry.ids())
+        self.known_ids = set()
+        owner.call_soon(owner.store_reset, old, found, sorted(known))
+
+    def _judge_skew(self, skew: float | None) -> None:
+        self.clock_skew = skew
+        over = skew is not None and abs(skew) > CLOCK_SKEW_WARN_SECONDS
+        if over and not self._skew_warned:
+            self._skew_warned = True
+            logger.warning(
+                "scheduler worker %s: its clock is %.3f s %s the job store server's (%s); "
+                "beyond %.1f s, jobs fire early or late and leases may be misjudged: keep "
+                "the clocks in sync (NTP)",
+                self.owner.worker_id,
+                abs(skew or 0.0),
+                "ahead of" if (skew or 0.0) > 0 else "behind",
+                self.owner.jobstore_url,
+                CLOCK_SKEW_WARN_SECONDS,
+            )
+        elif not over and self._skew_warned and skew is not None:
+            self._skew_warned = False
+            logger.info(
+                "scheduler worker %s: its clock is within %.1f s of the job store server's "
+                "again (%.3f s)",
+                self.owner.worker_id,
+                CLOCK_SKEW_WARN_SECONDS,
+                skew,
+            )
+
+    def skew_problem(self) -> str | None:
+        """What /health says about the clock skew, if it is over the threshold."""
+        skew = self.clock_skew
+        if skew is None or abs(skew) <= CLOCK_SKEW_WARN_SECONDS:
+            return None
+        side = "ahead of" if skew > 0 else "behind"
+        return (
+            f"this worker's clock is {abs(skew):.3f} s {side} the job store server's "
+            f"(more than {CLOCK_SKEW_WARN_SECONDS:.1f} s)"
+        )
 
     # ------------------------------------------------------------ heartbeats
 

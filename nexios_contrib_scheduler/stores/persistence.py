@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
+from ..clock import utcnow
 from ..config import SchedulerConfig
 from ..errors import SchedulerError
 from ..jobs import JobRecord
@@ -83,6 +84,8 @@ class Persistence:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._failing: set[str] = set()
+        self.declared_ids: set[str] = set()  # jobs declared in code before a start
+        self.store_resets: list[dict[str, Any]] = []  # since the last start
         self.leadership = Leadership(self, config.coordination_url)
         self.bus = Bus(self)
         self.sync = StoreSync(self, registry, ledger, config.history_size)
@@ -127,7 +130,9 @@ class Persistence:
         scheduler = self.scheduler
         scheduler.start(paused=True)
         self._started, self._stopping, self._leading = True, False, False
+        self.store_resets = []
         declared = self.sync.take_declarations()
+        self.declared_ids.update(declared)
         try:
             self.sync.sync_all()
         except BaseException:
@@ -161,6 +166,7 @@ class Persistence:
                 f"cannot use the job store {self.jobstore_url}: {type(exc).__name__}: {exc}"
             ) from exc
         self.leadership.open()
+        self.leadership.open_epoch()
 
     async def stop(self) -> None:
         """Stop leading and listening (runs in progress still save their results)."""
@@ -275,6 +281,40 @@ class Persistence:
             return
         self.scheduler.wakeup()
 
+    def store_reset(self, old: str | None, new: str, known: list[str]) -> None:
+        """The store lost its data (its epoch marker changed or went) while this worker ran.
+
+        Said at ERROR, once per reset: the declared jobs are re-created (by the leader; a
+        standby drops what the store lost), the jobs added at run time are gone and named.
+        They are not re-created from this worker's view: another worker may have removed
+        or changed them, and bringing back a job someone removed is worse than saying one
+        is lost (the app or an operator adds it again).
+        """
+        lost = [job_id for job_id in known if job_id not in self.declared_ids]
+        logger.error(
+            "the job store at %s lost its data (epoch %s → %s): declared jobs are re-created; "
+            "%d job(s) added at runtime are lost%s",
+            self.jobstore_url,
+            old,
+            new,
+            len(lost),
+            ": ids " + ", ".join(lost) if lost else "",
+        )
+        self.store_resets.append(
+            {"at": utcnow().isoformat(), "epoch": new, "previous_epoch": old, "lost_jobs": lost}
+        )
+        del self.store_resets[:-10]
+        if not self.running or self._stopping:
+            return
+        try:
+            self.sync.sync_all()
+            if self.is_leader:
+                self.sync.reconcile_declarations()
+        except Exception:
+            logger.exception("could not re-create the declared jobs in %s", self.jobstore_url)
+            return
+        self.wake_scheduler()
+
     def wake_scheduler(self) -> None:
         """Look for due jobs now, if this worker fires them (another worker changed one)."""
         if self.is_leader:
@@ -321,4 +361,13 @@ class Persistence:
             "coordination": None if self.coordination_url is None else str(self.coordination_url),
             "lease_seconds": self.lease_seconds,
             "workers": [dict(w) for w in leadership.workers],
+            "clock_skew_seconds": leadership.clock_skew,
+            "store_resets": [dict(r, lost_jobs=list(r["lost_jobs"])) for r in self.store_resets],
+            "problems": self.problems(),
         }
+
+    def problems(self) -> list[str]:
+        """What makes this worker degraded: a clock off the store's, a store that lost data."""
+        found = [f"the job store lost its data at {r['at']}" for r in self.store_resets]
+        skew = self.leadership.skew_problem()
+        return found if skew is None else [skew, *found]

@@ -9,6 +9,9 @@ scheduler keeps:
 * the fires already claimed: the idempotency keys, written before a run;
 * a heartbeat per worker, to list the workers and spot several of them sharing a store
   without coordination;
+* an epoch marker, a random id written once when the namespace is first made, so that a
+  worker notices a store that lost its data (a Redis restarted without persistence, dropped
+  tables) instead of silently rebuilding it;
 * a message channel to tell the leader that another worker changed a job (PostgreSQL
   ``LISTEN``/``NOTIFY``, Redis pub/sub, or a change table polled every quarter second on
   SQLite).
@@ -163,6 +166,20 @@ class StateBackend(ABC):
     def prune(self, now: float) -> None:
         """Drop claims, removals, heartbeats and messages too old to matter."""
 
+    # ---- the epoch marker and the server's clock
+
+    @abstractmethod
+    def read_epoch(self) -> str | None:
+        """The store's epoch marker; None if it has none (new, or its data was lost)."""
+
+    @abstractmethod
+    def ensure_epoch(self, epoch: str) -> str:
+        """Write ``epoch`` as the marker unless one exists; the marker the store now holds."""
+
+    def server_time(self) -> float | None:
+        """The database server's clock (epoch seconds); None when it is this machine's."""
+        return None
+
     # ---- messages between workers
 
     @abstractmethod
@@ -255,8 +272,8 @@ def check_tables(engine: Engine, tables: Sequence[Table]) -> None:
 
 
 class SqlState(StateBackend):
-    """Tables ``<namespace>_state``, ``_removed``, ``_fires``, ``_workers`` (and ``_messages``
-    on SQLite) beside APScheduler's ``<namespace>_jobs``."""
+    """Tables ``<namespace>_state``, ``_removed``, ``_fires``, ``_workers``, ``_epoch`` (and
+    ``_messages`` on SQLite) beside APScheduler's ``<namespace>_jobs``."""
 
     def __init__(self, url: StoreURL, namespace: str, engine: Engine) -> None:
         from sqlalchemy import (
@@ -305,6 +322,13 @@ class SqlState(StateBackend):
             Column("info", UnicodeText, nullable=False),
             Column("seen_at", Float, nullable=False),
         )
+        self.epoch_t = Table(
+            f"{namespace}_epoch",
+            md,
+            Column("id", Integer, primary_key=True, autoincrement=False),
+            Column("epoch", Unicode(64), nullable=False),
+            Column("created_at", Float, nullable=False),
+        )
         self.messages_t = Table(
             f"{namespace}_messages",
             md,
@@ -331,7 +355,7 @@ class SqlState(StateBackend):
         return sqlite_insert(table)
 
     def open(self) -> None:
-        tables = [self.state_t, self.removed_t, self.fires_t, self.workers_t]
+        tables = [self.state_t, self.removed_t, self.fires_t, self.workers_t, self.epoch_t]
         if not self.postgres:
             tables.append(self.messages_t)
         if self._jobs_table is not None:
@@ -454,6 +478,39 @@ class SqlState(StateBackend):
             if not self.postgres:
                 connection.execute(m.delete().where(m.c.sent_at < now - MESSAGE_TTL))
 
+    def read_epoch(self) -> str | None:
+        from sqlalchemy import inspect, select
+
+        e = self.epoch_t
+        try:
+            with self.engine.begin() as connection:
+                return cast("str | None", connection.execute(select(e.c.epoch)).scalar())
+        except Exception:
+            with self.engine.connect() as connection:
+                if not inspect(connection).has_table(e.name):
+                    return None  # the table was dropped: the data is gone
+            raise
+
+    def ensure_epoch(self, epoch: str) -> str:
+        e = self.epoch_t
+        statement = (
+            self._insert(e)
+            .values(id=1, epoch=epoch, created_at=time.time())
+            .on_conflict_do_nothing()
+        )
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+        return self.read_epoch() or epoch
+
+    def server_time(self) -> float | None:
+        if not self.postgres:
+            return None  # SQLite is a file on this machine: it has no clock of its own
+        from sqlalchemy import text
+
+        with self.engine.begin() as connection:
+            value = connection.execute(text("SELECT extract(epoch from clock_timestamp())"))
+            return float(value.scalar_one())
+
     def publish(self, message: Message) -> None:
         from sqlalchemy import func, select
 
@@ -560,7 +617,7 @@ def create_redis_client(url: StoreURL) -> Redis:
 
 class RedisState(StateBackend):
     """Keys ``<namespace>:state:<job id>`` (hashes), ``:state_ids``, ``:removed``,
-    ``:fire:<job id>:<token>``, ``:workers`` and the channel ``:messages``, beside
+    ``:fire:<job id>:<token>``, ``:workers``, ``:epoch`` and the channel ``:messages``, beside
     APScheduler's ``<namespace>:jobs`` and ``<namespace>:run_times``."""
 
     def __init__(self, url: StoreURL, namespace: str, client: Redis) -> None:
@@ -570,6 +627,7 @@ class RedisState(StateBackend):
         self.ids_key = self.prefix + "state_ids"
         self.removed_key = self.prefix + "removed"
         self.workers_key = self.prefix + "workers"
+        self.epoch_key = self.prefix + "epoch"
         self.channel = self.prefix + "messages"
         self._update_script = client.register_script(_UPDATE_IF_PRESENT)
 
@@ -602,6 +660,7 @@ class RedisState(StateBackend):
             self.ids_key: "set",
             self.removed_key: "hash",
             self.workers_key: "hash",
+            self.epoch_key: "string",
         }
         pipe = self.client.pipeline(transaction=False)
         for key in expected:
@@ -690,6 +749,19 @@ class RedisState(StateBackend):
         if gone:
             self.client.hdel(self.workers_key, *gone)
 
+    def read_epoch(self) -> str | None:
+        raw = self.client.get(self.epoch_key)
+        return None if raw is None else _epoch_of(raw)
+
+    def ensure_epoch(self, epoch: str) -> str:
+        marker = json.dumps({"epoch": epoch, "created_at": time.time()})
+        self.client.set(self.epoch_key, marker, nx=True)
+        return self.read_epoch() or epoch
+
+    def server_time(self) -> float | None:
+        seconds, micros = self.client.time()
+        return seconds + micros / 1e6
+
     def publish(self, message: Message) -> None:
         self.client.publish(self.channel, json.dumps(message))
 
@@ -718,6 +790,14 @@ class RedisState(StateBackend):
             finally:
                 with contextlib.suppress(Exception):
                     pubsub.close()
+
+
+def _epoch_of(raw: Any) -> str:
+    """The epoch id out of a Redis marker (JSON with ``epoch`` and ``created_at``)."""
+    value = raw.decode() if isinstance(raw, bytes) else str(raw)
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        return str(json.loads(value)["epoch"])
+    return value
 
 
 def open_state(url: StoreURL, namespace: str) -> StateBackend:
