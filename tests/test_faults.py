@@ -543,14 +543,11 @@ def test_leader_stopped_past_its_lease_leaves_every_fire_accounted(backend, make
 # --- 2. SIGKILL a newly elected leader -----------------------------------------------------
 
 
-# On SQLite the loss shows in about two loaded runs of three and not on an idle machine:
-# not strict there, so a pass does not yet mean a fix.
-LOST_CLAIMS_SOMETIMES = pytest.mark.xfail(
-    strict=False,
-    reason="a fire the killed leader took is sometimes lost: no run, history or log",
-)
+# The loss depends on where in its first pass the leader dies: most runs show it on
+# PostgreSQL and Redis, about two loaded runs of three on SQLite, and now and then none. Not
+# strict, so a pass does not yet mean a fix; the figures printed say what each run saw.
 LOST_CLAIMS = pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="fires the killed leader claimed and never started are lost: no run, history or log",
 )
 
@@ -558,7 +555,7 @@ LOST_CLAIMS = pytest.mark.xfail(
 @pytest.mark.parametrize(
     "backend",
     [
-        pytest.param("sqlite", marks=LOST_CLAIMS_SOMETIMES),
+        pytest.param("sqlite", marks=LOST_CLAIMS),
         pytest.param("postgresql", marks=LOST_CLAIMS),
         pytest.param("redis", marks=LOST_CLAIMS),
     ],

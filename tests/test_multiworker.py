@@ -261,9 +261,18 @@ def test_each_fire_runs_once_or_is_on_record_across_workers(cluster, capsys):
         what="the leader to show tick-c paused",
     )
     pause_seen = time.time() - pause_sent
-    for worker in cluster.workers:  # every worker shows the same state
-        job = worker.get("/jobs/tick-c")
-        assert (job["status"], job["paused_reason"]) == ("PAUSED", "paused over HTTP")
+    for worker in cluster.workers:  # every worker comes to show the same state
+        wait_for(
+            lambda worker=worker: (
+                (
+                    worker.get("/jobs/tick-c")["status"],
+                    worker.get("/jobs/tick-c")["paused_reason"],
+                )
+                == ("PAUSED", "paused over HTTP")
+            ),
+            timeout=60,
+            what=f"worker {worker.proc.pid} to show tick-c paused over HTTP",
+        )
 
     # Kill the leader as far as can be from any fire: a fire it had claimed but not yet
     # run when killed would be lost (at most once), which is not what this test measures.
