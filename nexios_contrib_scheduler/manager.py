@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -376,8 +375,6 @@ class SchedulerManager:
             changes["coalesce"] = check_coalesce(coalesce)
         if timeout is not UNCHANGED:
             changes["timeout"] = check_timeout(timeout)
-        if self.persistence is not None:
-            self.persistence.refresh(job_id)
         with self.registry.lock:
             record = self._found(job_id)
             if "args" in changes or "kwargs" in changes:
@@ -501,8 +498,6 @@ class SchedulerManager:
 
     def remove_job(self, job_id: str) -> bool:
         """Remove a job for good; False if there is no such job."""
-        if self.persistence is not None:
-            self.persistence.refresh(job_id)
         with self.registry.lock:
             record = self.registry.pop(job_id)
             if record is None:
@@ -558,8 +553,6 @@ class SchedulerManager:
         """
         if reason is not None and not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
-        if self.persistence is not None:
-            self.persistence.refresh(job_id)
         with self.registry.lock:
             record = self.registry.get(job_id)
             if record is None or record.finished:
@@ -583,8 +576,6 @@ class SchedulerManager:
 
         A job paused by ``pause_on_failure`` becomes ``ACTIVE`` again too.
         """
-        if self.persistence is not None:
-            self.persistence.refresh(job_id)
         with self.registry.lock:
             record = self.registry.get(job_id)
             if record is None or record.finished:
@@ -652,8 +643,6 @@ class SchedulerManager:
                 "trigger must be an IntervalTrigger, CronTrigger or DateTimeTrigger, "
                 f"not {type(trigger).__name__}"
             )
-        if self.persistence is not None:
-            self.persistence.refresh(job_id)
         with self.registry.lock:
             record = self._found(job_id)
             now = utcnow()
@@ -788,55 +777,29 @@ class StoreReader:
     """Keeps a worker that does not lead current for its reads, off the event loop.
 
     Reads answer from the registry at once. A worker that leads needs nothing more: it
-    makes the changes (or hears of them on the bus). One that does not also asks for a
-    reload of the jobs from the store, run in a thread of its own (one at a time, at most
-    once per ``min_gap`` seconds), so a later read shows the leader's changes; a reload
-    that fails (the store is down) is logged once per outage and changes nothing.
+    makes the changes (or hears of them on the bus). One that does not also asks the store
+    layer for a reload (``Persistence.refresh_soon``: done in its sync thread, merged with
+    one already pending), at most once per ``min_gap`` seconds, so a later read shows any
+    change a notification missed; a reload that fails (the store is down) is logged once
+    per outage and changes nothing.
     """
 
-    #: Shortest time (seconds) between the ends and starts of two reloads asked by reads.
+    #: Shortest time (seconds) between two reloads asked by reads.
     min_gap = 1.0
 
     def __init__(self, manager: SchedulerManager) -> None:
         self.manager = manager
-        self._wanted = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._asked = float("-inf")
 
     def read(self) -> None:
         """A read is served: ask for a reload if this worker does not lead."""
         persistence = self.manager.persistence
         if persistence is None or not persistence.running or persistence.is_leader:
             return
-        # The store layer may keep the registry current itself (from the bus and its
-        # periodic resync, off the loop): then there is nothing to ask here.
-        refresh_soon = getattr(persistence, "refresh_soon", None)
-        if callable(refresh_soon):
-            refresh_soon()
-            return
-        self._wanted.set()
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._reload, name="nexios-scheduler reads", daemon=True
-                )
-                self._thread.start()
-
-    def _reload(self) -> None:
-        persistence = self.manager.persistence
-        registry = self.manager.registry
-        while persistence is not None and self._wanted.wait(timeout=30):
-            if not persistence.running or persistence.is_leader:
-                self._wanted.clear()
-                continue
-            self._wanted.clear()
-            # The registry's lock first, as the event loop's job operations take it before
-            # the store's: a reload then never waits on a thread that waits on it.
-            with registry.lock:
-                persistence.attempt("reload the jobs for reads", persistence.sync.sync_all)
-            time.sleep(self.min_gap)
-        with self._lock:
-            self._thread = None
+        now = time.monotonic()
+        if now - self._asked >= self.min_gap:
+            self._asked = now
+            persistence.refresh_soon()
 
 
 def _check_count(n: object) -> int:

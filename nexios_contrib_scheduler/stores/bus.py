@@ -1,10 +1,11 @@
 """The bus: notifications between the workers sharing a job store.
 
-A worker that changes a job tells the leader (``changed``/``removed``), which reloads that
-job and wakes its scheduler; a worker asked to run a job now asks the leader (``run``); a
+A worker that changes a job (the leader too) tells the others (``changed``/``removed``),
+which reload that job off the event loop (the leader then wakes its scheduler); a worker asked to run a job now asks the leader (``run``); a
 leader that lets go of the lease says so (``released``) so that another takes it at once.
-Messages go through the state backend (``state.py``); a thread listens and hands them to
-the event loop.
+Messages go through the state backend (``state.py``); a thread listens, does the store
+reads a message asks for off the event loop (through the coordinator's sync thread), and
+hands the event loop only what touches the registry or the scheduler.
 """
 
 from __future__ import annotations
@@ -32,44 +33,49 @@ class Bus:
         self.owner.state.listen(self.deliver, self.owner.leadership.stopped)
 
     def deliver(self, message: Message) -> None:
+        """Act on another worker's message (in the listening thread, off the event loop)."""
         owner = self.owner
         if message.get("from") == owner.worker_id:
             return
-        if message.get("op") == "released":
-            owner.leadership.take_now()
-            return
-        owner.call_soon(self.receive, message)
-
-    def receive(self, message: Message) -> None:
-        """Apply another worker's message (on the event loop)."""
-        owner = self.owner
-        if not owner.running or owner.stopping:
-            return
         op, job_id = message.get("op"), message.get("job")
-        try:
-            if op in ("changed", "removed") and isinstance(job_id, str):
-                owner.sync.sync_job(job_id)
-            elif op == "resync":
-                owner.sync.sync_all()
-            elif op == "run" and isinstance(job_id, str) and owner.is_leader:
-                token = f"run:{message.get('request')}"
-                if owner.state.claim(job_id, token, owner.worker_id):
-                    owner.run_now(job_id)
-                return
-            else:
-                return
-        except Exception:
-            logger.exception("could not apply a change made by another scheduler worker")
+        if op == "released":
+            owner.leadership.take_now()
+        elif op in ("changed", "removed") and isinstance(job_id, str):
+            owner.refresh_soon(job_id)
+        elif op == "resync":
+            owner.refresh_soon()
+        elif op == "run" and isinstance(job_id, str) and owner.is_leader:
+            token = f"run:{message.get('request')}"
+            claimed = owner.attempt(
+                "claim a run asked by another worker",
+                owner.state.claim,
+                job_id,
+                token,
+                owner.worker_id,
+            )
+            if claimed:
+                owner.call_soon(self.run, job_id)
+
+    def run(self, job_id: str) -> None:
+        """Run a job now, as another worker asked (on the event loop; claimed already)."""
+        owner = self.owner
+        if not owner.is_leader or owner.stopping:
             return
-        owner.wake_scheduler()
+        try:
+            owner.run_now(job_id)
+        except Exception:
+            logger.exception("could not run job %s as another scheduler worker asked", job_id)
 
     def announce(self, op: str, job_id: str) -> None:
-        """Tell the leader that this worker changed (or removed) a job."""
+        """Tell the other workers that this one changed (or removed) a job: the leader
+        fires it accordingly, the others show it."""
         owner = self.owner
-        if not owner.leadership.coordinated or owner.is_leader:
-            return  # nobody else fires jobs
+        if not owner.leadership.coordinated:
+            return  # nobody else shares the store
         message = {"op": op, "job": job_id, "from": owner.worker_id}
-        owner.attempt("tell the scheduler leader about a change", owner.state.publish, message)
+        owner.attempt(
+            "tell the other scheduler workers about a change", owner.state.publish, message
+        )
 
     def request_run(self, job_id: str, name: str) -> None:
         """Ask the leader to run a job now."""

@@ -4,7 +4,7 @@ With coordination, the worker holding the lease (``coordination.py``) leads; wit
 the single process does. A maintenance thread renews or tries the lease, writes this
 worker's heartbeat (and reads the others'), warns about workers sharing the store unsafely,
 checks the store's epoch marker (a changed or missing one: the store lost its data) and
-measures this worker's clock against the store server's, and, while leading, asks for the slow fallback reload and prunes old rows. What it learns
+measures this worker's clock against the store server's, asks for the slow fallback reload, and, while leading, prunes old rows. What it learns
 it hands to the event loop through the coordinator (``persistence.py``).
 """
 
@@ -81,6 +81,7 @@ class Leadership:
         self._skew_warned = False
         self.stopped = threading.Event()
         self.wake = threading.Event()
+        self.sync_wanted = threading.Event()  # wakes the coordinator's sync thread
 
     @property
     def coordinated(self) -> bool:
@@ -123,6 +124,7 @@ class Leadership:
     def halt(self) -> None:
         self.stopped.set()
         self.wake.set()
+        self.sync_wanted.set()
 
     def release(self) -> bool:
         """Give the lease back if held; True if it was."""
@@ -157,6 +159,7 @@ class Leadership:
                 # The event loop closed without shutdown(): nothing here fires jobs any
                 # more, so let another worker lead rather than renew the lease.
                 self.stopped.set()
+                self.sync_wanted.set()
                 owner.leave([])
                 return
             now = time.monotonic()
@@ -182,13 +185,13 @@ class Leadership:
                 self.check_store()
                 self.heartbeat()
                 next_beat = now + beat_every
-            # Only a coordinated leader resyncs (other workers may have written the store);
-            # every deadline that passed moves on, so the wait below is never for a time
-            # already past (the thread would spin).
-            resyncs = self.holding and lease is not None
+            # Every coordinated worker resyncs (other workers may have written the store),
+            # off the loop; every deadline that passed moves on, so the wait below is never
+            # for a time already past (the thread would spin).
+            resyncs = lease is not None
             if now >= next_resync:
                 if resyncs:
-                    owner.call_soon(owner.resync)
+                    owner.resync()
                 next_resync = now + RESYNC_SECONDS
             if self.holding and now >= next_prune:
                 owner.attempt("prune the scheduler tables", owner.state.prune, time.time())

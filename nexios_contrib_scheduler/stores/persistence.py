@@ -35,7 +35,7 @@ from ..registry import JobRegistry
 from .bus import Bus
 from .leadership import Leadership
 from .state import StateBackend, open_state
-from .sync import StoreSync
+from .sync import Loaded, StoreSync
 from .urls import StoreURL
 
 if TYPE_CHECKING:
@@ -87,6 +87,13 @@ class Persistence:
         self.declared_ids: set[str] = set()  # jobs declared in code before a start
         self.store_resets: list[dict[str, Any]] = []  # since the last start
         self.leadership = Leadership(self, config.coordination_url)
+        # Reloads asked for and not yet done (merged), for the sync thread.
+        self._pending = threading.Lock()
+        self._reload_all = False
+        self._reload_ids: set[str] = set()
+        self._settle = False  # with the reload: the leader settles runs cut short
+        self._reconcile = False  # with the reload: the leader re-creates declared jobs
+        self.reloads = 0  # reloads applied (tests wait on it)
         self.bus = Bus(self)
         self.sync = StoreSync(self, registry, ledger, config.history_size)
 
@@ -145,6 +152,7 @@ class Persistence:
         leadership.holding = held
         leadership.stopped.clear()
         self._spawn(leadership.maintain, "lease and heartbeat")
+        self._spawn(self._sync_thread, "store reads")
         if leadership.coordinated:
             self._spawn(self.bus.listen, "messages")
         if held:
@@ -217,6 +225,65 @@ class Persistence:
         self._threads.append(thread)
         thread.start()
 
+    # ------------------------------------------------------------ reloads, off the loop
+
+    def refresh_soon(
+        self, job_id: str | None = None, *, settle: bool = False, reconcile: bool = False
+    ) -> None:
+        """Reload one job (None: every job) from the store soon, in the sync thread.
+
+        Merged with a reload already asked for and not yet begun, so at most one is pending.
+        The store is read off the event loop; what was read is applied on it.
+        """
+        with self._pending:
+            if job_id is None:
+                self._reload_all = True
+            else:
+                self._reload_ids.add(job_id)
+            self._settle |= settle
+            self._reconcile |= reconcile
+        self.leadership.sync_wanted.set()
+
+    def _sync_thread(self) -> None:
+        wanted, stopped = self.leadership.sync_wanted, self.leadership.stopped
+        while not stopped.is_set():
+            wanted.wait()
+            wanted.clear()
+            if stopped.is_set() or not self.running:
+                return
+            with self._pending:
+                everything, ids = self._reload_all, self._reload_ids
+                settle, reconcile = self._settle, self._reconcile
+                self._reload_all, self._reload_ids = False, set()
+                self._settle = self._reconcile = False
+            if not everything and not ids:
+                continue
+            loaded = self.attempt(
+                "reload the jobs from the job store", self.sync.load, None if everything else ids
+            )
+            if loaded is None:
+                continue
+            if settle and self.leadership.holding:
+                self.leadership.heartbeat()  # the workers alive now, for settling
+            self.call_soon(self._apply, loaded, settle, reconcile)
+
+    def _apply(self, loaded: Loaded, settle: bool, reconcile: bool) -> None:
+        """On the event loop: merge a reload, then settle and reconcile if asked and leading."""
+        if not self.running or self._stopping:
+            return
+        try:
+            self.sync.apply(loaded)
+            if settle and self.is_leader:
+                self.sync.settle_interrupted_runs(beat=False)
+            if reconcile and self.is_leader:
+                self.sync.reconcile_declarations()
+        except Exception:
+            logger.exception("could not apply the jobs reloaded from %s", self.jobstore_url)
+            return
+        finally:
+            self.reloads += 1
+        self.wake_scheduler()
+
     def call_soon(self, callback: Any, *args: Any) -> None:
         """Run ``callback(*args)`` on the event loop (from any thread); dropped once closed."""
         loop = self._loop
@@ -270,16 +337,10 @@ class Persistence:
             )
 
     def resync(self) -> None:
-        """The leader's slow fallback: reload every job, settle runs cut short, wake up."""
-        if not self.running or self._stopping or not self.is_leader:
-            return
-        try:
-            self.sync.sync_all()
-            self.sync.settle_interrupted_runs()
-        except Exception as exc:
-            logger.warning("could not reload the jobs from %s: %s", self.jobstore_url, exc)
-            return
-        self.scheduler.wakeup()
+        """The slow fallback of a coordinated worker: reload every job (off the loop); the
+        leader also settles runs cut short, then looks for due jobs."""
+        if self.running and not self._stopping:
+            self.refresh_soon(settle=True)
 
     def store_reset(self, old: str | None, new: str, known: list[str]) -> None:
         """The store lost its data (its epoch marker changed or went) while this worker ran.
@@ -304,16 +365,8 @@ class Persistence:
             {"at": utcnow().isoformat(), "epoch": new, "previous_epoch": old, "lost_jobs": lost}
         )
         del self.store_resets[:-10]
-        if not self.running or self._stopping:
-            return
-        try:
-            self.sync.sync_all()
-            if self.is_leader:
-                self.sync.reconcile_declarations()
-        except Exception:
-            logger.exception("could not re-create the declared jobs in %s", self.jobstore_url)
-            return
-        self.wake_scheduler()
+        if self.running and not self._stopping:
+            self.refresh_soon(reconcile=True)
 
     def wake_scheduler(self) -> None:
         """Look for due jobs now, if this worker fires them (another worker changed one)."""

@@ -22,6 +22,7 @@ import pickle
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger("nexios_contrib_scheduler")
 
 
+@dataclass
+class Loaded:
+    """Jobs read from the store by ``StoreSync.load``, to be applied on the event loop."""
+
+    since: int  # this worker's write count when the read began
+    stored: dict[str, dict[str, bytes]]  # the stored fields, by job id
+    jobs: dict[str, Job]  # their APScheduler jobs (those with a schedule)
+    ids: set[str] | None  # the ids asked for (None: every job, so others are gone)
+
+
 class StoreSync:
     """Keeps the registry and the store in step for one worker."""
 
@@ -61,6 +72,8 @@ class StoreSync:
         self._unloadable: set[str] = set()  # ids of jobs whose function cannot be imported
         self._unscheduled: set[str] = set()  # ids of jobs with state but no schedule stored
         self._io = threading.RLock()
+        self._writes = 0  # writes begun by this worker
+        self._written: dict[str, int] = {}  # job id -> the count at its last write
         registry.subscribe(self.on_change)
 
     def take_declarations(self) -> dict[str, JobRecord]:
@@ -93,25 +106,50 @@ class StoreSync:
 
     def sync_job(self, job_id: str) -> None:
         """Reload one job from the store into the registry."""
-        if not self.owner.running:
-            return
-        with self._io:
-            fields = self.owner.state.load(job_id)
-            job = self.owner.jobstore.lookup_job(job_id) if fields is not None else None
-            self._merge(job_id, fields, job)
+        if self.owner.running:
+            self.apply(self.load({job_id}))
 
     def sync_all(self) -> None:
         """Reload every job from the store into the registry."""
-        if not self.owner.running:
-            return
-        with self._io:
+        if self.owner.running:
+            self.apply(self.load(None))
+
+    # A reload is split in two: ``load`` reads the store (any thread, no lock held) and
+    # ``apply`` merges what it read (on the event loop, as everything that touches the
+    # registry's records and APScheduler). A job this worker wrote after the read began is
+    # left as it is: what was read of it may be older than what this worker wrote.
+
+    def load(self, ids: set[str] | None) -> Loaded:
+        """Read the given jobs (None: every job) from the store."""
+        since = self._writes
+        if ids is None:
             stored = self.owner.state.load_all()
             jobs = {job.id: job for job in self.owner.jobstore.get_all_jobs()}
-            for job_id in self.registry.ids():
-                if job_id not in stored:
+            return Loaded(since, stored, jobs, None)
+        stored, jobs = {}, {}
+        for job_id in ids:
+            fields = self.owner.state.load(job_id)
+            if fields is None:
+                continue
+            stored[job_id] = fields
+            job = self.owner.jobstore.lookup_job(job_id)
+            if job is not None:
+                jobs[job_id] = job
+        return Loaded(since, stored, jobs, set(ids))
+
+    def apply(self, loaded: Loaded) -> None:
+        """Merge what ``load`` read into the registry."""
+        if not self.owner.running:
+            return
+        with self.registry.lock, self._io:
+            newer = {job_id for job_id, n in self._written.items() if n > loaded.since}
+            ids = self.registry.ids() if loaded.ids is None else loaded.ids
+            for job_id in ids:
+                if job_id not in loaded.stored and job_id not in newer:
                     self._merge(job_id, None, None)
-            for job_id, fields in stored.items():
-                self._merge(job_id, fields, jobs.get(job_id))
+            for job_id, fields in loaded.stored.items():
+                if job_id not in newer:
+                    self._merge(job_id, fields, loaded.jobs.get(job_id))
 
     def _merge(self, job_id: str, fields: dict[str, bytes] | None, job: Job | None) -> None:
         record = self.registry.get(job_id)
@@ -238,8 +276,10 @@ class StoreSync:
             self.owner.bus.announce(op, record.id)
 
     def _write(self, record: JobRecord) -> str | None:
-        """Write the record's changes; what to tell the leader ("changed", "removed", None)."""
+        """Write the record's changes; what to tell the others ("changed", "removed", None)."""
         job_id = record.id
+        self._writes += 1
+        self._written[job_id] = self._writes
         saved = self._saved.get(job_id)
         if not self.registry.holds(record):
             if saved is None or saved[0] is not record:
@@ -308,7 +348,7 @@ class StoreSync:
         self.owner.schedule(record, now)
         self.registry.changed(record)
 
-    def settle_interrupted_runs(self) -> None:
+    def settle_interrupted_runs(self, beat: bool = True) -> None:
         """Record the runs a worker started and never finished (it died meanwhile).
 
         A run counts in ``total_run_count`` when it starts and in ``success_count`` or
@@ -319,7 +359,8 @@ class StoreSync:
         again at each reload, so a killed leader's runs are settled once its heartbeat
         has gone stale.
         """
-        self.owner.leadership.heartbeat()  # the workers alive now
+        if beat:  # else the caller has just written it, off the event loop
+            self.owner.leadership.heartbeat()  # the workers alive now
         if self.owner.leadership.other_leader_alive():
             return
         for record in self.registry.records():
