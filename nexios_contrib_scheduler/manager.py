@@ -50,7 +50,7 @@ from .ledger import RunLedger
 from .registry import JobRegistry
 from .scheduler import AdapterScheduler, apscheduler_grace
 from .stores.fires import set_current_fire
-from .triggers import ScheduleTrigger, Trigger
+from .triggers import ScheduleTrigger, Trigger, check_count
 
 if TYPE_CHECKING:
     from .stores.persistence import Persistence
@@ -763,7 +763,7 @@ class JobTimes:
         return None if nxt is None else nxt.astimezone(self.manager.config.tzinfo)
 
     def next_run_times(self, record: JobRecord, n: int) -> list[datetime]:
-        count = _check_count(n)
+        count = check_count(n)
         first = self.next_run_time(record)
         if first is None or record.schedule is None:
             return []
@@ -800,14 +800,6 @@ class StoreReader:
         if now - self._asked >= self.min_gap:
             self._asked = now
             persistence.refresh_soon()
-
-
-def _check_count(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, not {n!r}")
-    if n < 0:
-        raise ValueError(f"n must be zero or more, got {n}")
-    return n
 
 
 def _check_name(name: object) -> str:

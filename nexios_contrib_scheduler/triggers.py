@@ -91,7 +91,8 @@ def _out_of_range(owner: str, name: str, value: datetime, tz: tzinfo | None) -> 
     )
 
 
-def _check_count(n: object) -> int:
+def check_count(n: object) -> int:
+    """``n`` of ``next_fire_times(n)`` checked: an int, zero or more."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, not {n!r}")
     if n < 0:
@@ -237,7 +238,7 @@ class Trigger(ABC):
 
         Naive values are read in the trigger's own zone, else UTC.
         """
-        count = _check_count(n)
+        count = check_count(n)
         begin = _utc_in_calendar(_now() if start is None else _aware(start, "start"))
         if begin is None:
             return []
@@ -641,7 +642,7 @@ class DateTimeTrigger(Trigger):
         }
 
     def next_fire_times(self, n: int, start: datetime | None = None) -> list[datetime]:
-        count = _check_count(n)
+        count = check_count(n)
         begin = _utc_in_calendar(_now() if start is None else _aware(start, "start"))
         zone = self.timezone or UTC
         when = self.to_apscheduler(zone, _FIRST).run_date

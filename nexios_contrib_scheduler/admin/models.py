@@ -112,6 +112,16 @@ class HealthOut(BaseModel):
     jobs: dict[str, int] = Field(description="e.g. {'ACTIVE': 3, 'PAUSED': 1}")
     total_jobs: int
     running_jobs: int = Field(description="runs in progress across all jobs")
+    degraded: bool = Field(False, description="true while any problem below is present")
+    problems: list[str] = Field(
+        default_factory=list, description="why the scheduler is degraded, one sentence each"
+    )
+    clock_skew_seconds: float | None = Field(
+        None, description="this worker's clock minus the store server's (None: not measured)"
+    )
+    store_resets: list[dict[str, Any]] = Field(
+        default_factory=list, description="times the job store was seen to lose its data"
+    )
 
 
 class PauseIn(BaseModel):

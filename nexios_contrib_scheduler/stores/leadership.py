@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("nexios_contrib_scheduler")
 
 # Read at each turn of the maintenance thread (tests shorten them).
-RESYNC_SECONDS = 10.0  # a coordinated leader's slow fallback: reload everything this often
+RESYNC_SECONDS = 10.0  # a coordinated worker's slow fallback: reload everything this often
 PRUNE_SECONDS = 600.0  # the leader drops old claims, removals and heartbeats this often
 
 # A worker whose clock is further than this from the store server's logs a warning and
