@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger("nexios_contrib_scheduler")
 
@@ -26,6 +26,16 @@ EVENT_KINDS: tuple[str, ...] = (
 )
 
 Listener = Callable[["SchedulerEvent"], Any]
+
+
+class NamedJob(Protocol):
+    """What an event needs to know of the job it is about."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -92,8 +102,7 @@ class Listeners:
     def job_event(
         self,
         kind: str,
-        job_id: str,
-        job_name: str,
+        job: NamedJob,
         scheduled: datetime | None = None,
         duration: float | None = None,
         exc: BaseException | None = None,
@@ -101,7 +110,7 @@ class Listeners:
     ) -> None:
         """Send a ``kind`` event about a job to the listeners that take it (if any do)."""
         if self.wants(kind):
-            self.emit(SchedulerEvent(kind, job_id, job_name, scheduled, duration, exc, error))
+            self.emit(SchedulerEvent(kind, job.id, job.name, scheduled, duration, exc, error))
 
     def emit(self, event: SchedulerEvent) -> None:
         for callback, kinds in self._entries:

@@ -46,17 +46,6 @@ class RunLedger:
         self._unschedule = unschedule
         self._hold = hold
 
-    def _emit(
-        self,
-        kind: str,
-        record: JobRecord,
-        scheduled: datetime | None = None,
-        duration: float | None = None,
-        exc: BaseException | None = None,
-        error: str | None = None,
-    ) -> None:
-        self.listeners.job_event(kind, record.id, record.name, scheduled, duration, exc, error)
-
     # ------------------------------------------------------------ submissions
 
     # A run's slot in ``current_instances`` (and a submission's in ``submissions``) is taken
@@ -98,7 +87,7 @@ class RunLedger:
             if not record.finished:
                 self.schedule_ended(record)
         self.registry.changed(record)
-        self._emit("job_started", record, scheduled)
+        self.listeners.job_event("job_started", record, scheduled)
 
     def finished(
         self,
@@ -122,7 +111,7 @@ class RunLedger:
             if record.status is JobStatus.FAILED and not record.failure_paused:
                 record.status = JobStatus.ACTIVE
             self.registry.changed(record)
-            self._emit("job_succeeded", record, scheduled, run.duration)
+            self.listeners.job_event("job_succeeded", record, scheduled, run.duration)
             return
         record.failure_count += 1
         record.consecutive_failures += 1
@@ -131,7 +120,7 @@ class RunLedger:
             record.status = JobStatus.FAILED
         _log_failure(record, outcome, error, exc)
         self.registry.changed(record)
-        self._emit("job_failed", record, scheduled, run.duration, exc, error)
+        self.listeners.job_event("job_failed", record, scheduled, run.duration, exc, error)
         if record.pause_on_failure and outcome in ("error", "timeout"):
             self.pause_after_failure(record, error)
 
@@ -151,7 +140,7 @@ class RunLedger:
             record.name,
             record.id,
         )
-        self._emit("job_paused", record, error=record.paused_reason)
+        self.listeners.job_event("job_paused", record, error=record.paused_reason)
 
     def missed(self, record: JobRecord, scheduled: datetime, now: datetime) -> None:
         """A fire that came later than its ``misfire_grace_time``: not run."""
@@ -169,7 +158,7 @@ class RunLedger:
                 record.status = JobStatus.FAILED
         self.registry.changed(record)
         logger.warning("job %r (%s) %s", record.name, record.id, error)
-        self._emit("job_missed", record, scheduled, error=error)
+        self.listeners.job_event("job_missed", record, scheduled, error=error)
 
     def coalesced(self, record: JobRecord, merged: list[datetime], into: datetime) -> None:
         """Fires merged by ``coalesce`` into the run for ``into``: recorded as missed."""
@@ -202,7 +191,7 @@ class RunLedger:
             scheduled.isoformat(),
             reason,
         )
-        self._emit("job_missed", record, scheduled, error=error)
+        self.listeners.job_event("job_missed", record, scheduled, error=error)
 
     def skipped(self, record: JobRecord, scheduled: datetime) -> None:
         """A fire not run because ``max_instances`` runs were in progress."""
@@ -216,7 +205,7 @@ class RunLedger:
         logger.warning(
             "job %r (%s) fire at %s %s", record.name, record.id, scheduled.isoformat(), reason
         )
-        self._emit("job_skipped", record, scheduled, error=reason)
+        self.listeners.job_event("job_skipped", record, scheduled, error=reason)
 
     def cut_short(self, record: JobRecord, count: int) -> None:
         """``count`` runs whose worker stopped before they ended: each a ``cancelled`` failure."""
@@ -252,7 +241,7 @@ class RunLedger:
         record.last_error = error
         logger.error("job %r (%s) stopped: %s", record.name, record.id, error)
         self.schedule_ended(record)
-        self._emit("job_failed", record, error=error)
+        self.listeners.job_event("job_failed", record, error=error)
 
     def bookkeeping_failed(self, record: JobRecord, exc: Exception) -> None:
         """Recording a run of ``record`` raised: the job goes on, and the failure is kept on

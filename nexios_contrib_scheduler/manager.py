@@ -324,7 +324,7 @@ class SchedulerManager:
             registry.announce("added", record)
         if logger.isEnabledFor(logging.DEBUG):  # describe() costs more than the add itself
             logger.debug("added job %r (%s): %s", record.name, record.id, record.trigger.describe())
-        self._emit("job_added", record)
+        self.listeners.job_event("job_added", record)
         return ScheduledJob(self._times, record)
 
     def scheduled_job(self, trigger: Trigger, **options: Any) -> Callable[[F], F]:
@@ -507,7 +507,7 @@ class SchedulerManager:
             self._drop_from_apscheduler(job_id)
             self.registry.announce("removed", record)
         logger.debug("removed job %r (%s)", record.name, job_id)
-        self._emit("job_removed", record)
+        self.listeners.job_event("job_removed", record)
         return True
 
     def _drop_from_apscheduler(self, job_id: str) -> None:
@@ -568,7 +568,7 @@ class SchedulerManager:
             record.paused_reason = reason
             self.registry.changed(record)
         logger.debug("paused job %r (%s)", record.name, job_id)
-        self._emit("job_paused", record, error=reason)
+        self.listeners.job_event("job_paused", record, error=reason)
         return True
 
     def resume_job(self, job_id: str) -> bool:
@@ -605,7 +605,7 @@ class SchedulerManager:
                     self.ledger.schedule_ended(record)
             self.registry.changed(record)
         logger.debug("resumed job %r (%s)", record.name, job_id)
-        self._emit("job_resumed", record)
+        self.listeners.job_event("job_resumed", record)
         return True
 
     def run_job_now(self, job_id: str) -> bool:
@@ -696,17 +696,6 @@ class SchedulerManager:
     def remove_listener(self, callback: Listener) -> bool:
         """Stop calling ``callback``; False if it was not registered."""
         return self.listeners.remove(callback)
-
-    def _emit(
-        self,
-        kind: str,
-        record: JobRecord,
-        scheduled: datetime | None = None,
-        duration: float | None = None,
-        exc: BaseException | None = None,
-        error: str | None = None,
-    ) -> None:
-        self.listeners.job_event(kind, record.id, record.name, scheduled, duration, exc, error)
 
     # ------------------------------------------------------------ the listener layer
 
