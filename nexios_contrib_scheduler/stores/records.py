@@ -90,6 +90,23 @@ def resolve(ref: str) -> Callable[..., Any]:
 _STAND_IN = f"{__name__}:MissingFunction"
 
 
+def load_keeping_unimportable(job_state: bytes, load: Callable[[bytes], Any]) -> Any:
+    """``load(job_state)`` (a job store's own loading of a stored APScheduler job); when
+    that fails because the job's function cannot be imported here, the job loaded with a
+    ``MissingFunction`` that keeps its reference, so writing it back changes nothing and the
+    job stays in the store with its schedule. APScheduler would delete it."""
+    try:
+        return load(job_state)
+    except Exception:
+        stand_in = with_stand_in(job_state)
+        if stand_in is None:
+            raise
+    state, missing = stand_in
+    job = load(state)
+    job.func_ref, job.func = missing.ref, missing
+    return job
+
+
 def with_stand_in(job_state: bytes) -> tuple[bytes, MissingFunction] | None:
     """For a stored APScheduler job that failed to load: if that is because its function
     cannot be imported here, its state pointing to an importable stand-in, and the

@@ -18,7 +18,7 @@ from typing import Any
 from apscheduler.jobstores.redis import RedisJobStore
 from apscheduler.util import datetime_to_utc_timestamp
 
-from .records import with_stand_in
+from .records import load_keeping_unimportable
 
 logger = logging.getLogger("nexios_contrib_scheduler")
 
@@ -72,19 +72,8 @@ class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
         return jobs
 
     def _reconstitute_job(self, job_state: bytes) -> Any:
-        # APScheduler fails to load a job whose function this worker cannot import, and then
-        # deletes it. Here it loads with a MissingFunction that keeps the reference, so the
-        # job stays in the store with its schedule (see records.with_stand_in).
-        try:
-            return super()._reconstitute_job(job_state)
-        except Exception:
-            stand_in = with_stand_in(job_state)
-            if stand_in is None:
-                raise
-        state, missing = stand_in
-        job = super()._reconstitute_job(state)
-        job.func_ref, job.func = missing.ref, missing
-        return job
+        # A job whose function this worker cannot import is kept, not deleted.
+        return load_keeping_unimportable(job_state, super()._reconstitute_job)
 
     def get_next_run_time(self) -> datetime | None:
         self._seen = {}

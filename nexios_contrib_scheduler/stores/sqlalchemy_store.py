@@ -22,7 +22,7 @@ from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Engine
 
-from .records import with_stand_in
+from .records import load_keeping_unimportable
 from .urls import StoreURL
 
 logger = logging.getLogger("nexios_contrib_scheduler")
@@ -66,19 +66,8 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         return jobs
 
     def _reconstitute_job(self, job_state: bytes) -> Any:
-        # APScheduler fails to load a job whose function this worker cannot import, and then
-        # deletes it. Here it loads with a MissingFunction that keeps the reference, so the
-        # job stays in the store with its schedule (see records.with_stand_in).
-        try:
-            return super()._reconstitute_job(job_state)
-        except Exception:
-            stand_in = with_stand_in(job_state)
-            if stand_in is None:
-                raise
-        state, missing = stand_in
-        job = super()._reconstitute_job(state)
-        job.func_ref, job.func = missing.ref, missing
-        return job
+        # A job whose function this worker cannot import is kept, not deleted.
+        return load_keeping_unimportable(job_state, super()._reconstitute_job)
 
     def get_next_run_time(self) -> datetime | None:
         # APScheduler asks for this right after the pass that read the due jobs.
