@@ -502,8 +502,11 @@ def _leaders_file(cluster: Cluster) -> list[tuple[str, int, float]]:
 # Not on SQLite: the kernel keeps a stopped process's file lock, so no lease runs out.
 
 
+# Whether the woken leader writes stale state depends on where its run was when it was
+# stopped; most runs show it, some do not. Not strict, like every known loss in this file,
+# so a lucky run is not a failure; the printed figures say what each run saw.
 STALE_CANCEL = pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="the woken leader's run, completed, is recorded as cancelled (a failure) in history",
 )
 
@@ -635,7 +638,7 @@ def test_postgresql_restart_leaves_every_fire_accounted(private_pg, make_cluster
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="reads time out or answer 404 during the outage and declared jobs lose fires "
     "around the restart (the loss is logged at ERROR naming the runtime job, not always "
     "before the judge looks)",
