@@ -4,7 +4,8 @@ It replaces APScheduler's own run functions so that the ledger sees each run as 
 and ends (with its scheduled time), applies the global concurrency limit (the slots) and
 the misfire grace window with sub-second precision, and keeps every run task so shutdown
 can drain them. It is given what it needs, not the manager: the registry (to find a job's
-current record), the ledger, the slots, and the claim of a fire.
+current record), the ledger, the slots, and the fire book (``Fires``: the claim of each
+fire as it is submitted, before the pass moves the job on, then its start and end).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import types
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -32,18 +33,51 @@ from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.job import Job
 
 from .config import JobStatus
-from .jobs import JobRecord, Outcome, describe_exception, utcnow
+from .jobs import JobRecord, Outcome, RunRecord, describe_exception, utcnow
 from .ledger import RunLedger
 from .registry import JobRegistry
+from .stores.fires import set_current_fire
 
 logger = logging.getLogger("nexios_contrib_scheduler")
 
-#: Called as a run begins: False if the fire must not run (another worker ran it).
-Claim = Callable[[JobRecord, "datetime | None"], bool]
+
+class Fires(Protocol):
+    """What the executor tells the job store about each scheduled fire.
+
+    ``reserve`` is called as a fire is submitted, in the scheduling pass, before the pass
+    moves the job on: the fire is claimed (no other worker runs it) and noted in flight, so
+    a leader that dies before running it leaves a trace the next leader records. Each fire
+    then ends with ``ended``, whether it ran (``run`` says how) or not (``run`` is None).
+    """
+
+    def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[bool]:
+        """Claim each fire; False for one that must not run (run elsewhere, or recorded as
+        not run already)."""
+
+    def started(self, record: JobRecord, scheduled: datetime) -> None:
+        """The run of a claimed fire starts."""
+
+    def ended(self, record: JobRecord, scheduled: datetime, run: RunRecord | None) -> None:
+        """A claimed fire is over: its run ended (``run``), or it was not run."""
+
+
+class LocalFires:
+    """The fire book of a scheduler without a job store: every fire is its own."""
+
+    def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[bool]:
+        return [True] * len(run_times)
+
+    def started(self, record: JobRecord, scheduled: datetime) -> None:
+        return None
+
+    def ended(self, record: JobRecord, scheduled: datetime, run: RunRecord | None) -> None:
+        return None
+
+
 #: The record a submission of an APScheduler job runs; None if the job is gone.
 Find = Callable[[Job, Sequence[datetime]], "JobRecord | None"]
 
-__all__ = ["JobExecutor", "describe_exception", "is_async_callable"]
+__all__ = ["Fires", "JobExecutor", "LocalFires", "describe_exception", "is_async_callable"]
 
 
 def is_async_callable(func: Any) -> bool:
@@ -63,14 +97,14 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         registry: JobRegistry,
         ledger: RunLedger,
         slots: Callable[[], asyncio.Semaphore],
-        claim: Claim,
+        fires: Fires,
         find: Find | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.ledger = ledger
         self._slots = slots
-        self._claim = claim
+        self._fires = fires
         self._find = find
         self.tasks: dict[asyncio.Task[None], JobRecord] = {}
         self._later: deque[tuple[float, Callable[..., Any], tuple[Any, ...]]] = deque()
@@ -78,6 +112,8 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         self._settled = False
         self._async_funcs: dict[Any, bool] = {}
         self._loop_thread: int | None = None
+        # Tasks (by id) whose claimed fire ran: ``_finished`` told the fire book it ended.
+        self._ran: dict[int, bool] = {}
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
@@ -166,6 +202,10 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
     ) -> None:
         end = utcnow()
         self._after(self.ledger.finished, record, scheduled, start, outcome, error, exc, end)
+        if scheduled is not None:
+            self._ran[id(asyncio.current_task())] = True
+            run = RunRecord(scheduled, start, end, outcome, error)
+            self._after(self._fires.ended, record, scheduled, run)
 
     def _succeeded(
         self, record: JobRecord, scheduled: datetime | None, start: datetime
@@ -202,7 +242,9 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             self._run_job_success(job.id, [])
             return
         self.ledger.submitted(record)
-        task = self._eventloop.create_task(self._run(job, record, list(run_times)))
+        claims = self._fires.reserve(record, run_times)
+        fires = [t for t, claimed in zip(run_times, claims, strict=True) if claimed]
+        task = self._eventloop.create_task(self._run(job, record, fires))
         self.tasks[task] = record  # _run takes it out when it ends
 
     def _forget(self, task: asyncio.Task[None]) -> None:
@@ -254,8 +296,21 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
     ) -> JobExecutionEvent | None:
         """One run of ``record``'s function, honouring the grace window and the global limit.
 
-        ``scheduled`` is ``None`` for a run asked for by hand (no misfire check).
+        ``scheduled`` is ``None`` for a run asked for by hand (no misfire check); a scheduled
+        fire has been claimed (``Fires.reserve``) and ends with ``Fires.ended``.
         """
+        set_current_fire(record.id, scheduled)
+        if scheduled is None:
+            return await self._run_claimed(record, None)
+        try:
+            return await self._run_claimed(record, scheduled)
+        finally:
+            if not self._ran.pop(id(asyncio.current_task()), False):
+                self._after(self._fires.ended, record, scheduled, None)
+
+    async def _run_claimed(
+        self, record: JobRecord, scheduled: datetime | None
+    ) -> JobExecutionEvent | None:
         async with self._slots():
             if record.max_runs is not None and record.total_run_count >= record.max_runs:
                 return None  # an earlier run took the job's last one
@@ -267,9 +322,9 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             if late and now - scheduled > timedelta(seconds=grace):  # type: ignore[operator,arg-type]
                 self._after(self.ledger.missed, record, scheduled, now)
                 return JobExecutionEvent(EVENT_JOB_MISSED, record.id, None, scheduled)
-            if not self._claim(record, scheduled):
-                return None  # another worker ran this fire
             self._bookkeep(self.ledger.started, record, scheduled, now)
+            if scheduled is not None:
+                self._bookkeep(self._fires.started, record, scheduled)
             timed_out = None
             try:
                 if record.timeout is None:

@@ -66,14 +66,14 @@ class RunLedger:
             return
         failed = record.last_outcome in FAILURE_OUTCOMES
         record.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
-        self.registry.changed(record)
+        self.registry.ran(record)
 
     def schedule_ended(self, record: JobRecord) -> None:
         """The job has no fire left: it completes (or fails) once its runs have ended."""
         record.finished = True
         record.pending_next_run = None
         self.settle(record)
-        self.registry.changed(record)
+        self.registry.ran(record)
 
     # ------------------------------------------------------------ runs
 
@@ -86,7 +86,7 @@ class RunLedger:
             self._unschedule(record.id)
             if not record.finished:
                 self.schedule_ended(record)
-        self.registry.changed(record)
+        self.registry.ran(record)
         self.listeners.job_event("job_started", record, scheduled)
 
     def finished(
@@ -110,7 +110,7 @@ class RunLedger:
             record.consecutive_failures = 0
             if record.status is JobStatus.FAILED and not record.failure_paused:
                 record.status = JobStatus.ACTIVE
-            self.registry.changed(record)
+            self.registry.ran(record)
             self.listeners.job_event("job_succeeded", record, scheduled, run.duration)
             return
         record.failure_count += 1
@@ -119,7 +119,7 @@ class RunLedger:
         if record.status is JobStatus.ACTIVE:
             record.status = JobStatus.FAILED
         _log_failure(record, outcome, error, exc)
-        self.registry.changed(record)
+        self.registry.ran(record)
         self.listeners.job_event("job_failed", record, scheduled, run.duration, exc, error)
         if record.pause_on_failure and outcome in ("error", "timeout"):
             self.pause_after_failure(record, error)
@@ -134,7 +134,7 @@ class RunLedger:
         record.paused_reason = f"paused after a failed run: {error}"
         record.pending_next_run = None
         self._hold(record.id)
-        self.registry.changed(record)
+        self.registry.ran(record)
         logger.warning(
             "job %r (%s) paused after a failed run (pause_on_failure); resume_job to go on",
             record.name,
@@ -156,7 +156,7 @@ class RunLedger:
             record.last_error = error
             if record.status is JobStatus.ACTIVE:
                 record.status = JobStatus.FAILED
-        self.registry.changed(record)
+        self.registry.ran(record)
         logger.warning("job %r (%s) %s", record.name, record.id, error)
         self.listeners.job_event("job_missed", record, scheduled, error=error)
 
@@ -173,17 +173,18 @@ class RunLedger:
         record.missed_count += len(merged)
         for scheduled in merged[-record.history_size :] if record.history_size else ():
             record.record(RunRecord(scheduled, None, None, "missed", error))
-        self.registry.changed(record)
+        self.registry.ran(record)
         logger.warning("job %r (%s) %s", record.name, record.id, error)
 
-    def not_loadable(self, record: JobRecord, scheduled: datetime, reason: str) -> None:
-        """A fire not run because this worker cannot import the job's function (``reason``
-        says why): recorded missed; the job keeps its schedule for a worker that can."""
+    def not_run(self, record: JobRecord, scheduled: datetime, reason: str) -> None:
+        """A fire not run, ``reason`` saying why (this worker cannot import the job's
+        function, the claim could not be written, the worker that claimed it stopped):
+        recorded missed, with a log line; the job keeps its schedule."""
         error = f"missed: not run: {reason}"
         record.missed_count += 1
         record.last_outcome = "missed"
         record.record(RunRecord(scheduled, None, None, "missed", error))
-        self.registry.changed(record)
+        self.registry.ran(record)
         logger.warning(
             "job %r (%s) fire at %s not run: %s",
             record.name,
@@ -201,11 +202,45 @@ class RunLedger:
         if is_one_shot(record):  # its only fire: the job ends FAILED, saying why
             record.last_outcome = "skipped"
             record.last_error = reason
-        self.registry.changed(record)
+        self.registry.ran(record)
         logger.warning(
             "job %r (%s) fire at %s %s", record.name, record.id, scheduled.isoformat(), reason
         )
         self.listeners.job_event("job_skipped", record, scheduled, error=reason)
+
+    def ran_elsewhere(self, record: JobRecord, run: RunRecord, worker: str) -> None:
+        """A run another worker started while it led and ended after it lost the lease (it
+        writes nothing then): recorded here, by the leader, as that worker reported it."""
+        record.record(run)
+        record.last_duration = run.duration
+        record.last_outcome = run.outcome
+        if run.outcome == "success":
+            record.success_count += 1
+            record.consecutive_failures = 0
+            if record.status is JobStatus.FAILED and not record.failure_paused:
+                record.status = JobStatus.ACTIVE
+        else:
+            record.failure_count += 1
+            record.consecutive_failures += 1
+            record.last_error = run.error
+            if record.status is JobStatus.ACTIVE:
+                record.status = JobStatus.FAILED
+        self.registry.ran(record)
+        logger.info(
+            "job %r (%s): run for %s on worker %s ended (%s) after that worker lost the lease; "
+            "recorded by the leader",
+            record.name,
+            record.id,
+            "a run asked by hand" if run.scheduled_time is None else run.scheduled_time.isoformat(),
+            worker,
+            run.outcome,
+        )
+        if run.outcome == "success":
+            self.listeners.job_event("job_succeeded", record, run.scheduled_time, run.duration)
+        else:
+            self.listeners.job_event(
+                "job_failed", record, run.scheduled_time, run.duration, None, run.error
+            )
 
     def cut_short(self, record: JobRecord, count: int) -> None:
         """``count`` runs whose worker stopped before they ended: each a ``cancelled`` failure."""
@@ -217,7 +252,7 @@ class RunLedger:
             record.record(RunRecord(None, record.last_run_time, None, "cancelled", CUT_SHORT))
         if record.status is JobStatus.ACTIVE:
             record.status = JobStatus.FAILED
-        self.registry.changed(record)
+        self.registry.ran(record)
         logger.warning(
             "job %r (%s): %d run(s) cut short: the worker running it stopped",
             record.name,

@@ -44,12 +44,11 @@ from .config import (
 )
 from .errors import ConflictingIdError, JobNotFoundError
 from .events import Listener, Listeners
-from .executor import JobExecutor
+from .executor import JobExecutor, LocalFires
 from .jobs import JobRecord, ScheduledJob, utcnow
 from .ledger import RunLedger
 from .registry import JobRegistry
 from .scheduler import AdapterScheduler, apscheduler_grace
-from .stores.fires import set_current_fire
 from .triggers import ScheduleTrigger, Trigger, check_count
 
 if TYPE_CHECKING:
@@ -120,7 +119,7 @@ class SchedulerManager:
             self.registry,
             self.ledger,
             self._slots,
-            self._claim_fire,
+            LocalFires() if self.persistence is None else self.persistence,
             None if self.persistence is None else self.persistence.on_submit,
         )
         self._scheduler = AdapterScheduler(
@@ -724,13 +723,6 @@ class SchedulerManager:
         record = self.registry.get(job_id)
         if record is not None:
             record.pending_next_run = when
-
-    def _claim_fire(self, record: JobRecord, scheduled: datetime | None) -> bool:
-        """Called as a run begins: False if another worker ran (or runs) this fire."""
-        set_current_fire(record.id, scheduled)
-        if self.persistence is None or scheduled is None:
-            return True
-        return self.persistence.claim(record, scheduled)
 
 
 class JobTimes:

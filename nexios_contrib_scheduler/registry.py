@@ -14,8 +14,10 @@ from typing import Literal
 
 from .jobs import JobRecord
 
-#: What happened to a record: it came in (``add_job``), its state changed, or it went out.
-ChangeKind = Literal["added", "changed", "removed"]
+#: What happened to a record: it came in (``add_job``), its state changed, its run state
+#: changed (the run ledger's changes: a store writes them only with the leader's fencing
+#: token), or it went out.
+ChangeKind = Literal["added", "changed", "run", "removed"]
 Subscriber = Callable[[ChangeKind, JobRecord], None]
 
 
@@ -79,6 +81,10 @@ class JobRegistry:
     def changed(self, record: JobRecord) -> None:
         """``record``'s state changed: tell the subscribers."""
         self.announce("changed", record)
+
+    def ran(self, record: JobRecord) -> None:
+        """``record``'s run state changed (the run ledger's): tell the subscribers."""
+        self.announce("run", record)
 
     def announce(self, kind: ChangeKind, record: JobRecord) -> None:
         for subscriber in self._subscribers:

@@ -431,9 +431,7 @@ def _fail_once(monkeypatch, part: object, step: str) -> list[int]:
 
 
 class TestBookkeepingFailures:
-    @pytest.mark.parametrize(
-        ("part", "step"), [("registry", "changed"), ("listeners", "job_event")]
-    )
+    @pytest.mark.parametrize(("part", "step"), [("registry", "ran"), ("listeners", "job_event")])
     async def test_a_failed_bookkeeping_step_does_not_leave_the_job_stuck(
         self, clocked, scheduler_clock, monkeypatch, caplog, part, step
     ):

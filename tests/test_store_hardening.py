@@ -216,3 +216,39 @@ async def test_idle_scheduler_with_a_job_store_and_no_coordination_leaves_the_cp
 
     assert thread.is_alive()
     assert cpu < 0.2 * wall, f"the maintenance thread used {cpu:.2f}s of CPU in {wall:.2f}s"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
+async def test_an_idle_coordinated_worker_reloads_only_when_the_store_changed(
+    kind, stores, managers, monkeypatch
+):
+    # The slow fallback (a reload of every job, for lost messages) looks at the store's
+    # change count first: while nothing changes, no worker reads every job again.
+    monkeypatch.setattr(leadership, "RESYNC_SECONDS", 0.1)
+    store = stores(kind)
+    leader = managers(store.config(coordinated=True))
+    for i in range(3):
+        leader.add_job(record_run, IntervalTrigger(hours=1), args=(f"i{i}",), id=f"i{i}")
+    await leader.start()
+    follower = managers(store.config(coordinated=True))
+    await follower.start()
+    assert follower.persistence is not None and leader.persistence is not None
+    reads: list[str] = []
+    real = follower.persistence.state.load_all
+
+    def counted() -> dict[str, dict[str, bytes]]:
+        reads.append(threading.current_thread().name)
+        return real()
+
+    monkeypatch.setattr(follower.persistence.state, "load_all", counted)
+    checks = leader.persistence.leadership.epoch_checks
+    await asyncio.sleep(1.0)  # ten resync periods
+    assert leader.persistence.leadership.epoch_checks >= checks  # the threads are alive
+    idle_reads = len(reads)
+
+    leader.modify_job("i0", name="renamed")  # a change: the next look reloads
+    await wait_until(lambda: len(reads) > idle_reads, timeout=30, what="a reload")
+    await wait_until(
+        lambda: follower.get_job("i0").name == "renamed", timeout=30, what="the change"
+    )
+    assert idle_reads <= 1, f"{idle_reads} full reloads in a second while nothing changed"

@@ -1,8 +1,10 @@
 """The bus: notifications between the workers sharing a job store.
 
 A worker that changes a job (the leader too) tells the others (``changed``/``removed``),
-which reload that job off the event loop (the leader then wakes its scheduler); a worker asked to run a job now asks the leader (``run``); a
-leader that lets go of the lease says so (``released``) so that another takes it at once.
+which reload that job off the event loop (the leader then wakes its scheduler); a worker
+asked to run a job now asks the leader (``run``); a leader that lets go of the lease says
+so (``released``) so that another takes it at once; a worker whose run ended after it lost
+the lease (it may write no run state then) reports the outcome to the leader (``outcome``).
 Messages go through the state backend (``state.py``); a thread listens, does the store
 reads a message asks for off the event loop (through the coordinator's sync thread), and
 hands the event loop only what touches the registry or the scheduler.
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from ..jobs import RunRecord
 from .state import Message
 
 if TYPE_CHECKING:
@@ -55,6 +59,12 @@ class Bus:
             )
             if claimed:
                 owner.call_soon(self.run, job_id)
+        elif op == "outcome" and isinstance(job_id, str) and owner.is_leader:
+            run = _run_of(message)
+            fire, worker = message.get("fire"), str(message.get("from"))
+            if run is not None and isinstance(fire, str):
+                counted = bool(message.get("counted", True))
+                owner.call_soon(owner.record_outcome, job_id, fire, run, counted, worker)
 
     def run(self, job_id: str) -> None:
         """Run a job now, as another worker asked (on the event loop; claimed already)."""
@@ -86,6 +96,48 @@ class Bus:
         )
         logger.debug("asked the scheduler leader to run job %r (%s) now", name, job_id)
 
+    def report_outcome(self, job_id: str, token: str, run: RunRecord, counted: bool) -> None:
+        """Tell the leader how a run of this worker ended, after this worker lost the lease
+        (``counted``: its start was recorded in the store)."""
+        owner = self.owner
+        message: Message = {
+            "op": "outcome",
+            "job": job_id,
+            "fire": token,
+            "counted": counted,
+            "from": owner.worker_id,
+            **{k: _iso(getattr(run, k)) for k in ("scheduled_time", "start", "end")},
+            "outcome": run.outcome,
+            "error": run.error,
+        }
+        owner.attempt("report a run's outcome to the leader", owner.state.publish, message)
+
     def released(self) -> None:
         """Say that this worker let go of the lease."""
         self.owner.state.publish({"op": "released", "from": self.owner.worker_id})
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _run_of(message: Message) -> RunRecord | None:
+    """The run an ``outcome`` message reports; None if it is malformed."""
+    try:
+        times: dict[str, Any] = {
+            k: None if message.get(k) is None else datetime.fromisoformat(str(message[k]))
+            for k in ("scheduled_time", "start", "end")
+        }
+        outcome = message["outcome"]
+        if outcome not in ("success", "error", "timeout", "cancelled"):
+            return None
+        error = message.get("error")
+        return RunRecord(
+            times["scheduled_time"],
+            times["start"],
+            times["end"],
+            outcome,
+            None if error is None else str(error),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -43,3 +43,8 @@ def set_current_fire(job_id: str, scheduled: datetime | None) -> None:
 def fire_token(scheduled: datetime) -> str:
     """A scheduled time as exact integer microseconds since the epoch (UTC)."""
     return str((scheduled - _EPOCH) // _ONE_US)
+
+
+def fire_time(token: str) -> datetime:
+    """The scheduled time a ``fire_token`` stands for."""
+    return _EPOCH + timedelta(microseconds=int(token))

@@ -114,7 +114,31 @@ class Leadership:
         """Try the lease once (True without coordination); a failure is retried later."""
         if self.lease is None:
             return True
-        return bool(self.owner.attempt("take the lease", self.lease.try_acquire))
+        if not self.owner.attempt("take the lease", self.lease.try_acquire):
+            return False
+        if self.raise_fence():
+            return True
+        self.owner.attempt("give the scheduler lease back", self.lease.release)
+        return False
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the lease held (None without coordination)."""
+        lease = self.lease
+        return None if lease is None else getattr(lease, "token", None)
+
+    def raise_fence(self) -> bool:
+        """Just after taking the lease: set the store's fence to its token, so that the
+        leader before (paused past its lease, say) can write no more run state. False if the
+        fence could not be raised (the store is down; the lease is tried again later)."""
+        token = self.token
+        if token is None:
+            return True
+        return self.owner.attempt("raise the job store's fence", self._raise, token) is not None
+
+    def _raise(self, token: int) -> bool:
+        self.owner.state.raise_fence(token)
+        return True
 
     def take_now(self) -> None:
         """The leader let go: try the lease at once."""
@@ -174,12 +198,14 @@ class Leadership:
                         self.holding = False
                         owner.call_soon(owner.step_down)
                     next_lease = now + (renew_every if ok else try_every)
-                else:
-                    if owner.attempt("take the scheduler lease", lease.try_acquire):
+                elif owner.attempt("take the scheduler lease", lease.try_acquire):
+                    if self.raise_fence():
                         self.holding = True
                         valid_until = started + seconds
                         owner.call_soon(owner.become_leader)
                         next_prune = next_beat = now
+                    else:
+                        owner.attempt("give the scheduler lease back", lease.release)
                     next_lease = now + (renew_every if self.holding else try_every)
             if now >= next_beat:
                 self.check_store()
@@ -314,6 +340,19 @@ class Leadership:
         if self.lease is not None:
             self.leader = owner.attempt("read the scheduler lease", self.lease.holder)
         self._check_neighbours(workers)
+
+    def worker_alive(self, worker_id: str) -> bool:
+        """Whether a worker may still be running. One on this host: whether its process
+        exists (one stopped with SIGSTOP does: its runs may yet end). One on another host:
+        whether its heartbeat is fresh (as of the last one read)."""
+        if worker_id == self.owner.worker_id:
+            return True
+        host, _, rest = worker_id.partition(":")
+        pid_text = rest.partition(":")[0]
+        if host == socket.gethostname() and pid_text.isdigit():
+            pid = int(pid_text)
+            return pid != os.getpid() and alive(pid)  # same pid: an earlier start of this one
+        return any(w.get("worker_id") == worker_id for w in self.workers)
 
     def other_leader_alive(self) -> bool:
         """Whether another worker that says it leads is alive (as of the last heartbeat)."""

@@ -29,12 +29,13 @@ from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from ..clock import utcnow
 from ..config import SchedulerConfig
 from ..errors import SchedulerError
-from ..jobs import JobRecord
+from ..jobs import JobRecord, RunRecord
 from ..ledger import RunLedger
 from ..registry import JobRegistry
 from .bus import Bus
+from .fires import fire_token
 from .leadership import Leadership
-from .state import StateBackend, open_state
+from .state import FencedError, StateBackend, open_state
 from .sync import Loaded, StoreSync
 from .urls import StoreURL
 
@@ -82,6 +83,7 @@ class Persistence:
         self._started = False  # start() done, close() not yet
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._threads: list[threading.Thread] = []
         self._failing: set[str] = set()
         self.declared_ids: set[str] = set()  # jobs declared in code before a start
@@ -92,10 +94,19 @@ class Persistence:
         self._reload_all = False
         self._reload_ids: set[str] = set()
         self._settle = False  # with the reload: the leader settles runs cut short
+        self._check = False  # reload everything only if the store's change count moved
+        self._seen_changes: int | None = None  # the count as of the last full reload
         self._reconcile = False  # with the reload: the leader re-creates declared jobs
         self.reloads = 0  # reloads applied (tests wait on it)
+        # The fencing token this worker's writes of run state carry: its lease's, from the
+        # time it leads (None without coordination). Kept after stepping down, so that what
+        # its runs still write is refused once a newer leader has written.
+        self.fence: int | None = None
+        self._fenced_at: int | None = None  # the token a refusal was logged for
+        self._unrecorded_starts: set[tuple[str, str]] = set()
         self.bus = Bus(self)
         self.sync = StoreSync(self, registry, ledger, config.history_size)
+        self.ledger = ledger
 
     def attach(self, scheduler: AdapterScheduler) -> None:
         self._scheduler = scheduler
@@ -131,6 +142,7 @@ class Persistence:
         if self._started:
             await self._end_orphaned_run()
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.worker_id = new_worker_id()
         self.leadership.open_lease(getattr(self.state, "engine", None))
         await asyncio.to_thread(self._open)
@@ -175,6 +187,7 @@ class Persistence:
             ) from exc
         self.leadership.open()
         self.leadership.open_epoch()
+        self._seen_changes = self.state.changes()  # read before the jobs are loaded
 
     async def stop(self) -> None:
         """Stop leading and listening (runs in progress still save their results)."""
@@ -228,15 +241,24 @@ class Persistence:
     # ------------------------------------------------------------ reloads, off the loop
 
     def refresh_soon(
-        self, job_id: str | None = None, *, settle: bool = False, reconcile: bool = False
+        self,
+        job_id: str | None = None,
+        *,
+        settle: bool = False,
+        reconcile: bool = False,
+        check: bool = False,
     ) -> None:
         """Reload one job (None: every job) from the store soon, in the sync thread.
 
         Merged with a reload already asked for and not yet begun, so at most one is pending.
-        The store is read off the event loop; what was read is applied on it.
+        The store is read off the event loop; what was read is applied on it. ``check``:
+        instead of every job, reload every job only if the store's change count moved since
+        the last full reload (a slow fallback for lost messages, nearly free while idle).
         """
         with self._pending:
-            if job_id is None:
+            if check:
+                self._check = True
+            elif job_id is None:
                 self._reload_all = True
             else:
                 self._reload_ids.add(job_id)
@@ -253,18 +275,28 @@ class Persistence:
                 return
             with self._pending:
                 everything, ids = self._reload_all, self._reload_ids
-                settle, reconcile = self._settle, self._reconcile
+                settle, reconcile, check = self._settle, self._reconcile, self._check
                 self._reload_all, self._reload_ids = False, set()
-                self._settle = self._reconcile = False
-            if not everything and not ids:
+                self._settle = self._reconcile = self._check = False
+            if check and not everything:
+                count = self.attempt("read the job store's change count", self.state.changes)
+                everything = count is not None and count != self._seen_changes
+            if not everything and not ids and not settle and not reconcile:
                 continue
-            loaded = self.attempt(
-                "reload the jobs from the job store", self.sync.load, None if everything else ids
-            )
+            if everything:
+                counted = self.attempt("read the job store's change count", self.state.changes)
+                loaded = self.attempt("reload the jobs from the job store", self.sync.load, None)
+                if loaded is not None:
+                    self._seen_changes = counted
+            elif ids:
+                loaded = self.attempt("reload the jobs from the job store", self.sync.load, ids)
+            else:
+                loaded = self.sync.nothing_loaded()
             if loaded is None:
                 continue
             if settle and self.leadership.holding:
                 self.leadership.heartbeat()  # the workers alive now, for settling
+                loaded.in_flight = self.attempt("read the fires in flight", self.state.in_flight)
             self.call_soon(self._apply, loaded, settle, reconcile)
 
     def _apply(self, loaded: Loaded, settle: bool, reconcile: bool) -> None:
@@ -273,8 +305,8 @@ class Persistence:
             return
         try:
             self.sync.apply(loaded)
-            if settle and self.is_leader:
-                self.sync.settle_interrupted_runs(beat=False)
+            if settle and self.is_leader and loaded.in_flight is not None:
+                self.sync.settle_interrupted_runs(loaded.in_flight)
             if reconcile and self.is_leader:
                 self.sync.reconcile_declarations()
         except Exception:
@@ -311,9 +343,14 @@ class Persistence:
         if not self.running or self._stopping or self.is_leader:
             return
         self._leading = True
+        self.fence = self.leadership.token
+        jobstore: Any = self.jobstore
+        jobstore.fence_token = self.fence
+        jobstore.on_fenced = self.fenced
         try:
             self.sync.sync_all()
-            self.sync.settle_interrupted_runs()
+            self.leadership.heartbeat()  # the workers alive now, for settling
+            self.sync.settle_interrupted_runs(self.state.in_flight())
             self.sync.reconcile_declarations()
         except Exception:
             logger.exception("could not reconcile the declared jobs with the job store")
@@ -336,11 +373,30 @@ class Persistence:
                 self.worker_id,
             )
 
+    def fenced(self, error: Exception) -> None:
+        """The store refused a write of run state: a newer leader has written. This worker
+        lost the lease (it may not know yet): it stands by, and writes no more run state."""
+        if self._fenced_at != self.fence:
+            self._fenced_at = self.fence
+            logger.warning(
+                "scheduler worker %s: %s; it stands by (runs in progress go on, and their "
+                "outcomes are sent to the leader)",
+                self.worker_id,
+                error,
+            )
+        self.leadership.holding = False
+        self.leadership.wake.set()
+        if threading.get_ident() == self._loop_thread:
+            self.step_down()
+        else:
+            self.call_soon(self.step_down)
+
     def resync(self) -> None:
-        """The slow fallback of a coordinated worker: reload every job (off the loop); the
-        leader also settles runs cut short, then looks for due jobs."""
+        """The slow fallback of a coordinated worker: reload every job (off the loop) if the
+        store changed since the last full reload; the leader also settles the fires of
+        workers that stopped, then looks for due jobs."""
         if self.running and not self._stopping:
-            self.refresh_soon(settle=True)
+            self.refresh_soon(settle=True, check=True)
 
     def store_reset(self, old: str | None, new: str, known: list[str]) -> None:
         """The store lost its data (its epoch marker changed or went) while this worker ran.
@@ -390,6 +446,81 @@ class Persistence:
     def claim(self, record: JobRecord, scheduled: datetime) -> bool:
         """Record the fire in the store before it runs; False if it ran (or runs) elsewhere."""
         return self.sync.claim(record, scheduled)
+
+    # ------------------------------------------------------------ the fire book (executor)
+
+    def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[bool]:
+        """Claim each fire as it is submitted, before the pass moves the job on."""
+        return [self.sync.claim(record, scheduled) for scheduled in run_times]
+
+    def started(self, record: JobRecord, scheduled: datetime) -> None:
+        token = fire_token(scheduled)
+        try:
+            self.state.start_fire(record.id, token, self.fence)
+        except FencedError as exc:
+            self._unrecorded_starts.add((record.id, token))
+            self.fenced(exc)
+        except Exception as exc:
+            logger.warning(
+                "could not note the start of job %r (%s) fire at %s in %s: %s",
+                record.name,
+                record.id,
+                scheduled.isoformat(),
+                self.jobstore_url,
+                exc,
+            )
+
+    def ended(self, record: JobRecord, scheduled: datetime, run: RunRecord | None) -> None:
+        token = fire_token(scheduled)
+        unrecorded = (record.id, token) in self._unrecorded_starts
+        self._unrecorded_starts.discard((record.id, token))
+        try:
+            self.state.end_fires([(record.id, token)], self.fence)
+        except FencedError as exc:
+            self.fenced(exc)
+            if run is not None:
+                self.bus.report_outcome(record.id, token, run, counted=not unrecorded)
+        except Exception as exc:
+            logger.warning(
+                "could not note the end of job %r (%s) fire at %s in %s: %s",
+                record.name,
+                record.id,
+                scheduled.isoformat(),
+                self.jobstore_url,
+                exc,
+            )
+
+    def record_outcome(
+        self, job_id: str, token: str, run: RunRecord, counted: bool, worker: str
+    ) -> None:
+        """On the leader: record the outcome of a run another worker started while it led and
+        ended after it lost the lease (it reported it, as it can write nothing)."""
+        if not self.is_leader:
+            return
+        record = self.registry.get(job_id)
+        if record is None:
+            return
+        if not self.sync.forget_fire(job_id, token):
+            logger.warning(
+                "job %r (%s): worker %s reports its run for %s ended (%s), after it was "
+                "recorded as cut short",
+                record.name,
+                job_id,
+                worker,
+                run.scheduled_time,
+                run.outcome,
+            )
+            return
+        if not counted:
+            record.total_run_count += 1
+            record.last_run_time = run.start
+        self.ledger.ran_elsewhere(record, run, worker)
+        self.attempt(
+            "forget a fire that ended on another worker",
+            self.state.end_fires,
+            [(job_id, token)],
+            self.fence,
+        )
 
     def request_run(self, job_id: str) -> bool:
         """Ask the leader to run a job now; False if the job is unknown or finished."""

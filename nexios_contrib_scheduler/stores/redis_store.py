@@ -2,7 +2,8 @@
 
 The same guard as ``sqlalchemy_store.py``: a scheduling pass's write-back of a job is
 conditional on the job's stored bytes being those the pass read, so it does not undo a
-change another worker made meanwhile (done here by Lua scripts, atomically).
+change another worker made meanwhile (done here by Lua scripts, atomically), and it
+carries the leader's fencing token, checked in the same script.
 
 Imported only for a ``redis:`` job store: it needs redis-py (the ``redis`` extra), and
 nothing of SQLAlchemy.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +25,21 @@ from .records import load_keeping_unimportable
 logger = logging.getLogger("nexios_contrib_scheduler")
 
 
-# KEYS: jobs hash, run times zset. ARGV: id, expected state, new state, next run timestamp.
-_UPDATE_IF_UNCHANGED = """
+# Both begin with the fence (see state.py): KEYS[3] the fence key, ARGV[5] the leader's
+# token ('' when not checked); -1 when a greater token has written.
+_FENCE = """
+if ARGV[5] ~= '' then
+  local held = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if held > tonumber(ARGV[5]) then return -1 end
+  redis.call('SET', KEYS[3], ARGV[5])
+end
+"""
+
+# KEYS: jobs hash, run times zset, fence.
+# ARGV: id, expected state, new state, next run timestamp, token.
+_UPDATE_IF_UNCHANGED = (
+    _FENCE
+    + """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -35,14 +50,18 @@ else
 end
 return 1
 """
+)
 
-# KEYS: jobs hash, run times zset. ARGV: id, expected state.
-_REMOVE_IF_UNCHANGED = """
+# KEYS: jobs hash, run times zset, fence. ARGV: id, expected state, -, -, token.
+_REMOVE_IF_UNCHANGED = (
+    _FENCE
+    + """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
+)
 
 
 class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
@@ -51,6 +70,11 @@ class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
     def __init__(self, jobs_key: str, run_times_key: str, **connect_args: Any) -> None:
         super().__init__(jobs_key=jobs_key, run_times_key=run_times_key, **connect_args)
         self._seen: dict[str, bytes] = {}
+        #: The fence key (state.py's), the leader's token (None: not checked) and who hears
+        #: of a write refused because a newer leader has written.
+        self.fence_key = jobs_key + ":fence"  # the state backend sets its own
+        self.fence_token: int | None = None
+        self.on_fenced: Callable[[Exception], None] | None = None
         self._update_script = self.redis.register_script(_UPDATE_IF_UNCHANGED)
         self._remove_script = self.redis.register_script(_REMOVE_IF_UNCHANGED)
 
@@ -88,8 +112,10 @@ class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
         when = (
             "" if job.next_run_time is None else repr(datetime_to_utc_timestamp(job.next_run_time))
         )
-        keys = [self.jobs_key, self.run_times_key]
-        if not self._update_script(keys=keys, args=[job.id, expected, state, when]):
+        keys = [self.jobs_key, self.run_times_key, self.fence_key]
+        args = [job.id, expected, state, when, self._token()]
+        result = self._answer(self._update_script(keys=keys, args=args))
+        if result == 0:
             logger.debug("job %s changed by another worker during a pass; kept", job.id)
 
     def remove_job(self, job_id: str) -> None:
@@ -97,4 +123,20 @@ class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
         if expected is None:
             super().remove_job(job_id)
             return
-        self._remove_script(keys=[self.jobs_key, self.run_times_key], args=[job_id, expected])
+        keys = [self.jobs_key, self.run_times_key, self.fence_key]
+        self._answer(self._remove_script(keys=keys, args=[job_id, expected, "", "", self._token()]))
+
+    def _token(self) -> str:
+        return "" if self.fence_token is None else str(self.fence_token)
+
+    def _answer(self, result: Any) -> int:
+        """A script's answer; a refusal by the fence goes to ``on_fenced`` (or is raised)."""
+        from .state import FencedError
+
+        value = int(result)
+        if value == -1:
+            error = FencedError(self.fence_token or 0)
+            if self.on_fenced is None:
+                raise error
+            self.on_fenced(error)
+        return value

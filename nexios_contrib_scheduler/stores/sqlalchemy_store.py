@@ -4,7 +4,10 @@ APScheduler reads the due jobs, submits them, then writes each job back with its
 time. When another worker changed the job in between (paused, rescheduled or removed it),
 that write would put the old state back. This subclass remembers the stored bytes of the
 jobs a scheduling pass read and makes that pass's write conditional on them: a job changed
-meanwhile keeps the other worker's version. Every other write is APScheduler's own.
+meanwhile keeps the other worker's version. A pass's writes are run state: they carry the
+leader's fencing token (``fence_token``), checked in the same transaction, and a leader
+that lost its lease to a newer one writes nothing (``on_fenced`` is told). Every other
+write is APScheduler's own.
 
 Imported only for a ``sqlite:`` or ``postgresql:`` job store: it needs SQLAlchemy (the
 ``sqlalchemy`` or ``postgres`` extra), and nothing of Redis.
@@ -12,8 +15,10 @@ Imported only for a ``sqlite:`` or ``postgresql:`` job store: it needs SQLAlchem
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +40,12 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         super().__init__(engine=engine, tablename=tablename)
         self._seen: dict[str, bytes] = {}
         self._url = url
+        #: The leader's lease token while it leads with coordination (None: not checked).
+        self.fence_token: int | None = None
+        #: ``check(connection, token)``: raises FencedError in a transaction a newer token
+        #: has overtaken (the state backend's); ``on_fenced(error)`` hears of a refusal.
+        self.fence_check: Callable[[Any, int | None], None] | None = None
+        self.on_fenced: Callable[[Exception], None] | None = None
 
     def __repr__(self) -> str:
         # APScheduler's shows the engine's URL, whose query may hold credentials.
@@ -88,8 +99,8 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             )
             .where(and_(table.c.id == job.id, table.c.job_state == expected))
         )
-        with self.engine.begin() as connection:
-            if connection.execute(update).rowcount == 0:
+        with self._fenced() as connection:
+            if connection is not None and connection.execute(update).rowcount == 0:
                 logger.debug("job %s changed by another worker during a pass; kept", job.id)
 
     def remove_job(self, job_id: str) -> None:
@@ -99,5 +110,28 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             return
         table = self.jobs_t
         delete = table.delete().where(and_(table.c.id == job_id, table.c.job_state == expected))
+        with self._fenced() as connection:
+            if connection is not None:
+                connection.execute(delete)
+
+    @contextlib.contextmanager
+    def _fenced(self) -> Iterator[Any]:
+        """A transaction for a pass's write, fenced; yields None when the fence refused it."""
+        from .state import FencedError
+
+        check, token = self.fence_check, self.fence_token
+        refused: FencedError | None = None
         with self.engine.begin() as connection:
-            connection.execute(delete)
+            try:
+                if check is not None:
+                    check(connection, token)
+            except FencedError as exc:
+                if self.on_fenced is None:
+                    raise
+                refused = exc
+            else:
+                yield connection
+                return
+        if self.on_fenced is not None and refused is not None:
+            self.on_fenced(refused)
+        yield None

@@ -7,6 +7,12 @@ scheduler keeps:
   that two workers changing different fields do not overwrite each other;
 * when a job was removed (so a worker that declared it earlier does not bring it back);
 * the fires already claimed: the idempotency keys, written before a run;
+* the fires in flight: claimed and not yet ended, with the worker that claimed them and
+  whether the run started, so that the next leader can tell a fire a dead worker claimed and
+  never ran (recorded as missed) from a run it left cut short (recorded as cancelled);
+* the fence: the greatest lease token that wrote run state. A write of run state carries
+  the writer's token and is refused when the fence holds a greater one, so a leader that
+  lost its lease (paused past it, say) writes nothing once another has written;
 * a heartbeat per worker, to list the workers and spot several of them sharing a store
   without coordination;
 * an epoch marker, a random id written once when the namespace is first made, so that a
@@ -30,7 +36,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from ..errors import ConfigError, SchedulerError
 from .urls import StoreURL
@@ -67,6 +73,26 @@ class MissingDriverError(SchedulerError, ImportError):
 
 class ForeignSchemaError(SchedulerError):
     """A table or key the scheduler would use exists and holds something else."""
+
+
+class FencedError(SchedulerError):
+    """A write of run state refused: a leader with a greater lease token has written."""
+
+    def __init__(self, token: int) -> None:
+        super().__init__(
+            f"write refused: a newer scheduler leader has written to the store since this "
+            f"worker's lease (fencing token {token}) was taken"
+        )
+        self.token = token
+
+
+class InFlight(NamedTuple):
+    """A fire claimed and not yet ended: by which worker, and whether its run started."""
+
+    job_id: str
+    fire: str
+    worker: str
+    started: bool
 
 
 def require_driver(url: StoreURL) -> None:
@@ -130,17 +156,25 @@ class StateBackend(ABC):
     def load_all(self) -> dict[str, dict[str, bytes]]:
         """The stored fields of every job."""
 
+    # ``fence``: the writer's lease token, for a write of run state (None: no check). Such a
+    # write raises ``FencedError`` (and writes nothing) if a greater token has written.
+
     @abstractmethod
-    def create(self, job_id: str, fields: Mapping[str, bytes]) -> None:
+    def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
         """Store a job's fields, replacing whatever it had; forgets a removal of its id."""
 
     @abstractmethod
-    def update(self, job_id: str, fields: Mapping[str, bytes]) -> bool:
+    def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
         """Overwrite these fields of a stored job; False (nothing written) if it is gone."""
 
     @abstractmethod
     def delete(self, job_id: str, removed_at: float) -> None:
         """Forget a job's fields and remember when it was removed."""
+
+    @abstractmethod
+    def changes(self) -> int:
+        """How many times any worker created, updated or deleted a job's state: a worker
+        that saw this number at its last look, and sees it again, has missed nothing."""
 
     @abstractmethod
     def tombstones(self) -> dict[str, float]:
@@ -149,8 +183,30 @@ class StateBackend(ABC):
     # ---- fires
 
     @abstractmethod
-    def claim(self, job_id: str, token: str, worker_id: str) -> bool:
-        """Record a fire before it runs; False if some worker recorded it first."""
+    def claim(
+        self, job_id: str, token: str, worker_id: str, fence: int | None = None, track: bool = False
+    ) -> bool:
+        """Record a fire before it runs; False if some worker recorded it first.
+
+        ``track``: also note it in flight (until ``end_fires``), for the next leader.
+        """
+
+    @abstractmethod
+    def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
+        """Note that the run of a fire in flight started."""
+
+    @abstractmethod
+    def end_fires(self, fires: Sequence[tuple[str, str]], fence: int | None = None) -> None:
+        """Forget these ``(job id, token)`` fires in flight: they ended or were settled."""
+
+    @abstractmethod
+    def in_flight(self) -> list[InFlight]:
+        """The fires claimed (with ``track``) and not yet ended."""
+
+    @abstractmethod
+    def raise_fence(self, fence: int) -> None:
+        """Set the fence to ``fence`` (a new leader's token): from now on, writes of run state
+        with a smaller token are refused. Raises ``FencedError`` if it holds a greater one."""
 
     # ---- workers
 
@@ -277,6 +333,8 @@ class SqlState(StateBackend):
 
     def __init__(self, url: StoreURL, namespace: str, engine: Engine) -> None:
         from sqlalchemy import (
+            BigInteger,
+            Boolean,
             Column,
             Float,
             Integer,
@@ -315,6 +373,27 @@ class SqlState(StateBackend):
             Column("worker", Unicode(200), nullable=False),
             Column("claimed_at", Float, nullable=False, index=True),
         )
+        self.inflight_t = Table(
+            f"{namespace}_inflight",
+            md,
+            Column("job_id", Unicode(191), primary_key=True),
+            Column("fire", Unicode(64), primary_key=True),
+            Column("worker", Unicode(200), nullable=False),
+            Column("started", Boolean, nullable=False),
+            Column("claimed_at", Float, nullable=False),
+        )
+        self.fence_t = Table(
+            f"{namespace}_fence",
+            md,
+            Column("id", Integer, primary_key=True, autoincrement=False),
+            Column("token", BigInteger, nullable=False),
+        )
+        self.changes_t = Table(
+            f"{namespace}_changes",
+            md,
+            Column("id", Integer, primary_key=True, autoincrement=False),
+            Column("count", BigInteger, nullable=False),
+        )
         self.workers_t = Table(
             f"{namespace}_workers",
             md,
@@ -342,6 +421,7 @@ class SqlState(StateBackend):
         from .sqlalchemy_store import GuardedSQLAlchemyJobStore
 
         store = GuardedSQLAlchemyJobStore(self.engine, f"{self.namespace}_jobs", self.url)
+        store.fence_check = self.check_fence
         self._jobs_table = store.jobs_t
         return store
 
@@ -355,7 +435,16 @@ class SqlState(StateBackend):
         return sqlite_insert(table)
 
     def open(self) -> None:
-        tables = [self.state_t, self.removed_t, self.fires_t, self.workers_t, self.epoch_t]
+        tables = [
+            self.state_t,
+            self.removed_t,
+            self.fires_t,
+            self.inflight_t,
+            self.fence_t,
+            self.changes_t,
+            self.workers_t,
+            self.epoch_t,
+        ]
         if not self.postgres:
             tables.append(self.messages_t)
         if self._jobs_table is not None:
@@ -386,24 +475,55 @@ class SqlState(StateBackend):
                 jobs.setdefault(row.job_id, {})[row.field] = bytes(row.value)
         return jobs
 
-    def create(self, job_id: str, fields: Mapping[str, bytes]) -> None:
+    def check_fence(self, connection: Any, fence: int | None) -> None:
+        """In a write's transaction: raise ``FencedError`` if a greater token has written;
+        else hold the fence at ``fence`` (locking its row until the transaction ends)."""
+        if fence is None:
+            return
+        f = self.fence_t
+        statement = self._insert(f).values(id=1, token=fence)
+        statement = statement.on_conflict_do_update(
+            index_elements=[f.c.id], set_={"token": fence}, where=f.c.token <= fence
+        )
+        if connection.execute(statement).rowcount != 1:
+            raise FencedError(fence)
+
+    def _count_change(self, connection: Any) -> None:
+        c = self.changes_t
+        statement = self._insert(c).values(id=1, count=1)
+        connection.execute(
+            statement.on_conflict_do_update(index_elements=[c.c.id], set_={"count": c.c.count + 1})
+        )
+
+    def changes(self) -> int:
+        from sqlalchemy import select
+
+        c = self.changes_t
+        with self.engine.begin() as connection:
+            return int(connection.execute(select(c.c.count).where(c.c.id == 1)).scalar() or 0)
+
+    def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
         t = self.state_t
         rows = [{"job_id": job_id, "field": k, "value": v} for k, v in fields.items()]
         with self.engine.begin() as connection:
+            self.check_fence(connection, fence)
+            self._count_change(connection)
             connection.execute(t.delete().where(t.c.job_id == job_id))
             connection.execute(t.insert(), rows)
             connection.execute(self.removed_t.delete().where(self.removed_t.c.job_id == job_id))
 
-    def update(self, job_id: str, fields: Mapping[str, bytes]) -> bool:
+    def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
         from sqlalchemy import and_, bindparam, select
 
         t = self.state_t
         with self.engine.begin() as connection:
+            self.check_fence(connection, fence)
             stored = set(
                 connection.execute(select(t.c.field).where(t.c.job_id == job_id)).scalars()
             )
             if not stored:
                 return False
+            self._count_change(connection)
             old = [{"f": k, "v": v} for k, v in fields.items() if k in stored]
             new = [
                 {"job_id": job_id, "field": k, "value": v}
@@ -422,9 +542,11 @@ class SqlState(StateBackend):
         return True
 
     def delete(self, job_id: str, removed_at: float) -> None:
-        t, r = self.state_t, self.removed_t
+        t, r, i = self.state_t, self.removed_t, self.inflight_t
         with self.engine.begin() as connection:
+            self._count_change(connection)
             connection.execute(t.delete().where(t.c.job_id == job_id))
+            connection.execute(i.delete().where(i.c.job_id == job_id))
             statement = self._insert(r).values(job_id=job_id, removed_at=removed_at)
             statement = statement.on_conflict_do_update(
                 index_elements=[r.c.job_id], set_={"removed_at": removed_at}
@@ -438,14 +560,60 @@ class SqlState(StateBackend):
         with self.engine.begin() as connection:
             return {row.job_id: row.removed_at for row in connection.execute(select(r))}
 
-    def claim(self, job_id: str, token: str, worker_id: str) -> bool:
+    def claim(
+        self, job_id: str, token: str, worker_id: str, fence: int | None = None, track: bool = False
+    ) -> bool:
+        now = time.time()
         statement = (
             self._insert(self.fires_t)
-            .values(job_id=job_id, fire=token, worker=worker_id, claimed_at=time.time())
+            .values(job_id=job_id, fire=token, worker=worker_id, claimed_at=now)
             .on_conflict_do_nothing()
         )
         with self.engine.begin() as connection:
-            return bool(connection.execute(statement).rowcount == 1)
+            self.check_fence(connection, fence)
+            if connection.execute(statement).rowcount != 1:
+                return False
+            if track:
+                connection.execute(
+                    self.inflight_t.insert().values(
+                        job_id=job_id, fire=token, worker=worker_id, started=False, claimed_at=now
+                    )
+                )
+            return True
+
+    def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
+        i = self.inflight_t
+        with self.engine.begin() as connection:
+            self.check_fence(connection, fence)
+            connection.execute(
+                i.update().where(i.c.job_id == job_id, i.c.fire == token).values(started=True)
+            )
+
+    def end_fires(self, fires: Sequence[tuple[str, str]], fence: int | None = None) -> None:
+        from sqlalchemy import and_, bindparam
+
+        if not fires:
+            return
+        i = self.inflight_t
+        statement = i.delete().where(and_(i.c.job_id == bindparam("j"), i.c.fire == bindparam("f")))
+        with self.engine.begin() as connection:
+            self.check_fence(connection, fence)
+            connection.execute(statement, [{"j": j, "f": f} for j, f in fires])
+
+    def raise_fence(self, fence: int) -> None:
+        with self.engine.begin() as connection:
+            self.check_fence(connection, fence)
+
+    def in_flight(self) -> list[InFlight]:
+        from sqlalchemy import select
+
+        i = self.inflight_t
+        query = select(i.c.job_id, i.c.fire, i.c.worker, i.c.started)
+        with self.engine.begin() as connection:
+            return [
+                InFlight(r.job_id, r.fire, r.worker, bool(r.started))
+                for r in connection.execute(query)
+            ]
 
     def heartbeat(self, worker_id: str, info: Mapping[str, Any], live_for: float) -> list[Message]:
         from sqlalchemy import select
@@ -473,6 +641,8 @@ class SqlState(StateBackend):
         f, r, w, m = self.fires_t, self.removed_t, self.workers_t, self.messages_t
         with self.engine.begin() as connection:
             connection.execute(f.delete().where(f.c.claimed_at < now - CLAIM_TTL))
+            i = self.inflight_t
+            connection.execute(i.delete().where(i.c.claimed_at < now - CLAIM_TTL))
             connection.execute(r.delete().where(r.c.removed_at < now - TOMBSTONE_TTL))
             connection.execute(w.delete().where(w.c.seen_at < now - WORKER_TTL))
             if not self.postgres:
@@ -597,12 +767,94 @@ class SqlState(StateBackend):
 
 # ---------------------------------------------------------------- Redis
 
-# KEYS: the job's state hash. ARGV: field, value, field, value, ...
-_UPDATE_IF_PRESENT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+# Every script below begins with the fence: KEYS[1] is the fence key, ARGV[1] the writer's
+# token ('' for a write that is not checked). -1: refused, a greater token has written.
+_FENCE = """
+if ARGV[1] ~= '' then
+  local held = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if held > tonumber(ARGV[1]) then return -1 end
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+"""
+
+# KEYS: fence, the job's state hash, the change counter.
+# ARGV: token, field, value, field, value, ...
+_UPDATE_IF_PRESENT = (
+    _FENCE
+    + """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+redis.call('INCR', KEYS[3])
 return 1
 """
+)
+
+# KEYS: fence, the job's state hash, the ids set, the removals hash, the change counter.
+# ARGV: token, job id, field, value, field, value, ...
+_CREATE = (
+    _FENCE
+    + """
+redis.call('INCR', KEYS[5])
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[2])
+return 1
+"""
+)
+
+# KEYS: fence, the fire's key, the in-flight hash.
+# ARGV: token, worker id, seconds to keep the claim, in-flight field ('': not tracked), entry.
+_CLAIM = (
+    _FENCE
+    + """
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[3]) then return 0 end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[5]) end
+return 1
+"""
+)
+
+# KEYS: fence, the in-flight hash. ARGV: token, field.
+_START_FIRE = (
+    _FENCE
+    + """
+local entry = redis.call('HGET', KEYS[2], ARGV[2])
+if not entry then return 0 end
+local value = cjson.decode(entry)
+value['started'] = true
+redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(value))
+return 1
+"""
+)
+
+# KEYS: fence. ARGV: token.
+_RAISE_FENCE = (
+    _FENCE
+    + """
+return 1
+"""
+)
+
+# KEYS: fence, the in-flight hash. ARGV: token, field, field, ...
+_END_FIRES = (
+    _FENCE
+    + """
+redis.call('HDEL', KEYS[2], unpack(ARGV, 2))
+return 1
+"""
+)
+
+
+def _fenced(result: Any, fence: int | None) -> int:
+    """A script's answer; raises ``FencedError`` for -1 (refused by the fence)."""
+    value = int(result)
+    if value == -1:
+        raise FencedError(fence or 0)
+    return value
+
+
+def _token(fence: int | None) -> str:
+    return "" if fence is None else str(int(fence))
 
 
 def create_redis_client(url: StoreURL) -> Redis:
@@ -628,8 +880,16 @@ class RedisState(StateBackend):
         self.removed_key = self.prefix + "removed"
         self.workers_key = self.prefix + "workers"
         self.epoch_key = self.prefix + "epoch"
+        self.fence_key = self.prefix + "fence"
+        self.changes_key = self.prefix + "changes"
+        self.inflight_key = self.prefix + "inflight"
         self.channel = self.prefix + "messages"
         self._update_script = client.register_script(_UPDATE_IF_PRESENT)
+        self._create_script = client.register_script(_CREATE)
+        self._claim_script = client.register_script(_CLAIM)
+        self._start_fire_script = client.register_script(_START_FIRE)
+        self._end_fires_script = client.register_script(_END_FIRES)
+        self._raise_fence_script = client.register_script(_RAISE_FENCE)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}state:{job_id}"
@@ -641,11 +901,13 @@ class RedisState(StateBackend):
 
         options = dict(parse_url(self.url.url))  # type: ignore[no-untyped-call]
         try:
-            return GuardedRedisJobStore(
+            store = GuardedRedisJobStore(
                 jobs_key=self.prefix + "jobs", run_times_key=self.prefix + "run_times", **options
             )
         except (ValueError, TypeError) as exc:  # an option of the URL redis-py does not take
             raise _bad_url(self.url, exc) from None
+        store.fence_key = self.fence_key
+        return store
 
     def open(self) -> None:
         with credentials_masked(self.url):
@@ -661,6 +923,9 @@ class RedisState(StateBackend):
             self.removed_key: "hash",
             self.workers_key: "hash",
             self.epoch_key: "string",
+            self.fence_key: "string",
+            self.changes_key: "string",
+            self.inflight_key: "hash",
         }
         pipe = self.client.pipeline(transaction=False)
         for key in expected:
@@ -699,36 +964,83 @@ class RedisState(StateBackend):
                 jobs[job_id] = self._fields(raw)
         return jobs
 
-    def create(self, job_id: str, fields: Mapping[str, bytes]) -> None:
-        key = self._key(job_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(key)
-        mapping: dict[Any, Any] = dict(fields)
-        pipe.hset(key, mapping=mapping)
-        pipe.sadd(self.ids_key, job_id)
-        pipe.hdel(self.removed_key, job_id)
-        pipe.execute()
-
-    def update(self, job_id: str, fields: Mapping[str, bytes]) -> bool:
-        args: list[Any] = []
+    def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
+        args: list[Any] = [_token(fence), job_id]
         for name, value in fields.items():
             args += [name, value]
-        return bool(self._update_script(keys=[self._key(job_id)], args=args))
+        keys = [
+            self.fence_key,
+            self._key(job_id),
+            self.ids_key,
+            self.removed_key,
+            self.changes_key,
+        ]
+        _fenced(self._create_script(keys=keys, args=args), fence)
+
+    def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
+        args: list[Any] = [_token(fence)]
+        for name, value in fields.items():
+            args += [name, value]
+        keys = [self.fence_key, self._key(job_id), self.changes_key]
+        return bool(_fenced(self._update_script(keys=keys, args=args), fence))
+
+    def changes(self) -> int:
+        raw = self.client.get(self.changes_key)
+        return 0 if raw is None else int(cast(Any, raw))
 
     def delete(self, job_id: str, removed_at: float) -> None:
         pipe = self.client.pipeline(transaction=True)
+        pipe.incr(self.changes_key)
         pipe.delete(self._key(job_id))
         pipe.srem(self.ids_key, job_id)
         pipe.hset(self.removed_key, job_id, repr(removed_at))
         pipe.execute()
+        fields = [f for f in self._inflight_raw() if f.split("\x1f", 1)[0] == job_id]
+        if fields:
+            self.client.hdel(self.inflight_key, *fields)
 
     def tombstones(self) -> dict[str, float]:
         raw = cast(Mapping[Any, Any], self.client.hgetall(self.removed_key))
         return {k.decode(): float(v) for k, v in raw.items()}
 
-    def claim(self, job_id: str, token: str, worker_id: str) -> bool:
+    def claim(
+        self, job_id: str, token: str, worker_id: str, fence: int | None = None, track: bool = False
+    ) -> bool:
         key = f"{self.prefix}fire:{job_id}:{token}"
-        return bool(self.client.set(key, worker_id, nx=True, ex=int(CLAIM_TTL)))
+        field = f"{job_id}\x1f{token}" if track else ""
+        entry = json.dumps({"worker": worker_id, "started": False, "at": time.time()})
+        keys = [self.fence_key, key, self.inflight_key]
+        args: list[Any] = [_token(fence), worker_id, int(CLAIM_TTL), field, entry]
+        return bool(_fenced(self._claim_script(keys=keys, args=args), fence))
+
+    def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
+        keys = [self.fence_key, self.inflight_key]
+        _fenced(
+            self._start_fire_script(keys=keys, args=[_token(fence), f"{job_id}\x1f{token}"]), fence
+        )
+
+    def end_fires(self, fires: Sequence[tuple[str, str]], fence: int | None = None) -> None:
+        if not fires:
+            return
+        keys = [self.fence_key, self.inflight_key]
+        args = [_token(fence), *(f"{j}\x1f{t}" for j, t in fires)]
+        _fenced(self._end_fires_script(keys=keys, args=args), fence)
+
+    def raise_fence(self, fence: int) -> None:
+        _fenced(self._raise_fence_script(keys=[self.fence_key], args=[_token(fence)]), fence)
+
+    def _inflight_raw(self) -> dict[str, Any]:
+        raw = cast(Mapping[Any, Any], self.client.hgetall(self.inflight_key))
+        return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}
+
+    def in_flight(self) -> list[InFlight]:
+        found = []
+        for field, value in self._inflight_raw().items():
+            job_id, _, token = field.partition("\x1f")
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                entry = json.loads(value)
+                found.append(InFlight(job_id, token, str(entry["worker"]), bool(entry["started"])))
+        return found
 
     def heartbeat(self, worker_id: str, info: Mapping[str, Any], live_for: float) -> list[Message]:
         now = time.time()
@@ -748,6 +1060,13 @@ class RedisState(StateBackend):
         gone = [k for k, v in raw.items() if json.loads(v).get("seen_at", 0) < now - WORKER_TTL]
         if gone:
             self.client.hdel(self.workers_key, *gone)
+        stale = []
+        for field, value in self._inflight_raw().items():
+            with contextlib.suppress(ValueError, TypeError):
+                if float(json.loads(value).get("at", now)) < now - CLAIM_TTL:
+                    stale.append(field)
+        if stale:
+            self.client.hdel(self.inflight_key, *stale)
 
     def read_epoch(self) -> str | None:
         raw = self.client.get(self.epoch_key)

@@ -34,7 +34,8 @@ from ..ledger import RunLedger
 from ..registry import ChangeKind, JobRegistry
 from ..scheduler import apscheduler_grace
 from . import records
-from .fires import fire_token
+from .fires import fire_time, fire_token
+from .state import FencedError, InFlight
 
 if TYPE_CHECKING:
     from apscheduler.job import Job
@@ -52,6 +53,7 @@ class Loaded:
     stored: dict[str, dict[str, bytes]]  # the stored fields, by job id
     jobs: dict[str, Job]  # their APScheduler jobs (those with a schedule)
     ids: set[str] | None  # the ids asked for (None: every job, so others are gone)
+    in_flight: list[InFlight] | None = None  # read for the leader to settle, if asked
 
 
 class StoreSync:
@@ -73,6 +75,7 @@ class StoreSync:
         self._unscheduled: set[str] = set()  # ids of jobs with state but no schedule stored
         self._io = threading.RLock()
         self._writes = 0  # writes begun by this worker
+        self._settled: set[tuple[str, str]] = set()  # fires of stopped workers, settled here
         self._written: dict[str, int] = {}  # job id -> the count at its last write
         registry.subscribe(self.on_change)
 
@@ -97,7 +100,7 @@ class StoreSync:
             self.registry.put(record)
 
     def on_change(self, kind: ChangeKind, record: JobRecord) -> None:
-        self.changed(record)
+        self.changed(record, run_state=kind == "run")
 
     # Reading the store and applying what was read happen under ``_io``, as do encoding a
     # record and writing it: a read cannot then land after a newer write of this worker and
@@ -136,6 +139,10 @@ class StoreSync:
             if job is not None:
                 jobs[job_id] = job
         return Loaded(since, stored, jobs, set(ids))
+
+    def nothing_loaded(self) -> Loaded:
+        """A reload that read nothing (to settle or reconcile without reading jobs)."""
+        return Loaded(self._writes, {}, {}, set())
 
     def apply(self, loaded: Loaded) -> None:
         """Merge what ``load`` read into the registry."""
@@ -256,13 +263,17 @@ class StoreSync:
         self.refresh(job_id)
         return self.registry.get(job_id)
 
-    def changed(self, record: JobRecord) -> None:
-        """Write what changed in ``record`` (or its removal) to the store."""
+    def changed(self, record: JobRecord, run_state: bool = False) -> None:
+        """Write what changed in ``record`` (or its removal) to the store; a change of run
+        state carries the leader's fencing token."""
         if not self.owner.running:
             return
         try:
             with self._io:
-                op = self._write(record)
+                op = self._write(record, self.owner.fence if run_state else None)
+        except FencedError as exc:
+            self.owner.fenced(exc)
+            return
         except Exception as exc:
             logger.error(
                 "could not save job %r (%s) to %s: %s",
@@ -275,7 +286,7 @@ class StoreSync:
         if op is not None:
             self.owner.bus.announce(op, record.id)
 
-    def _write(self, record: JobRecord) -> str | None:
+    def _write(self, record: JobRecord, fence: int | None = None) -> str | None:
         """Write the record's changes; what to tell the others ("changed", "removed", None)."""
         job_id = record.id
         self._writes += 1
@@ -292,14 +303,14 @@ class StoreSync:
             _keep_stored_view(record, fields, saved[1])
         if saved is None or saved[0] is not record:
             fields[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
-            self.owner.state.create(job_id, fields)
+            self.owner.state.create(job_id, fields, fence)
         else:
             diff = {k: v for k, v in fields.items() if saved[1].get(k) != v}
             if not diff:
                 return None
             if any(name in diff for name in (*records.DEFINITION_FIELDS, *_option_names())):
                 diff[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
-            if not self.owner.state.update(job_id, diff):
+            if not self.owner.state.update(job_id, diff, fence):
                 return None  # removed by another worker meanwhile
             fields = {**saved[1], **diff}
         self._saved[job_id] = (record, fields)
@@ -348,26 +359,56 @@ class StoreSync:
         self.owner.schedule(record, now)
         self.registry.changed(record)
 
-    def settle_interrupted_runs(self, beat: bool = True) -> None:
-        """Record the runs a worker started and never finished (it died meanwhile).
+    def settle_interrupted_runs(self, in_flight: list[InFlight]) -> None:
+        """Record the fires and runs of workers that stopped (died) meanwhile (leader only).
 
-        A run counts in ``total_run_count`` when it starts and in ``success_count`` or
-        ``failure_count`` when it ends; runs in progress in this worker aside, a difference
-        is runs whose worker stopped. Each is recorded as ``cancelled``, a failure. Not
-        while another worker that led is alive: its runs may still be going (a leader
-        that shuts down hands over at once but lets its runs finish). The leader looks
-        again at each reload, so a killed leader's runs are settled once its heartbeat
-        has gone stale.
+        Each fire is noted in flight from its claim to its end, with the worker that claimed
+        it and whether its run started. A dead worker's fire that never started is recorded
+        missed ("not run"), with a log line; a run it started and never ended is recorded
+        ``cancelled`` (a failure). A run counts in ``total_run_count`` when it starts and
+        in ``success_count`` or ``failure_count`` when it ends; runs in progress on this
+        worker or on a worker that may still be running aside, a difference is runs cut
+        short. A worker may still be running while its heartbeat is fresh, or while its
+        process exists on this host (a stopped process wakes up: its runs end, and it
+        reports their outcomes). Not while another worker that led is alive: its runs may
+        still be going (a leader that shuts down hands over at once but lets its runs
+        finish). The leader looks again at each reload.
         """
-        if beat:  # else the caller has just written it, off the event loop
-            self.owner.leadership.heartbeat()  # the workers alive now
-        if self.owner.leadership.other_leader_alive():
+        leadership = self.owner.leadership
+        if leadership.other_leader_alive():
             return
+        still_running: dict[str, int] = {}
+        ended: list[tuple[str, str]] = []
+        for fire in in_flight:
+            if leadership.worker_alive(fire.worker):
+                if fire.started and fire.worker != self.owner.worker_id:
+                    still_running[fire.job_id] = still_running.get(fire.job_id, 0) + 1
+                continue
+            ended.append((fire.job_id, fire.fire))
+            self._settled.add((fire.job_id, fire.fire))
+            record = self.registry.get(fire.job_id)
+            if record is not None and not fire.started:
+                reason = f"claimed by worker {fire.worker}, which stopped before running it"
+                self.ledger.not_run(record, fire_time(fire.fire), reason)
         for record in self.registry.records():
             cut = record.total_run_count - record.success_count - record.failure_count
-            cut -= record.current_instances
+            cut -= record.current_instances + still_running.get(record.id, 0)
             if cut > 0:
                 self.ledger.cut_short(record, cut)
+        if ended:
+            self.owner.attempt(
+                "forget the fires of stopped workers",
+                self.owner.state.end_fires,
+                ended,
+                self.owner.fence,
+            )
+
+    def forget_fire(self, job_id: str, token: str) -> bool:
+        """A fire another worker reports ended: False if it was settled here already."""
+        if (job_id, token) in self._settled:
+            self._settled.discard((job_id, token))
+            return False
+        return True
 
     def _defined_at(self, job_id: str) -> float | None:
         saved = self._saved.get(job_id)
@@ -410,28 +451,37 @@ class StoreSync:
         return record
 
     def claim(self, record: JobRecord, scheduled: datetime) -> bool:
-        """Record the fire in the store before it runs; False if it ran (or runs) elsewhere,
-        or if this worker cannot import the job's function (the fire is recorded missed)."""
+        """Record the fire in the store (and in flight) before it runs; False if it ran (or
+        runs) elsewhere, or if it is recorded as not run: this worker cannot import the
+        job's function, or the claim could not be written."""
         missing = record.func
         if isinstance(missing, records.MissingFunction):
             self.refresh(record.id)  # the code may be here now
             record = self.registry.get(record.id) or record
             missing = record.func
+        owner = self.owner
+        token = fire_token(scheduled)
         try:
-            claimed = self.owner.state.claim(record.id, fire_token(scheduled), self.owner.worker_id)
-        except Exception as exc:
-            logger.error(
-                "job %r (%s) fire at %s not run: it could not be recorded in %s: %s",
+            claimed = owner.state.claim(record.id, token, owner.worker_id, owner.fence, True)
+        except FencedError as exc:
+            owner.fenced(exc)
+            logger.info(
+                "job %r (%s) fire at %s left to the new leader",
                 record.name,
                 record.id,
                 scheduled.isoformat(),
-                self.owner.jobstore_url,
-                exc,
             )
+            return False
+        except Exception as exc:
+            reason = f"it could not be claimed in {owner.jobstore_url}: {type(exc).__name__}: {exc}"
+            self.ledger.not_run(record, scheduled, reason)
             return False
         if claimed and isinstance(missing, records.MissingFunction):
             # Claimed all the same, so that no worker runs this fire after it was missed.
-            self.ledger.not_loadable(record, scheduled, missing.error)
+            self.ledger.not_run(record, scheduled, missing.error)
+            owner.attempt(
+                "note a fire not run", owner.state.end_fires, [(record.id, token)], owner.fence
+            )
             return False
         if not claimed:
             logger.info(

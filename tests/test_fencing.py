@@ -1,0 +1,240 @@
+"""Fencing and fires in flight: a leader that lost its lease writes no run state, and every
+fire a worker claimed is run, or recorded as not run by the next leader.
+
+Against the real SQLite (a file), PostgreSQL and Redis, each test in a namespace of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from helpers import wait_until
+from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
+
+from nexios_contrib_scheduler import (
+    FireKey,
+    IntervalTrigger,
+    JobStatus,
+    SchedulerConfig,
+    SchedulerManager,
+    current_fire,
+)
+from nexios_contrib_scheduler.stores.fires import fire_token
+from nexios_contrib_scheduler.stores.state import FencedError, open_state
+from nexios_contrib_scheduler.stores.urls import parse_jobstore
+
+UTC = timezone.utc
+LOGGER = "nexios_contrib_scheduler"
+
+FIRES: dict[str, list[FireKey | None]] = defaultdict(list)
+GATES: dict[str, asyncio.Event] = {}
+
+
+async def tick(label: str) -> None:
+    FIRES[label].append(current_fire())
+
+
+async def gated(label: str) -> None:
+    await GATES[label].wait()
+    FIRES[label].append(current_fire())
+
+
+@pytest.fixture(autouse=True)
+def _clean():
+    FIRES.clear()
+    GATES.clear()
+    yield
+    FIRES.clear()
+    GATES.clear()
+
+
+def _url(kind: str, tmp_path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/jobs.db"
+    return postgres_url() if kind == "postgresql" else redis_url()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+def state(request, tmp_path):
+    """A state backend, open, in a namespace of its own."""
+    namespace = unique_namespace()
+    url = _url(request.param, tmp_path)
+    backend = open_state(parse_jobstore(url), namespace)
+    backend.make_jobstore()
+    backend.open()
+    yield backend
+    backend.close()
+    if request.param != "sqlite":
+        drop_namespace(url, namespace)
+
+
+FIELDS = {"success_count": b"\x80\x05K\x01."}
+
+
+class TestTheStoreRefusesAnOlderToken:
+    def test_writes_with_a_smaller_token_are_refused_and_write_nothing(self, state):
+        state.create("j", {"status": b"a"})
+        state.raise_fence(5)
+        assert state.update("j", {"status": b"b"}, fence=5)  # the fence's own token
+        with pytest.raises(FencedError, match="fencing token 4"):
+            state.update("j", {"status": b"stale"}, fence=4)
+        with pytest.raises(FencedError):
+            state.create("j", {"status": b"stale"}, fence=4)
+        with pytest.raises(FencedError):
+            state.claim("j", "1", "old", fence=4, track=True)
+        assert state.load("j")["status"] == b"b"
+        assert state.claim("j", "1", "new", fence=6, track=True)  # a newer one raises it
+        with pytest.raises(FencedError):
+            state.end_fires([("j", "1")], fence=5)
+        assert [f.worker for f in state.in_flight()] == ["new"]
+
+    def test_writes_without_a_token_are_not_checked(self, state):
+        state.raise_fence(7)
+        state.create("j", {"status": b"a"})  # a job operation, not run state
+        assert state.update("j", {"status": b"b"})
+        assert state.load("j")["status"] == b"b"
+
+    def test_a_fire_is_in_flight_from_its_claim_to_its_end(self, state):
+        assert state.claim("j", "10", "w1", track=True)
+        assert not state.claim("j", "10", "w2", track=True)  # claimed already
+        assert state.claim("j", "11", "w1")  # not tracked (a run asked by hand)
+        assert [(f.fire, f.worker, f.started) for f in state.in_flight()] == [("10", "w1", False)]
+        state.start_fire("j", "10")
+        assert [f.started for f in state.in_flight()] == [True]
+        state.end_fires([("j", "10")])
+        assert state.in_flight() == []
+
+
+# ---------------------------------------------------------------- with schedulers
+
+
+@pytest.fixture
+async def managers():
+    made: list[SchedulerManager] = []
+
+    def make(config: SchedulerConfig) -> SchedulerManager:
+        manager = SchedulerManager(config=config)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        await manager.shutdown()
+
+
+@pytest.fixture(params=["postgresql", "redis"])
+def shared(request):
+    namespace = unique_namespace()
+    url = postgres_url() if request.param == "postgresql" else redis_url()
+    yield url, namespace
+    drop_namespace(url, namespace)
+
+
+def _config(url: str, namespace: str, **options) -> SchedulerConfig:
+    options.setdefault("shutdown_timeout", 30)
+    return SchedulerConfig(jobstore=url, coordination=url, namespace=namespace, **options)
+
+
+class TestALeaderThatLostItsLease:
+    async def test_its_run_ends_on_record_through_the_new_leader_never_as_cancelled(
+        self, shared, managers, caplog
+    ):
+        url, namespace = shared
+        config = _config(url, namespace, lease_seconds=1)
+        old = managers(config)
+        await old.start()
+        GATES["g"] = asyncio.Event()
+        old.add_job(gated, IntervalTrigger(hours=1), args=("g",), id="g")
+        await wait_until(lambda: old.get_job("g").current_instances == 1, what="the run")
+        new = managers(config)
+        await new.start()
+        token = old.persistence.fence
+        assert token is not None
+
+        # The old leader stops renewing (as if paused): the lease runs out, the new worker
+        # takes it with a greater token and raises the store's fence.
+        old.persistence.leadership.halt()
+        await wait_until(lambda: new.is_leader, timeout=60, what="the new leader")
+        assert new.persistence.fence > token
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            GATES["g"].set()  # the old leader's run ends: it may write nothing
+            await wait_until(
+                lambda: new.get_job("g").success_count == 1,
+                timeout=60,
+                what="the new leader to record the run the old one reported",
+            )
+        job = new.get_job("g")
+        assert (job.total_run_count, job.success_count, job.failure_count) == (1, 1, 0)
+        assert [r.outcome for r in job.history] == ["success"]
+        assert "write refused" in caplog.text and "recorded by the leader" in caplog.text
+        new.persistence.resync()  # nor does the new leader's settling take it as cut short
+        await wait_until(lambda: new.persistence.reloads >= 2, what="a reload")
+        assert new.get_job("g").failure_count == 0
+        assert new.persistence.state.in_flight() == []
+
+
+class TestFiresOfAWorkerThatDied:
+    async def test_a_claimed_fire_never_started_is_recorded_missed_with_a_log_line(
+        self, shared, managers, caplog
+    ):
+        url, namespace = shared
+        first = managers(_config(url, namespace))
+        first.add_job(tick, IntervalTrigger(hours=1, start_now=False), args=("d",), id="d")
+        await first.start()
+        await first.shutdown()
+        # What a leader on another host leaves when it dies between claiming a fire and
+        # running it: the claim, in flight, not started.
+        when = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+        state = first.persistence.state
+        state.open()
+        assert state.claim("d", fire_token(when), "otherhost:4242:dead00", track=True)
+        # ... and a run it started and never ended, for another fire.
+        started_at = when - timedelta(hours=1)
+        assert state.claim("d", fire_token(started_at), "otherhost:4242:dead00", track=True)
+        state.start_fire("d", fire_token(started_at))
+        state.update("d", {"total_run_count": b"\x80\x05K\x01."})
+        state.close()
+
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            second = managers(_config(url, namespace))
+            await second.start()
+            await wait_until(lambda: second.get_job("d").missed_count == 1, what="the miss")
+        job = second.get_job("d")
+        missed = [r for r in job.history if r.outcome == "missed"]
+        assert [r.scheduled_time for r in missed] == [when]
+        assert "claimed by worker otherhost:4242:dead00" in missed[0].error
+        assert "d" in caplog.text and "not run" in caplog.text
+        assert job.failure_count == 1 and job.history[0].outcome in ("missed", "cancelled")
+        assert any(r.outcome == "cancelled" for r in job.history)
+        assert second.persistence.state.in_flight() == []
+        assert FIRES["d"] == []  # neither fire ran again
+
+    async def test_a_run_of_a_worker_still_alive_is_not_taken_as_cut_short(self, shared, managers):
+        url, namespace = shared
+        first = managers(_config(url, namespace))
+        first.add_job(tick, IntervalTrigger(hours=1, start_now=False), args=("a",), id="a")
+        await first.start()
+        await first.shutdown()
+        # A run started by a worker on this host whose process is alive (stopped, say):
+        # its heartbeat is stale, but its run may still end and report.
+        import os
+
+        state = first.persistence.state
+        state.open()
+        when = datetime.now(UTC) - timedelta(minutes=5)
+        mine = f"{__import__('socket').gethostname()}:{os.getppid()}:beef00"
+        assert state.claim("a", fire_token(when), mine, track=True)
+        state.start_fire("a", fire_token(when))
+        state.update("a", {"total_run_count": b"\x80\x05K\x01."})
+        state.close()
+
+        second = managers(_config(url, namespace))
+        await second.start()
+        job = second.get_job("a")
+        assert (job.total_run_count, job.failure_count) == (1, 0)
+        assert job.status is JobStatus.ACTIVE and job.history == []
+        assert [f.worker for f in second.persistence.state.in_flight()] == [mine]
