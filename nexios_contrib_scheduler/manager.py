@@ -138,6 +138,7 @@ class SchedulerManager:
         self._scheduler.on_next_run_time = self._moved_on
         if self.persistence is not None:
             self.persistence.attach(self._scheduler)
+            self._scheduler.claim_fires = self.persistence.reserve_many
 
     # ------------------------------------------------------------ lifecycle
 
@@ -711,6 +712,8 @@ class SchedulerManager:
         elif event.code == EVENT_JOB_MAX_INSTANCES:
             for scheduled in event.scheduled_run_times:
                 self.ledger.skipped(record, scheduled)
+                if self.persistence is not None:
+                    self.persistence.ended(record, scheduled, None)
 
     def _trigger_failed(self, job_id: str, error: str) -> None:
         record = self.registry.get(job_id)

@@ -93,6 +93,10 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     #: Called with a job's id and its next fire time (None: no fire left) each time a pass
     #: moves the job on, so that reads need not ask the job store.
     on_next_run_time: Callable[[str, datetime | None], None] | None = None
+    #: Called in a pass with the fires of a slice of due jobs (each job's id and the run
+    #: times it is about to be submitted with), before any of them is submitted: a
+    #: persistent store claims them all in one write.
+    claim_fires: Callable[[list[tuple[str, list[datetime]]]], None] | None = None
 
     _eventloop: asyncio.AbstractEventLoop | None = None
     _wake_pending = False

@@ -108,6 +108,18 @@ class TestTheStoreRefusesAnOlderToken:
         state.end_fires([("j", "10")])
         assert state.in_flight() == []
 
+    def test_many_fires_are_claimed_in_one_write_each_once(self, state):
+        assert state.claim("a", "1", "other", track=True)
+        fires = [("a", "1"), ("a", "2"), ("b", "1")]
+        assert state.claim_many(fires, "me", fence=3) == [False, True, True]
+        assert state.claim_many(fires, "me", fence=3) == [False, False, False]
+        flying = {(f.job_id, f.fire, f.worker) for f in state.in_flight()}
+        assert flying == {("a", "1", "other"), ("a", "2", "me"), ("b", "1", "me")}
+        state.raise_fence(4)
+        with pytest.raises(FencedError):
+            state.claim_many([("c", "1")], "me", fence=3)
+        assert state.claim("c", "1", "x")  # the refused write claimed nothing
+
 
 # ---------------------------------------------------------------- with schedulers
 

@@ -104,6 +104,7 @@ class Persistence:
         self.fence: int | None = None
         self._fenced_at: int | None = None  # the token a refusal was logged for
         self._unrecorded_starts: set[tuple[str, str]] = set()
+        self._reserved: dict[tuple[str, str], bool] = {}  # claimed by reserve_many
         self.bus = Bus(self)
         self.sync = StoreSync(self, registry, ledger, config.history_size)
         self.ledger = ledger
@@ -449,9 +450,22 @@ class Persistence:
 
     # ------------------------------------------------------------ the fire book (executor)
 
+    def reserve_many(self, fires: Sequence[tuple[str, Sequence[datetime]]]) -> None:
+        """In a scheduling pass, before a slice of due jobs is submitted: claim all their
+        fires (job id, run times) in one write. ``reserve`` hands each result over as its
+        fire is submitted; one never submitted (``max_instances`` reached) is ended by
+        ``ended``, as it is recorded skipped."""
+        self._reserved.update(self.sync.claim_many(fires))
+
     def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[bool]:
-        """Claim each fire as it is submitted, before the pass moves the job on."""
-        return [self.sync.claim(record, scheduled) for scheduled in run_times]
+        """Claim each fire as it is submitted, before the pass moves the job on (claimed in
+        the pass's write already when ``reserve_many`` was called for it)."""
+        reserved = self._reserved
+        found = [reserved.pop((record.id, fire_token(t)), None) for t in run_times]
+        return [
+            self.sync.claim(record, scheduled) if claimed is None else claimed
+            for scheduled, claimed in zip(run_times, found, strict=True)
+        ]
 
     def started(self, record: JobRecord, scheduled: datetime) -> None:
         token = fire_token(scheduled)
@@ -472,6 +486,8 @@ class Persistence:
 
     def ended(self, record: JobRecord, scheduled: datetime, run: RunRecord | None) -> None:
         token = fire_token(scheduled)
+        if self._reserved.pop((record.id, token), None) is False:
+            return  # claimed elsewhere: not this worker's to end
         unrecorded = (record.id, token) in self._unrecorded_starts
         self._unrecorded_starts.discard((record.id, token))
         try:

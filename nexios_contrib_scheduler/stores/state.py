@@ -191,6 +191,13 @@ class StateBackend(ABC):
         ``track``: also note it in flight (until ``end_fires``), for the next leader.
         """
 
+    def claim_many(
+        self, fires: Sequence[tuple[str, str]], worker_id: str, fence: int | None = None
+    ) -> list[bool]:
+        """``claim`` (tracked) for each ``(job id, token)``, in one write: whether each was
+        claimed now. The fence is checked once, for all of them."""
+        return [self.claim(j, t, worker_id, fence, True) for j, t in fires]
+
     @abstractmethod
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         """Note that the run of a fire in flight started."""
@@ -581,6 +588,30 @@ class SqlState(StateBackend):
                 )
             return True
 
+    def claim_many(
+        self, fires: Sequence[tuple[str, str]], worker_id: str, fence: int | None = None
+    ) -> list[bool]:
+        if not fires:
+            return []
+        now = time.time()
+        f, i = self.fires_t, self.inflight_t
+        rows = [
+            {"job_id": j, "fire": t, "worker": worker_id, "claimed_at": now}
+            for j, t in dict.fromkeys(fires)
+        ]
+        statement = (
+            self._insert(f).values(rows).on_conflict_do_nothing().returning(f.c.job_id, f.c.fire)
+        )
+        with self.engine.begin() as connection:
+            self.check_fence(connection, fence)
+            claimed = {(r.job_id, r.fire) for r in connection.execute(statement)}
+            if claimed:
+                connection.execute(
+                    i.insert(),
+                    [{**r, "started": False} for r in rows if (r["job_id"], r["fire"]) in claimed],
+                )
+        return [(j, t) in claimed for j, t in fires]
+
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         i = self.inflight_t
         with self.engine.begin() as connection:
@@ -814,6 +845,26 @@ return 1
 """
 )
 
+# KEYS: fence, the in-flight hash, then each fire's key.
+# ARGV: token, worker id, seconds to keep a claim, then each fire's in-flight field and entry.
+_CLAIM_MANY = (
+    _FENCE
+    + """
+local claimed = {}
+for n = 3, #KEYS do
+  local field = ARGV[2 + 2 * (n - 2)]
+  local entry = ARGV[3 + 2 * (n - 2)]
+  if redis.call('SET', KEYS[n], ARGV[2], 'NX', 'EX', ARGV[3]) then
+    redis.call('HSET', KEYS[2], field, entry)
+    claimed[#claimed + 1] = 1
+  else
+    claimed[#claimed + 1] = 0
+  end
+end
+return claimed
+"""
+)
+
 # KEYS: fence, the in-flight hash. ARGV: token, field.
 _START_FIRE = (
     _FENCE
@@ -890,6 +941,7 @@ class RedisState(StateBackend):
         self._start_fire_script = client.register_script(_START_FIRE)
         self._end_fires_script = client.register_script(_END_FIRES)
         self._raise_fence_script = client.register_script(_RAISE_FENCE)
+        self._claim_many_script = client.register_script(_CLAIM_MANY)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}state:{job_id}"
@@ -1012,6 +1064,25 @@ class RedisState(StateBackend):
         keys = [self.fence_key, key, self.inflight_key]
         args: list[Any] = [_token(fence), worker_id, int(CLAIM_TTL), field, entry]
         return bool(_fenced(self._claim_script(keys=keys, args=args), fence))
+
+    def claim_many(
+        self, fires: Sequence[tuple[str, str]], worker_id: str, fence: int | None = None
+    ) -> list[bool]:
+        unique = list(dict.fromkeys(fires))
+        if not unique:
+            return []
+        entry = json.dumps({"worker": worker_id, "started": False, "at": time.time()})
+        keys = [self.fence_key, self.inflight_key]
+        args: list[Any] = [_token(fence), worker_id, int(CLAIM_TTL)]
+        for job_id, token in unique:
+            keys.append(f"{self.prefix}fire:{job_id}:{token}")
+            args += [f"{job_id}\x1f{token}", entry]
+        answer = self._claim_many_script(keys=keys, args=args)
+        if not isinstance(answer, list):
+            _fenced(answer, fence)
+            return [False] * len(fires)
+        claimed = {fire for fire, ok in zip(unique, answer, strict=True) if int(ok) == 1}
+        return [fire in claimed for fire in fires]
 
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         keys = [self.fence_key, self.inflight_key]

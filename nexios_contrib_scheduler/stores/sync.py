@@ -450,6 +450,45 @@ class StoreSync:
             self.ledger.coalesced(record, merged, run_times[0])
         return record
 
+    def claim_many(
+        self, fires: Sequence[tuple[str, Sequence[datetime]]]
+    ) -> dict[tuple[str, str], bool]:
+        """Claim many fires in one write; {(job id, token): claimed}. A job whose function
+        this worker cannot import is left out (``claim`` handles it); if the write fails,
+        nothing is claimed and ``claim`` tries each fire again (and records it not run)."""
+        owner = self.owner
+        wanted: list[tuple[str, str]] = []
+        for job_id, run_times in fires:
+            record = self.registry.get(job_id)
+            if record is None or isinstance(record.func, records.MissingFunction):
+                continue
+            wanted += [(job_id, fire_token(t)) for t in run_times]
+        if not wanted:
+            return {}
+        try:
+            claimed = owner.state.claim_many(wanted, owner.worker_id, owner.fence)
+        except FencedError as exc:
+            owner.fenced(exc)
+            return dict.fromkeys(wanted, False)
+        except Exception as exc:
+            logger.warning(
+                "could not claim %d fire(s) in %s at once: %s: %s",
+                len(wanted),
+                owner.jobstore_url,
+                type(exc).__name__,
+                exc,
+            )
+            return {}
+        result = dict(zip(wanted, claimed, strict=True))
+        for (job_id, token), ok in result.items():
+            if not ok:
+                logger.info(
+                    "job %s fire at %s was already run by another worker",
+                    job_id,
+                    fire_time(token).isoformat(),
+                )
+        return result
+
     def claim(self, record: JobRecord, scheduled: datetime) -> bool:
         """Record the fire in the store (and in flight) before it runs; False if it ran (or
         runs) elsewhere, or if it is recorded as not run: this worker cannot import the
