@@ -244,6 +244,7 @@ class SchedulerManager:
                 await asyncio.gather(*pending, return_exceptions=True)
         self._scheduler.shutdown()
         if self.persistence is not None:
+            await self.persistence.flush()  # the runs' state, written off the loop
             self.persistence.close()
         clock.unregister_running(self)
         with self.registry.lock:

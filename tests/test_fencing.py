@@ -186,6 +186,7 @@ class TestALeaderThatLostItsLease:
         new.persistence.resync()  # nor does the new leader's settling take it as cut short
         await wait_until(lambda: new.persistence.reloads >= 2, what="a reload")
         assert new.get_job("g").failure_count == 0
+        assert await new.persistence.flush()
         assert new.persistence.state.in_flight() == []
 
 
@@ -222,6 +223,7 @@ class TestFiresOfAWorkerThatDied:
         assert "d" in caplog.text and "not run" in caplog.text
         assert job.failure_count == 1 and job.history[0].outcome in ("missed", "cancelled")
         assert any(r.outcome == "cancelled" for r in job.history)
+        assert await second.persistence.flush()  # run state is written off the loop
         assert second.persistence.state.in_flight() == []
         assert FIRES["d"] == []  # neither fire ran again
 
@@ -249,4 +251,5 @@ class TestFiresOfAWorkerThatDied:
         job = second.get_job("a")
         assert (job.total_run_count, job.failure_count) == (1, 0)
         assert job.status is JobStatus.ACTIVE and job.history == []
+        assert await second.persistence.flush()
         assert [f.worker for f in second.persistence.state.in_flight()] == [mine]

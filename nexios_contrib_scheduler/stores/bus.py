@@ -46,6 +46,10 @@ class Bus:
             owner.leadership.take_now()
         elif op in ("changed", "removed") and isinstance(job_id, str):
             owner.refresh_soon(job_id)
+        elif op == "changed" and isinstance(message.get("jobs"), list):
+            for one in message["jobs"]:
+                if isinstance(one, str):
+                    owner.refresh_soon(one)
         elif op == "resync":
             owner.refresh_soon()
         elif op == "run" and isinstance(job_id, str) and owner.is_leader:
@@ -83,6 +87,28 @@ class Bus:
         if not owner.leadership.coordinated:
             return  # nobody else shares the store
         message = {"op": op, "job": job_id, "from": owner.worker_id}
+        owner.attempt(
+            "tell the other scheduler workers about a change", owner.state.publish, message
+        )
+
+    def announce_many(self, op: str, job_ids: list[str]) -> None:
+        """``announce`` for many jobs, in one message (off the event loop)."""
+        owner = self.owner
+        if not owner.leadership.coordinated or not job_ids:
+            return
+        chunk: list[str] = []
+        size = 0
+        for job_id in job_ids:  # PostgreSQL's NOTIFY takes at most 8,000 bytes
+            if chunk and size + len(job_id) > 6000:
+                self._publish_many(op, chunk)
+                chunk, size = [], 0
+            chunk.append(job_id)
+            size += len(job_id.encode()) + 8
+        self._publish_many(op, chunk)
+
+    def _publish_many(self, op: str, job_ids: list[str]) -> None:
+        owner = self.owner
+        message = {"op": op, "jobs": job_ids, "from": owner.worker_id}
         owner.attempt(
             "tell the other scheduler workers about a change", owner.state.publish, message
         )

@@ -35,9 +35,10 @@ from ..registry import JobRegistry
 from .bus import Bus
 from .fires import fire_token
 from .leadership import Leadership
-from .state import FencedError, StateBackend, open_state
+from .state import StateBackend, open_state
 from .sync import Loaded, StoreSync
 from .urls import StoreURL
+from .writer import Writer
 
 if TYPE_CHECKING:
     from apscheduler.job import Job
@@ -103,9 +104,9 @@ class Persistence:
         # its runs still write is refused once a newer leader has written.
         self.fence: int | None = None
         self._fenced_at: int | None = None  # the token a refusal was logged for
-        self._unrecorded_starts: set[tuple[str, str]] = set()
         self._reserved: dict[tuple[str, str], bool] = {}  # claimed by reserve_many
         self.bus = Bus(self)
+        self.writer = Writer(self)
         self.sync = StoreSync(self, registry, ledger, config.history_size)
         self.ledger = ledger
 
@@ -166,6 +167,7 @@ class Persistence:
         leadership.stopped.clear()
         self._spawn(leadership.maintain, "lease and heartbeat")
         self._spawn(self._sync_thread, "store reads")
+        self.writer.start(f"nexios-scheduler run state writes {self.worker_id}")
         if leadership.coordinated:
             self._spawn(self.bus.listen, "messages")
         if held:
@@ -223,8 +225,15 @@ class Persistence:
         except Exception as exc:
             logger.warning("could not release the scheduler lease cleanly: %s", exc)
 
+    async def flush(self, timeout: float = 30.0) -> bool:
+        """Wait (off the event loop) until the run state handed to the writer is written;
+        False if it was not within ``timeout`` seconds."""
+        return await asyncio.to_thread(self.writer.flush, timeout)
+
     def close(self) -> None:
-        """After the last run has ended: stop writing and drop the connections."""
+        """After the last run has ended: write what is pending, stop writing, drop the
+        connections."""
+        self.writer.stop(timeout=10.0)
         self._started = False
         # The heartbeat stays until the runs have ended, so that the next leader does not
         # take them for runs cut short (see StoreSync.settle_interrupted_runs).
@@ -468,43 +477,13 @@ class Persistence:
         ]
 
     def started(self, record: JobRecord, scheduled: datetime) -> None:
-        token = fire_token(scheduled)
-        try:
-            self.state.start_fire(record.id, token, self.fence)
-        except FencedError as exc:
-            self._unrecorded_starts.add((record.id, token))
-            self.fenced(exc)
-        except Exception as exc:
-            logger.warning(
-                "could not note the start of job %r (%s) fire at %s in %s: %s",
-                record.name,
-                record.id,
-                scheduled.isoformat(),
-                self.jobstore_url,
-                exc,
-            )
+        self.writer.start_fire(record.id, fire_token(scheduled))
 
     def ended(self, record: JobRecord, scheduled: datetime, run: RunRecord | None) -> None:
         token = fire_token(scheduled)
         if self._reserved.pop((record.id, token), None) is False:
             return  # claimed elsewhere: not this worker's to end
-        unrecorded = (record.id, token) in self._unrecorded_starts
-        self._unrecorded_starts.discard((record.id, token))
-        try:
-            self.state.end_fires([(record.id, token)], self.fence)
-        except FencedError as exc:
-            self.fenced(exc)
-            if run is not None:
-                self.bus.report_outcome(record.id, token, run, counted=not unrecorded)
-        except Exception as exc:
-            logger.warning(
-                "could not note the end of job %r (%s) fire at %s in %s: %s",
-                record.name,
-                record.id,
-                scheduled.isoformat(),
-                self.jobstore_url,
-                exc,
-            )
+        self.writer.end_fire(record.id, token, run)
 
     def record_outcome(
         self, job_id: str, token: str, run: RunRecord, counted: bool, worker: str
@@ -531,12 +510,7 @@ class Persistence:
             record.total_run_count += 1
             record.last_run_time = run.start
         self.ledger.ran_elsewhere(record, run, worker)
-        self.attempt(
-            "forget a fire that ended on another worker",
-            self.state.end_fires,
-            [(job_id, token)],
-            self.fence,
-        )
+        self.writer.end_fire(job_id, token, None)
 
     def request_run(self, job_id: str) -> bool:
         """Ask the leader to run a job now; False if the job is unknown or finished."""

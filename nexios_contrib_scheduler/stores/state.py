@@ -198,6 +198,21 @@ class StateBackend(ABC):
         claimed now. The fence is checked once, for all of them."""
         return [self.claim(j, t, worker_id, fence, True) for j, t in fires]
 
+    def write_run_state(
+        self,
+        updates: Mapping[str, Mapping[str, bytes]],
+        started: Sequence[tuple[str, str]],
+        ended: Sequence[tuple[str, str]],
+        fence: int | None = None,
+    ) -> None:
+        """Write a batch of run state: field changes of stored jobs (a job removed meanwhile
+        is skipped), fires whose run started, fires that ended. ``FencedError`` if refused."""
+        for job_id, fields in updates.items():
+            self.update(job_id, fields, fence)
+        for job_id, token in started:
+            self.start_fire(job_id, token, fence)
+        self.end_fires(ended, fence)
+
     @abstractmethod
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         """Note that the run of a fire in flight started."""
@@ -611,6 +626,52 @@ class SqlState(StateBackend):
                     [{**r, "started": False} for r in rows if (r["job_id"], r["fire"]) in claimed],
                 )
         return [(j, t) in claimed for j, t in fires]
+
+    def write_run_state(
+        self,
+        updates: Mapping[str, Mapping[str, bytes]],
+        started: Sequence[tuple[str, str]],
+        ended: Sequence[tuple[str, str]],
+        fence: int | None = None,
+    ) -> None:
+        from sqlalchemy import and_, bindparam, select
+
+        t, i = self.state_t, self.inflight_t
+        with self.engine.begin() as connection:
+            self.check_fence(connection, fence)
+            if updates:
+                self._count_change(connection)
+                query = select(t.c.job_id, t.c.field).where(t.c.job_id.in_(list(updates)))
+                stored: dict[str, set[str]] = {}
+                for row in connection.execute(query):
+                    stored.setdefault(row.job_id, set()).add(row.field)
+                old, new = [], []
+                for job_id, fields in updates.items():
+                    have = stored.get(job_id)
+                    if not have:
+                        continue  # removed meanwhile
+                    for name, value in fields.items():
+                        if name in have:
+                            old.append({"j": job_id, "f": name, "v": value})
+                        else:
+                            new.append({"job_id": job_id, "field": name, "value": value})
+                if old:
+                    statement = (
+                        t.update()
+                        .where(and_(t.c.job_id == bindparam("j"), t.c.field == bindparam("f")))
+                        .values(value=bindparam("v"))
+                    )
+                    connection.execute(statement, old)
+                if new:
+                    connection.execute(t.insert(), new)
+            match = and_(i.c.job_id == bindparam("j"), i.c.fire == bindparam("f"))
+            if started:
+                connection.execute(
+                    i.update().where(match).values(started=True),
+                    [{"j": j, "f": f} for j, f in started],
+                )
+            if ended:
+                connection.execute(i.delete().where(match), [{"j": j, "f": f} for j, f in ended])
 
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         i = self.inflight_t
@@ -1083,6 +1144,31 @@ class RedisState(StateBackend):
             return [False] * len(fires)
         claimed = {fire for fire, ok in zip(unique, answer, strict=True) if int(ok) == 1}
         return [fire in claimed for fire in fires]
+
+    def write_run_state(
+        self,
+        updates: Mapping[str, Mapping[str, bytes]],
+        started: Sequence[tuple[str, str]],
+        ended: Sequence[tuple[str, str]],
+        fence: int | None = None,
+    ) -> None:
+        token = _token(fence)
+        pipe = self.client.pipeline(transaction=False)
+        for job_id, fields in updates.items():
+            args: list[Any] = [token]
+            for name, value in fields.items():
+                args += [name, value]
+            keys = [self.fence_key, self._key(job_id), self.changes_key]
+            self._update_script(keys=keys, args=args, client=pipe)
+        for job_id, fire in started:
+            keys = [self.fence_key, self.inflight_key]
+            self._start_fire_script(keys=keys, args=[token, f"{job_id}\x1f{fire}"], client=pipe)
+        if ended:
+            keys = [self.fence_key, self.inflight_key]
+            args = [token, *(f"{j}\x1f{f}" for j, f in ended)]
+            self._end_fires_script(keys=keys, args=args, client=pipe)
+        for answer in pipe.execute():
+            _fenced(answer, fence)
 
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         keys = [self.fence_key, self.inflight_key]

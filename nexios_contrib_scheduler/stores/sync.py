@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("nexios_contrib_scheduler")
 
+FLUSH_BEFORE_READ = 5.0  # longest a reload waits for this worker's run state to be written
+
 
 @dataclass
 class Loaded:
@@ -125,6 +127,9 @@ class StoreSync:
     def load(self, ids: set[str] | None) -> Loaded:
         """Read the given jobs (None: every job) from the store."""
         since = self._writes
+        # The run state handed to the writer before this read is in the store first (the
+        # read is off the loop: waiting is fine); what comes after is ``newer``.
+        self.owner.writer.flush(FLUSH_BEFORE_READ)
         if ids is None:
             stored = self.owner.state.load_all()
             jobs = {job.id: job for job in self.owner.jobstore.get_all_jobs()}
@@ -270,7 +275,7 @@ class StoreSync:
             return
         try:
             with self._io:
-                op = self._write(record, self.owner.fence if run_state else None)
+                op = self._write(record, self.owner.fence if run_state else None, run_state)
         except FencedError as exc:
             self.owner.fenced(exc)
             return
@@ -286,7 +291,9 @@ class StoreSync:
         if op is not None:
             self.owner.bus.announce(op, record.id)
 
-    def _write(self, record: JobRecord, fence: int | None = None) -> str | None:
+    def _write(
+        self, record: JobRecord, fence: int | None = None, run_state: bool = False
+    ) -> str | None:
         """Write the record's changes; what to tell the others ("changed", "removed", None)."""
         job_id = record.id
         self._writes += 1
@@ -310,6 +317,11 @@ class StoreSync:
                 return None
             if any(name in diff for name in (*records.DEFINITION_FIELDS, *_option_names())):
                 diff[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
+            elif run_state:
+                # Run state: written by the writer's thread, in a batch; it tells the others.
+                self.owner.writer.update(job_id, diff)
+                self._saved[job_id] = (record, {**saved[1], **diff})
+                return None
             if not self.owner.state.update(job_id, diff, fence):
                 return None  # removed by another worker meanwhile
             fields = {**saved[1], **diff}
@@ -395,13 +407,8 @@ class StoreSync:
             cut -= record.current_instances + still_running.get(record.id, 0)
             if cut > 0:
                 self.ledger.cut_short(record, cut)
-        if ended:
-            self.owner.attempt(
-                "forget the fires of stopped workers",
-                self.owner.state.end_fires,
-                ended,
-                self.owner.fence,
-            )
+        for job_id, token in ended:
+            self.owner.writer.end_fire(job_id, token, None)
 
     def forget_fire(self, job_id: str, token: str) -> bool:
         """A fire another worker reports ended: False if it was settled here already."""
@@ -518,9 +525,7 @@ class StoreSync:
         if claimed and isinstance(missing, records.MissingFunction):
             # Claimed all the same, so that no worker runs this fire after it was missed.
             self.ledger.not_run(record, scheduled, missing.error)
-            owner.attempt(
-                "note a fire not run", owner.state.end_fires, [(record.id, token)], owner.fence
-            )
+            owner.writer.end_fire(record.id, token, None)
             return False
         if not claimed:
             logger.info(

@@ -1,0 +1,153 @@
+"""Run state written off the event loop, in batches: nothing lost, fewer writes, and the
+loop never waits for them.
+
+Against the real SQLite (a file), PostgreSQL and Redis, each test in a namespace of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from helpers import wait_until
+from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
+
+from nexios_contrib_scheduler import (
+    DateTimeTrigger,
+    IntervalTrigger,
+    SchedulerConfig,
+    SchedulerManager,
+)
+from nexios_contrib_scheduler.stores import records
+
+UTC = timezone.utc
+LOGGER = "nexios_contrib_scheduler"
+RUNS: Counter[str] = Counter()
+
+
+async def count(label: str) -> None:
+    RUNS[label] += 1
+
+
+@pytest.fixture(autouse=True)
+def _clean():
+    RUNS.clear()
+    yield
+    RUNS.clear()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+def config(request, tmp_path):
+    namespace = unique_namespace()
+    if request.param == "sqlite":
+        url, coordination = f"sqlite:///{tmp_path}/jobs.db", f"file://{tmp_path}/lock"
+    else:
+        url = coordination = postgres_url() if request.param == "postgresql" else redis_url()
+
+    def make(**options) -> SchedulerConfig:
+        options.setdefault("shutdown_timeout", 10)
+        options.setdefault("job_defaults", {"misfire_grace_time": None})
+        return SchedulerConfig(
+            jobstore=url, coordination=coordination, namespace=namespace, **options
+        )
+
+    yield make
+    if request.param != "sqlite":
+        drop_namespace(url, namespace)
+
+
+@pytest.fixture
+async def managers():
+    made: list[SchedulerManager] = []
+
+    def make(config: SchedulerConfig) -> SchedulerManager:
+        manager = SchedulerManager(config=config)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        await manager.shutdown()
+
+
+def _stored_counts(manager: SchedulerManager, job_id: str) -> tuple[int, int]:
+    persistence = manager.persistence
+    assert persistence is not None
+    values = records.decode(persistence.state.load(job_id) or {}, job_id)
+    return values.get("total_run_count", 0), values.get("success_count", 0)
+
+
+async def test_the_runs_of_a_burst_are_written_in_few_batches_and_none_is_lost(config, managers):
+    manager = managers(config())
+    await manager.start()
+    persistence = manager.persistence
+    assert persistence is not None
+    writes_on_loop: list[int] = []
+    real = persistence.state.write_run_state
+    loop_thread = threading.get_ident()
+
+    def watched(*args, **kwargs):
+        if threading.get_ident() == loop_thread:
+            writes_on_loop.append(1)
+        return real(*args, **kwargs)
+
+    persistence.state.write_run_state = watched  # type: ignore[method-assign]
+    due = datetime.now(UTC) + timedelta(seconds=0.5)
+    jobs = 120
+    for i in range(jobs):
+        manager.add_job(count, DateTimeTrigger(due), args=(f"b{i}",), id=f"b{i}")
+    await wait_until(lambda: len(RUNS) == jobs, timeout=60, what="every one-shot to run")
+    batches_before = persistence.writer.batches
+    assert await persistence.flush()
+    assert sorted(RUNS.values()) == [1] * jobs
+    for i in range(jobs):
+        assert _stored_counts(manager, f"b{i}") == (1, 1)
+    # Each run leaves about five writes of run state (start, its fire noted started, end,
+    # its fire ended, the job completing); merged, far fewer batches reach the store.
+    assert persistence.writer.batches < jobs, persistence.writer.batches
+    assert batches_before <= persistence.writer.batches
+    assert writes_on_loop == []
+    assert persistence.state.in_flight() == []
+
+
+async def test_a_write_that_fails_is_tried_again_and_nothing_is_lost(config, managers, caplog):
+    manager = managers(config())
+    await manager.start()
+    persistence = manager.persistence
+    assert persistence is not None
+    real = persistence.state.write_run_state
+    failures = [2]
+
+    def flaky(*args, **kwargs):
+        if failures[0]:
+            failures[0] -= 1
+            raise ConnectionError("the store went away")
+        return real(*args, **kwargs)
+
+    persistence.state.write_run_state = flaky  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        manager.add_job(count, IntervalTrigger(seconds=0.2), args=("r",), id="r")
+        await wait_until(lambda: RUNS["r"] >= 3, timeout=60, what="three runs")
+        assert await persistence.flush()
+    total, succeeded = _stored_counts(manager, "r")
+    job = manager.get_job("r")
+    assert total >= 3 and succeeded >= 3
+    assert (total, succeeded) == (job.total_run_count, job.success_count)
+    assert failures == [0]
+    assert "could not write run state to the job store" in caplog.text
+
+
+async def test_shutdown_writes_the_last_runs_before_it_returns(config, managers):
+    first = managers(config())
+    await first.start()
+    first.add_job(count, DateTimeTrigger(datetime.now(UTC)), args=("s",), id="s")
+    await wait_until(lambda: RUNS["s"] == 1, timeout=30, what="the run")
+    await first.shutdown()
+    second = managers(config())
+    await second.start()
+    job = second.get_job("s")
+    assert (job.total_run_count, job.success_count) == (1, 1)
+    assert second.persistence is not None and second.persistence.state.in_flight() == []
