@@ -11,6 +11,10 @@ replaced through its own extension points; what it does stays APScheduler's:
   the event loop run between slices, so a thousand jobs due at once do not stall the app;
   while such a burst is being started, the listener events of the passes (and the
   executor's bookkeeping of finished runs) wait until every due job has started;
+* with a persistent store, a slice costs two writes whatever its size: one claims the fires
+  of all its jobs (``claim_fires``), then its jobs are submitted, then one moves them all on
+  (the store's ``write_back``, when it has one); claims are durable before any job of the
+  slice is moved on, so a leader that dies in between leaves claims the next one settles;
 * a trigger that fails in the pass (raises, or gives a next fire time that is naive or not
   later than the last one) takes its own job out of the store, reported to
   ``on_trigger_error``; the pass goes on with the other jobs;
@@ -71,6 +75,8 @@ _CallableFacts = tuple[str | None, str]
 _FACTS_LIMIT = 512
 # Held-back pass events sent per loop turn once a burst has started.
 _EVENTS_SLICE = 256
+# A due job ready to be submitted: the job, its executor, its run times, the fire after them.
+_Due = tuple[Job, Any, list[datetime], datetime | None]
 
 
 class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
@@ -465,15 +471,19 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
                     # budget, so every pass makes progress.
                     submit_at = time.perf_counter()
                     stop_at = submit_at + max(self.slice_time, submit_at - read_at)
-                for count, job in enumerate(due_jobs):
-                    if room == 0:
-                        self._more_due = self._bursting = True
-                        break
-                    if count and stop_at is not None and time.perf_counter() >= stop_at:
-                        self._more_due = True
-                        break
-                    room -= 1
-                    self._submit_due(job, alias, store, now, events)
+                if self.claim_fires is None and getattr(store, "write_back", None) is None:
+                    # A job at a time (the memory store: nothing to gain from batching).
+                    for count, job in enumerate(due_jobs):
+                        if room == 0:
+                            self._more_due = self._bursting = True
+                            break
+                        if count and stop_at is not None and time.perf_counter() >= stop_at:
+                            self._more_due = True
+                            break
+                        room -= 1
+                        self._submit_due(job, alias, store, now, events)
+                else:
+                    room = self._submit_batched(due_jobs, alias, store, now, events, room, stop_at)
                 store_next = store.get_next_run_time()
                 if room == 0 and store_next is not None and store_next <= now:
                     # The slice is full and more jobs are due.
@@ -562,6 +572,120 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         job.next_run_time = following
         store.update_job(job)
         self._moved_on(job.id, following)
+
+    def _submit_batched(
+        self, due_jobs: list[Job], alias: str, store: BaseJobStore, now: datetime,
+        events: list[SchedulerEvent], room: int, stop_at: float | None,
+    ) -> int:  # fmt: skip
+        """``_submit_due`` for a persistent store, a slice at a time: the fires of the whole
+        slice are claimed in one write, then its jobs are submitted, then they are all moved
+        on in one write (in this order: a leader that dies between the two writes leaves
+        claims the next leader settles, never a job moved on with no claim). Returns the
+        room left."""
+        batch: list[_Due] = []
+        for count, job in enumerate(due_jobs):
+            if room == 0:
+                self._more_due = self._bursting = True
+                break
+            if count and stop_at is not None and time.perf_counter() >= stop_at:
+                self._more_due = True
+                break
+            room -= 1
+            due = self._due(job, alias, store, now, events)
+            if due is None:
+                continue
+            batch.append(due)
+            if len(batch) >= self.slice_size:  # a pass that is not sliced: a slice per write
+                self._submit_slice(batch, alias, store, events)
+                batch = []
+        if batch:
+            self._submit_slice(batch, alias, store, events)
+        return room
+
+    def _due(
+        self, job: Job, alias: str, store: BaseJobStore, now: datetime,
+        events: list[SchedulerEvent],
+    ) -> _Due | None:  # fmt: skip
+        """What ``_submit_due`` finds out before it submits a job: its executor, its run
+        times and the fire time after them; None when the job is not to be submitted (a
+        failed executor lookup or trigger is handled as ``_submit_due`` handles it)."""
+        executor = self._executors.get(job.executor)
+        if executor is None:
+            self._logger.error(
+                'Executor lookup ("%s") failed for job "%s" -- removing it from the job store',
+                job.executor,
+                job,
+            )
+            self.remove_job(job.id, alias)
+            return None
+        try:
+            run_times, following = _run_times(job, now)
+        except Exception as exc:
+            problem = str(exc) if isinstance(exc, FireTimeError) else _raised(job.trigger, exc)
+            self._trigger_failed(job, alias, store, problem, events)
+            return None
+        if run_times and job.coalesce:
+            run_times = run_times[-1:]
+        if not run_times:
+            return None
+        return job, executor, run_times, following
+
+    def _submit_slice(
+        self, batch: list[_Due], alias: str, store: BaseJobStore, events: list[SchedulerEvent]
+    ) -> None:
+        claim = self.claim_fires
+        if claim is not None:
+            try:
+                claim([(job.id, run_times) for job, _, run_times, _ in batch])
+            except Exception:
+                # Only a shortcut: each fire is then claimed as it is submitted.
+                self._logger.exception("Error claiming the fires of %d due job(s)", len(batch))
+        for job, executor, run_times, _ in batch:
+            try:
+                executor.submit_job(job, run_times)
+            except MaxInstancesReachedError:
+                self._logger.warning(
+                    'Execution of job "%s" skipped: maximum number of running instances '
+                    "reached (%d)",
+                    job,
+                    job.max_instances,
+                )
+                events.append(JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, job.id, alias, run_times))
+            except BaseException:
+                self._logger.exception(
+                    'Error submitting job "%s" to executor "%s"', job, job.executor
+                )
+            else:
+                if self._wants(EVENT_JOB_SUBMITTED):
+                    events.append(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, alias, run_times))
+        updated: list[Job] = []
+        removed: list[str] = []
+        for job, _, _, following in batch:
+            if following is None:
+                removed.append(job.id)
+            else:
+                job.next_run_time = following
+                updated.append(job)
+        write_back = getattr(store, "write_back", None)
+        if write_back is not None:
+            missing: set[str] = write_back(updated, removed)
+        else:
+            missing = set()
+            for job, _, _, following in batch:
+                if following is None:
+                    try:
+                        store.remove_job(job.id)
+                    except JobLookupError:
+                        missing.add(job.id)
+                else:
+                    store.update_job(job)
+        wants_removed = self._wants(EVENT_JOB_REMOVED)
+        for job, _, _, following in batch:
+            if following is None and job.id not in missing:
+                if wants_removed:
+                    events.append(JobEvent(EVENT_JOB_REMOVED, job.id, alias))
+                self._logger.info("Removed job %s", job.id)
+            self._moved_on(job.id, following)
 
     def _moved_on(self, job_id: str, following: datetime | None) -> None:
         report = self.on_next_run_time

@@ -3,7 +3,8 @@
 The same guard as ``sqlalchemy_store.py``: a scheduling pass's write-back of a job is
 conditional on the job's stored bytes being those the pass read, so it does not undo a
 change another worker made meanwhile (done here by Lua scripts, atomically), and it
-carries the leader's fencing token, checked in the same script.
+carries the leader's fencing token, checked in the same script. A pass writes a whole
+slice of jobs back in one script call (``write_back``).
 
 Imported only for a ``redis:`` job store: it needs redis-py (the ``redis`` extra), and
 nothing of SQLAlchemy.
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.redis import RedisJobStore
 from apscheduler.util import datetime_to_utc_timestamp
 
@@ -63,6 +65,38 @@ return 1
 """
 )
 
+# A pass's write-back of a slice of jobs, each as above, the fence checked once.
+# KEYS: jobs hash, run times zset, fence. ARGV[1]: token ('' when not checked), then five
+# per job: 'u' (update) or 'r' (remove), id, expected state, new state, next run timestamp.
+# Returns -1 when a greater token has written (nothing written), else 1 or 0 per job.
+_WRITE_BACK = """
+if ARGV[1] ~= '' then
+  local held = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if held > tonumber(ARGV[1]) then return -1 end
+  redis.call('SET', KEYS[3], ARGV[1])
+end
+local results = {}
+for i = 2, #ARGV, 5 do
+  local id = ARGV[i + 1]
+  if redis.call('HGET', KEYS[1], id) ~= ARGV[i + 2] then
+    results[#results + 1] = 0
+  elseif ARGV[i] == 'r' then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    results[#results + 1] = 1
+  else
+    redis.call('HSET', KEYS[1], id, ARGV[i + 3])
+    if ARGV[i + 4] == '' then
+      redis.call('ZREM', KEYS[2], id)
+    else
+      redis.call('ZADD', KEYS[2], ARGV[i + 4], id)
+    end
+    results[#results + 1] = 1
+  end
+end
+return results
+"""
+
 
 class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
     """``RedisJobStore`` whose post-pass writes do not undo another worker's change."""
@@ -77,6 +111,7 @@ class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
         self.on_fenced: Callable[[Exception], None] | None = None
         self._update_script = self.redis.register_script(_UPDATE_IF_UNCHANGED)
         self._remove_script = self.redis.register_script(_REMOVE_IF_UNCHANGED)
+        self._write_back_script = self.redis.register_script(_WRITE_BACK)
 
     def get_due_jobs(self, now: datetime) -> list[Any]:
         timestamp = datetime_to_utc_timestamp(now)
@@ -125,6 +160,46 @@ class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
             return
         keys = [self.jobs_key, self.run_times_key, self.fence_key]
         self._answer(self._remove_script(keys=keys, args=[job_id, expected, "", "", self._token()]))
+
+    def write_back(self, updated: Sequence[Any], removed: Sequence[str]) -> set[str]:
+        """A pass's write-back of a slice of jobs, in one script call: ``updated`` moved on,
+        ``removed`` (no fire left) deleted, each only if its stored bytes are those the pass
+        read, the whole fenced (``update_job`` and ``remove_job`` for many jobs). Returns the
+        ids of removed jobs that were not in the store (``remove_job`` would have raised)."""
+        seen = self._seen
+        args: list[Any] = [self._token()]
+        written: list[str] = []
+        missing: set[str] = set()
+        for job in updated:
+            expected = seen.pop(job.id, None)
+            if expected is None:
+                super().update_job(job)  # not read by this pass: APScheduler's own write
+                continue
+            state = pickle.dumps(job.__getstate__(), self.pickle_protocol)
+            when = job.next_run_time
+            args += ["u", job.id, expected, state]
+            args.append("" if when is None else repr(datetime_to_utc_timestamp(when)))
+            written.append(job.id)
+        for job_id in removed:
+            expected = seen.pop(job_id, None)
+            if expected is None:
+                try:
+                    super().remove_job(job_id)
+                except JobLookupError:
+                    missing.add(job_id)
+                continue
+            args += ["r", job_id, expected, "", ""]
+        if len(args) == 1:
+            return missing
+        keys = [self.jobs_key, self.run_times_key, self.fence_key]
+        answer = self._write_back_script(keys=keys, args=args)
+        if not isinstance(answer, list):
+            self._answer(answer)  # refused by the fence
+            return missing
+        for job_id, result in zip(written, answer, strict=False):
+            if int(result) == 0:
+                logger.debug("job %s changed by another worker during a pass; kept", job_id)
+        return missing
 
     def _token(self) -> str:
         return "" if self.fence_token is None else str(self.fence_token)

@@ -6,8 +6,9 @@ that write would put the old state back. This subclass remembers the stored byte
 jobs a scheduling pass read and makes that pass's write conditional on them: a job changed
 meanwhile keeps the other worker's version. A pass's writes are run state: they carry the
 leader's fencing token (``fence_token``), checked in the same transaction, and a leader
-that lost its lease to a newer one writes nothing (``on_fenced`` is told). Every other
-write is APScheduler's own.
+that lost its lease to a newer one writes nothing (``on_fenced`` is told). A pass writes
+a whole slice of jobs back in one transaction (``write_back``). Every other write is
+APScheduler's own.
 
 Imported only for a ``sqlite:`` or ``postgresql:`` job store: it needs SQLAlchemy (the
 ``sqlalchemy`` or ``postgres`` extra), and nothing of Redis.
@@ -18,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.engine import Engine
 
 from .records import load_keeping_unimportable
@@ -113,6 +115,56 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         with self._fenced() as connection:
             if connection is not None:
                 connection.execute(delete)
+
+    def write_back(self, updated: Sequence[Any], removed: Sequence[str]) -> set[str]:
+        """A pass's write-back of a slice of jobs, in one fenced transaction: ``updated``
+        moved on, ``removed`` (no fire left) deleted, each only if its stored bytes are those
+        the pass read (``update_job`` and ``remove_job`` for many jobs). Returns the ids of
+        removed jobs that were not in the store (``remove_job`` would have raised)."""
+        seen = self._seen
+        updates, deletes, missing = [], [], set()
+        for job in updated:
+            expected = seen.pop(job.id, None)
+            if expected is None:
+                super().update_job(job)  # not read by this pass: APScheduler's own write
+                continue
+            updates.append(
+                {
+                    "b_id": job.id,
+                    "b_expected": expected,
+                    "b_next": datetime_to_utc_timestamp(job.next_run_time),
+                    "b_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
+                }
+            )
+        for job_id in removed:
+            expected = seen.pop(job_id, None)
+            if expected is None:
+                try:
+                    super().remove_job(job_id)
+                except JobLookupError:
+                    missing.add(job_id)
+                continue
+            deletes.append({"b_id": job_id, "b_expected": expected})
+        if not updates and not deletes:
+            return missing
+        table = self.jobs_t
+        guard = and_(table.c.id == bindparam("b_id"), table.c.job_state == bindparam("b_expected"))
+        with self._fenced() as connection:
+            if connection is None:
+                return missing
+            kept = 0
+            if updates:
+                update = table.update().where(guard)
+                update = update.values(
+                    next_run_time=bindparam("b_next"), job_state=bindparam("b_state")
+                )
+                written = connection.execute(update, updates).rowcount
+                kept = len(updates) - written if written >= 0 else 0
+            if deletes:
+                connection.execute(table.delete().where(guard), deletes)
+            if kept > 0 and connection.dialect.supports_sane_multi_rowcount:
+                logger.debug("%d job(s) changed by another worker during a pass; kept", kept)
+        return missing
 
     @contextlib.contextmanager
     def _fenced(self) -> Iterator[Any]:

@@ -1,0 +1,318 @@
+"""A scheduling pass on a persistent job store writes twice per slice of due jobs: one write
+claims the fires of the whole slice, one moves all its jobs on, in that order.
+
+Against the real SQLite (a file, with a lock file for coordination), PostgreSQL and Redis,
+each test in a namespace of its own. The writes are counted by wrapping the store's methods,
+never judged by timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from helpers import wait_until
+from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
+
+from nexios_contrib_scheduler import (
+    DateTimeTrigger,
+    FireKey,
+    IntervalTrigger,
+    SchedulerConfig,
+    SchedulerManager,
+    current_fire,
+)
+
+UTC = timezone.utc
+
+# ---------------------------------------------------------------- jobs (importable by name)
+
+FIRES: dict[str, list[FireKey | None]] = defaultdict(list)
+
+
+async def tick(label: str) -> None:
+    FIRES[label].append(current_fire())
+
+
+@pytest.fixture(autouse=True)
+def _clean_fires():
+    FIRES.clear()
+    yield
+    FIRES.clear()
+
+
+# ---------------------------------------------------------------- stores and managers
+
+
+@dataclass
+class Store:
+    kind: str
+    url: str
+    coordination: str
+    namespace: str
+
+    def config(self, **options: Any) -> SchedulerConfig:
+        options.setdefault("shutdown_timeout", 2)
+        return SchedulerConfig(
+            jobstore=self.url,
+            coordination=self.coordination,
+            namespace=self.namespace,
+            **options,
+        )
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+def store(request, tmp_path):
+    namespace = unique_namespace()
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/jobs.db"
+        coordination = f"file://{tmp_path}/lock"
+    elif request.param == "postgresql":
+        url = coordination = postgres_url()
+    else:
+        url = coordination = redis_url()
+    yield Store(request.param, url, coordination, namespace)
+    if request.param != "sqlite":
+        drop_namespace(url, namespace)
+
+
+@pytest.fixture
+async def managers():
+    """Make managers with ``managers(config)``; all are shut down after the test."""
+    made: list[SchedulerManager] = []
+
+    def make(config: SchedulerConfig) -> SchedulerManager:
+        manager = SchedulerManager(config=config)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        await manager.shutdown()
+
+
+async def leader(store: Store, managers) -> SchedulerManager:
+    manager = managers(store.config())
+    await manager.start()
+    await wait_until(lambda: manager.is_leader, timeout=30, what="the worker to lead")
+    return manager
+
+
+class Writes:
+    """Counts the store writes made inside the scheduling passes of one manager."""
+
+    def __init__(self, manager: SchedulerManager, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts: Counter[str] = Counter()
+        self.in_pass = False
+        persistence = manager.persistence
+        state, jobstore, scheduler = persistence.state, persistence.jobstore, manager.apscheduler
+        for name in ("claim", "claim_many"):
+            monkeypatch.setattr(state, name, self._counted(name, getattr(state, name)))
+        for name in ("write_back", "update_job", "remove_job"):
+            monkeypatch.setattr(jobstore, name, self._counted(name, getattr(jobstore, name)))
+        monkeypatch.setattr(scheduler, "_submit_slice", self._slice(scheduler._submit_slice))
+        monkeypatch.setattr(scheduler, "_process_jobs", self._pass(scheduler._process_jobs))
+
+    def _counted(self, name: str, method: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if self.in_pass:
+                self.counts[name] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+    def _slice(self, method: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.counts["slices"] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+    def _pass(self, method: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.in_pass = True
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.in_pass = False
+
+        return counted
+
+    @property
+    def total(self) -> int:
+        names = ("claim", "claim_many", "write_back", "update_job", "remove_job")
+        return sum(self.counts[name] for name in names)
+
+
+# ---------------------------------------------------------------- a burst of one-shots
+
+
+BURST = 150
+
+
+async def test_a_burst_of_one_shots_costs_two_writes_per_slice(store, managers, monkeypatch):
+    manager = await leader(store, managers)
+    scheduler = manager.apscheduler
+    # Slices end by their size only, so that the count below does not depend on speed.
+    monkeypatch.setattr(scheduler, "slice_time", 60.0)
+    writes = Writes(manager, monkeypatch)
+    scheduler.pause()  # every job is added before the pass that starts them
+    due = datetime.now(UTC)
+    for i in range(BURST):
+        manager.add_job(tick, DateTimeTrigger(due), args=(f"b{i}",), id=f"b{i}")
+    scheduler.resume()
+
+    await wait_until(
+        lambda: sum(len(FIRES[f"b{i}"]) for i in range(BURST)) >= BURST,
+        timeout=60,
+        what=f"the {BURST} one-shot jobs to run",
+    )
+    await wait_until(
+        lambda: all(manager.get_job(f"b{i}").total_run_count == 1 for i in range(BURST)),
+        timeout=60,
+        what="every run to be recorded",
+    )
+    await asyncio.sleep(0.3)  # a second run would show by now
+    assert {len(FIRES[f"b{i}"]) for i in range(BURST)} == {1}
+
+    slices = writes.counts["slices"]
+    assert slices >= math.ceil(BURST / scheduler.slice_size)
+    # Each slice: one write claims its fires, one moves its jobs on (here: removes them).
+    assert writes.counts["claim"] == 0  # no fire was claimed on its own
+    assert writes.counts["claim_many"] == slices
+    assert writes.counts["write_back"] == slices
+    assert writes.counts["update_job"] == writes.counts["remove_job"] == 0
+    assert writes.total <= 2 * slices + 2
+    assert slices <= math.ceil(BURST / scheduler.slice_size) + 2  # the burst came in one go
+    # Every one-shot left the store.
+    assert manager.persistence.jobstore.get_all_jobs() == []
+
+
+# ---------------------------------------------------------------- interval jobs
+
+
+async def test_interval_jobs_keep_firing_across_passes_each_fire_once(store, managers, monkeypatch):
+    manager = await leader(store, managers)
+    writes = Writes(manager, monkeypatch)
+    labels = [f"i{n}" for n in range(5)]
+    for label in labels:
+        manager.add_job(tick, IntervalTrigger(seconds=0.2), args=(label,), id=label)
+
+    await wait_until(
+        lambda: all(len(FIRES[label]) >= 4 for label in labels),
+        timeout=60,
+        what="every interval job to fire 4 times",
+    )
+    for label in labels:
+        times = [key.scheduled_time for key in FIRES[label]]
+        assert len(times) == len(set(times)), f"a fire of {label} ran twice"
+        assert times == sorted(times)
+        steps = {round((b - a).total_seconds(), 6) for a, b in zip(times, times[1:])}
+        assert all(step > 0 and round(step / 0.2, 6).is_integer() for step in steps)
+    assert writes.counts["claim"] == 0
+    assert writes.counts["write_back"] == writes.counts["slices"] > 0
+    assert writes.counts["update_job"] == 0
+    # The store moved each job on: its next fire is ahead of the last one run.
+    for label in labels:
+        stored = manager.persistence.jobstore.lookup_job(label)
+        assert stored.next_run_time > FIRES[label][-1].scheduled_time
+
+
+# ---------------------------------------------------------------- the guard, in a batch
+
+
+async def test_a_batched_pass_does_not_undo_another_workers_change(store, managers, monkeypatch):
+    one = await leader(store, managers)
+    two = managers(store.config())
+    await two.start()
+    assert not two.is_leader
+    mine, theirs = one.persistence.jobstore, two.persistence.jobstore
+    scheduler = one.apscheduler
+    writes = Writes(one, monkeypatch)
+    scheduler.pause()
+    for label in ("a", "b", "c"):
+        one.add_job(tick, IntervalTrigger(hours=1), args=(label,), id=label)
+
+    claim = scheduler.claim_fires
+    changed: list[list[str]] = []
+
+    def claim_then_change(fires):
+        # Between the pass's read of the due jobs and its write-back, worker two pauses b.
+        claim(fires)
+        if not changed:
+            changed.append([job_id for job_id, _ in fires])
+            paused = theirs.lookup_job("b")
+            paused._modify(next_run_time=None)
+            theirs.update_job(paused)
+
+    monkeypatch.setattr(scheduler, "claim_fires", claim_then_change)
+    scheduler.resume()
+    await wait_until(
+        lambda: all(len(FIRES[label]) == 1 for label in "abc"),
+        timeout=30,
+        what="the three jobs to run",
+    )
+    assert sorted(changed[0]) == ["a", "b", "c"]  # one slice
+    assert writes.counts["write_back"] == 1
+    # b keeps worker two's pause; a and c were moved on to their next fire.
+    assert mine.lookup_job("b").next_run_time is None
+    for label in "ac":
+        ran = FIRES[label][0].scheduled_time
+        assert mine.lookup_job(label).next_run_time == ran + timedelta(hours=1)
+
+
+# ---------------------------------------------------------------- fencing, in a batch
+
+
+async def test_a_batched_write_back_is_refused_whole_once_a_newer_leader_wrote(
+    store, managers, monkeypatch
+):
+    one = await leader(store, managers)
+    persistence = one.persistence
+    token = persistence.fence
+    assert token is not None
+    jobstore, scheduler = persistence.jobstore, one.apscheduler
+    refusals: list[Exception] = []
+    fenced = jobstore.on_fenced
+
+    def on_fenced(error: Exception) -> None:
+        refusals.append(error)
+        fenced(error)
+
+    monkeypatch.setattr(jobstore, "on_fenced", on_fenced)
+    scheduler.pause()
+    now = datetime.now(UTC)
+    one.add_job(tick, IntervalTrigger(hours=1), args=("x",), id="x")
+    one.add_job(tick, DateTimeTrigger(now), args=("y",), id="y")
+    before = {job.id: job.next_run_time for job in jobstore.get_all_jobs()}
+    assert set(before) == {"x", "y"}
+
+    claim = scheduler.claim_fires
+
+    def claim_then_overtaken(fires):
+        # The fires are claimed; then a newer leader raises the fence before the write-back.
+        claim(fires)
+        persistence.state.raise_fence(token + 1)
+
+    write_back = jobstore.write_back
+    after: list[dict[str, datetime | None]] = []
+
+    def write_back_then_look(updated, removed):
+        # What the store holds right after the write-back (the worker may lead again soon,
+        # with a newer token, and move the jobs on in a later pass).
+        missing = write_back(updated, removed)
+        after.append({job.id: job.next_run_time for job in jobstore.get_all_jobs()})
+        return missing
+
+    monkeypatch.setattr(jobstore, "write_back", write_back_then_look)
+    monkeypatch.setattr(scheduler, "claim_fires", claim_then_overtaken)
+    scheduler.resume()
+    await wait_until(lambda: after, what="the pass's write-back")
+    assert refusals, "on_fenced was not told of the refusal"
+    # Nothing of the slice was written: x was not moved on and y was not removed.
+    assert after[0] == before
