@@ -53,6 +53,18 @@ def measure_skew(local: Callable[[], float], server: Callable[[], float | None])
     return (before + after) / 2 - remote
 
 
+# The workers started in this process and not yet closed (several schedulers may share one).
+_RUNNING_HERE: set[str] = set()
+
+
+def running_here(worker_id: str, running: bool) -> None:
+    """Note that a worker of this process started (True) or closed (False)."""
+    if running:
+        _RUNNING_HERE.add(worker_id)
+    else:
+        _RUNNING_HERE.discard(worker_id)
+
+
 def new_epoch() -> str:
     return uuid.uuid4().hex
 
@@ -351,7 +363,9 @@ class Leadership:
         pid_text = rest.partition(":")[0]
         if host == socket.gethostname() and pid_text.isdigit():
             pid = int(pid_text)
-            return pid != os.getpid() and alive(pid)  # same pid: an earlier start of this one
+            if pid == os.getpid():  # this process: one of its schedulers, or an earlier start
+                return worker_id in _RUNNING_HERE
+            return alive(pid)
         return any(w.get("worker_id") == worker_id for w in self.workers)
 
     def other_leader_alive(self) -> bool:

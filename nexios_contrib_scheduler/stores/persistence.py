@@ -34,7 +34,7 @@ from ..ledger import RunLedger
 from ..registry import JobRegistry
 from .bus import Bus
 from .fires import fire_token
-from .leadership import Leadership
+from .leadership import Leadership, running_here
 from .state import StateBackend, open_state
 from .sync import Loaded, StoreSync
 from .urls import StoreURL
@@ -96,6 +96,7 @@ class Persistence:
         self._reload_ids: set[str] = set()
         self._settle = False  # with the reload: the leader settles runs cut short
         self._check = False  # reload everything only if the store's change count moved
+        self._lead_next = False  # with the reload: this worker has just become the leader
         self._seen_changes: int | None = None  # the count as of the last full reload
         self._reconcile = False  # with the reload: the leader re-creates declared jobs
         self.reloads = 0  # reloads applied (tests wait on it)
@@ -154,24 +155,29 @@ class Persistence:
         self.store_resets = []
         declared = self.sync.take_declarations()
         self.declared_ids.update(declared)
+        leadership = self.leadership
         try:
-            self.sync.sync_all()
+            held = await asyncio.to_thread(leadership.try_take)  # a failure is retried later
+            leadership.holding = held
+            # Read off the loop: every job, and what a leader settles and reconciles with.
+            loaded = await asyncio.to_thread(self._read, None, held, held)
+            self.sync.apply(loaded)
         except BaseException:
             self._started = False
             self.sync.give_back(declared)
             scheduler.shutdown()
             raise
-        leadership = self.leadership
-        held = await asyncio.to_thread(leadership.try_take)  # a failure is retried later
-        leadership.holding = held
         leadership.stopped.clear()
         self._spawn(leadership.maintain, "lease and heartbeat")
         self._spawn(self._sync_thread, "store reads")
         self.writer.start(f"nexios-scheduler run state writes {self.worker_id}")
         if leadership.coordinated:
             self._spawn(self.bus.listen, "messages")
+        running_here(self.worker_id, True)
         if held:
-            self.become_leader()
+            self._leading = True
+            self._take_fence()
+            self._lead(loaded)
         logger.info(
             "scheduler worker %s started as %s on %s%s with %d job(s)",
             self.worker_id,
@@ -234,6 +240,7 @@ class Persistence:
         """After the last run has ended: write what is pending, stop writing, drop the
         connections."""
         self.writer.stop(timeout=10.0)
+        running_here(self.worker_id, False)
         self._started = False
         # The heartbeat stays until the runs have ended, so that the next leader does not
         # take them for runs cut short (see StoreSync.settle_interrupted_runs).
@@ -286,39 +293,67 @@ class Persistence:
             with self._pending:
                 everything, ids = self._reload_all, self._reload_ids
                 settle, reconcile, check = self._settle, self._reconcile, self._check
+                lead = self._lead_next
                 self._reload_all, self._reload_ids = False, set()
-                self._settle = self._reconcile = self._check = False
+                self._settle = self._reconcile = self._check = self._lead_next = False
             if check and not everything:
                 count = self.attempt("read the job store's change count", self.state.changes)
                 everything = count is not None and count != self._seen_changes
-            if not everything and not ids and not settle and not reconcile:
+            if not everything and not ids and not settle and not reconcile and not lead:
                 continue
-            if everything:
-                counted = self.attempt("read the job store's change count", self.state.changes)
-                loaded = self.attempt("reload the jobs from the job store", self.sync.load, None)
-                if loaded is not None:
-                    self._seen_changes = counted
-            elif ids:
-                loaded = self.attempt("reload the jobs from the job store", self.sync.load, ids)
-            else:
-                loaded = self.sync.nothing_loaded()
+            what = None if everything else ids
+            if not everything and not ids:
+                what = set()
+            loaded = self.attempt(
+                "reload the jobs from the job store",
+                self._read,
+                what,
+                settle and self.leadership.holding,
+                reconcile,
+            )
             if loaded is None:
+                if lead:  # the new leader fires once it has read the store: try again
+                    with self._pending:
+                        self._lead_next = self._reload_all = self._settle = True
+                        self._reconcile = True
+                    stopped.wait(1.0)
+                    wanted.set()
                 continue
-            if settle and self.leadership.holding:
-                self.leadership.heartbeat()  # the workers alive now, for settling
-                loaded.in_flight = self.attempt("read the fires in flight", self.state.in_flight)
-            self.call_soon(self._apply, loaded, settle, reconcile)
+            self.call_soon(self._apply, loaded, settle, reconcile, lead)
 
-    def _apply(self, loaded: Loaded, settle: bool, reconcile: bool) -> None:
-        """On the event loop: merge a reload, then settle and reconcile if asked and leading."""
+    def _read(self, ids: set[str] | None, settle: bool, reconcile: bool) -> Loaded:
+        """Off the loop: read the given jobs (None: every job; empty: none), and with
+        ``settle`` the workers alive and the fires in flight, with ``reconcile`` the
+        removals, for the leader."""
+        if ids is None:
+            counted = self.state.changes()
+            loaded = self.sync.load(None)
+            self._seen_changes = counted
+        elif ids:
+            loaded = self.sync.load(ids)
+        else:
+            loaded = self.sync.nothing_loaded()
+        if settle:
+            self.leadership.heartbeat()  # the workers alive now, for settling
+            loaded.in_flight = self.state.in_flight()
+        if reconcile:
+            loaded.tombstones = self.state.tombstones()
+        return loaded
+
+    def _apply(self, loaded: Loaded, settle: bool, reconcile: bool, lead: bool = False) -> None:
+        """On the event loop: merge a reload, then settle and reconcile if asked and leading
+        (``lead``: this worker has just taken the lease, and starts firing after them)."""
         if not self.running or self._stopping:
             return
         try:
             self.sync.apply(loaded)
+            if lead and self.is_leader:
+                self._lead(loaded)
+                return
             if settle and self.is_leader and loaded.in_flight is not None:
                 self.sync.settle_interrupted_runs(loaded.in_flight)
             if reconcile and self.is_leader:
-                self.sync.reconcile_declarations()
+                self.sync.reconcile_declarations(loaded.tombstones)
         except Exception:
             logger.exception("could not apply the jobs reloaded from %s", self.jobstore_url)
             return
@@ -350,18 +385,30 @@ class Persistence:
     # ------------------------------------------------------------ leading
 
     def become_leader(self) -> None:
+        """This worker has just taken the lease (on the loop): it reads the store off the
+        loop, settles what stopped workers left and reconciles the declared jobs, then fires
+        (``_lead``)."""
         if not self.running or self._stopping or self.is_leader:
             return
         self._leading = True
+        self._take_fence()
+        with self._pending:
+            self._lead_next = True
+        self.refresh_soon(settle=True, reconcile=True)
+
+    def _take_fence(self) -> None:
+        """From now on, this worker's writes of run state carry its lease's token."""
         self.fence = self.leadership.token
         jobstore: Any = self.jobstore
         jobstore.fence_token = self.fence
         jobstore.on_fenced = self.fenced
+
+    def _lead(self, loaded: Loaded) -> None:
+        """On the loop, with the store as read just now: settle, reconcile, fire."""
         try:
-            self.sync.sync_all()
-            self.leadership.heartbeat()  # the workers alive now, for settling
-            self.sync.settle_interrupted_runs(self.state.in_flight())
-            self.sync.reconcile_declarations()
+            if loaded.in_flight is not None:
+                self.sync.settle_interrupted_runs(loaded.in_flight)
+            self.sync.reconcile_declarations(loaded.tombstones)
         except Exception:
             logger.exception("could not reconcile the declared jobs with the job store")
         scheduler = self.scheduler

@@ -56,6 +56,7 @@ class Loaded:
     jobs: dict[str, Job]  # their APScheduler jobs (those with a schedule)
     ids: set[str] | None  # the ids asked for (None: every job, so others are gone)
     in_flight: list[InFlight] | None = None  # read for the leader to settle, if asked
+    tombstones: dict[str, float] | None = None  # removals, for the leader to reconcile
 
 
 class StoreSync:
@@ -328,9 +329,11 @@ class StoreSync:
         self._saved[job_id] = (record, fields)
         return "changed"
 
-    def reconcile_declarations(self) -> None:
-        """Bring the jobs declared in code before ``start()`` into the store (leader only)."""
-        removed = self.owner.state.tombstones() if self._definitions else {}
+    def reconcile_declarations(self, removed: dict[str, float] | None = None) -> None:
+        """Bring the jobs declared in code before ``start()`` into the store (leader only);
+        ``removed``: the store's removals, as read with the jobs (read now if None)."""
+        if removed is None:
+            removed = self.owner.state.tombstones() if self._definitions else {}
         now = utcnow()
         for job_id, declared in self._definitions.items():
             declared_at = declared.created_at.timestamp()
