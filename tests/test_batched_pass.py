@@ -81,21 +81,6 @@ def store(request, tmp_path):
         drop_namespace(url, namespace)
 
 
-@pytest.fixture
-async def managers():
-    """Make managers with ``managers(config)``; all are shut down after the test."""
-    made: list[SchedulerManager] = []
-
-    def make(config: SchedulerConfig) -> SchedulerManager:
-        manager = SchedulerManager(config=config)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        await manager.shutdown()
-
-
 async def leader(store: Store, managers) -> SchedulerManager:
     manager = managers(store.config())
     await manager.start()

@@ -502,19 +502,9 @@ def _leaders_file(cluster: Cluster) -> list[tuple[str, int, float]]:
 # Not on SQLite: the kernel keeps a stopped process's file lock, so no lease runs out.
 
 
-# Whether the woken leader writes stale state depends on where its run was when it was
-# stopped; most runs show it, some do not. Not strict, like every known loss in this file,
-# so a lucky run is not a failure; the printed figures say what each run saw.
-STALE_CANCEL = pytest.mark.xfail(
-    strict=False,
-    reason="the woken leader's run, completed, is recorded as cancelled (a failure) in history",
-)
-
-
-@pytest.mark.parametrize(
-    "backend",
-    [pytest.param("postgresql", marks=STALE_CANCEL), pytest.param("redis", marks=STALE_CANCEL)],
-)
+# The woken leader's writes of run state are refused (fencing); the outcomes of its runs
+# reach the history through the new leader.
+@pytest.mark.parametrize("backend", ["postgresql", "redis"])
 def test_leader_stopped_past_its_lease_leaves_every_fire_accounted(backend, make_cluster, capsys):
     cluster = make_cluster(_shared(backend))
     leader = _start(cluster)
@@ -546,23 +536,9 @@ def test_leader_stopped_past_its_lease_leaves_every_fire_accounted(backend, make
 # --- 2. SIGKILL a newly elected leader -----------------------------------------------------
 
 
-# The loss depends on where in its first pass the leader dies: most runs show it on
-# PostgreSQL and Redis, about two loaded runs of three on SQLite, and now and then none. Not
-# strict, so a pass does not yet mean a fix; the figures printed say what each run saw.
-LOST_CLAIMS = pytest.mark.xfail(
-    strict=False,
-    reason="fires the killed leader claimed and never started are lost: no run, history or log",
-)
-
-
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param("sqlite", marks=LOST_CLAIMS),
-        pytest.param("postgresql", marks=LOST_CLAIMS),
-        pytest.param("redis", marks=LOST_CLAIMS),
-    ],
-)
+# Every fire the killed leader claimed is in flight in the store: the next leader records
+# those it never started as missed (with a WARNING) and the runs it left as cut short.
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "redis"])
 def test_leader_killed_just_after_its_election_leaves_every_fire_accounted(
     backend, make_cluster, capsys
 ):
@@ -617,12 +593,7 @@ def _outage_reads(cluster: Cluster, until: float) -> list[str]:
     return sorted(problems)
 
 
-# Not strict: today this fails in about two runs of three (a 404 for a job that exists,
-# now and then a fire lost), so a pass does not yet mean a fix.
-@pytest.mark.xfail(
-    strict=False,
-    reason="during the outage the admin API may answer 404 for a job that exists",
-)
+# Reads are answered from each worker's view while the store is down.
 def test_postgresql_restart_leaves_every_fire_accounted(private_pg, make_cluster, capsys):
     cluster = make_cluster(private_pg.url)
     _start(cluster)

@@ -20,7 +20,6 @@ from nexios_contrib_scheduler import (
     IntervalTrigger,
     JobStatus,
     SchedulerConfig,
-    SchedulerManager,
     current_fire,
 )
 from nexios_contrib_scheduler.stores.fires import fire_token
@@ -122,20 +121,6 @@ class TestTheStoreRefusesAnOlderToken:
 
 
 # ---------------------------------------------------------------- with schedulers
-
-
-@pytest.fixture
-async def managers():
-    made: list[SchedulerManager] = []
-
-    def make(config: SchedulerConfig) -> SchedulerManager:
-        manager = SchedulerManager(config=config)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        await manager.shutdown()
 
 
 @pytest.fixture(params=["postgresql", "redis"])

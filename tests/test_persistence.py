@@ -111,21 +111,6 @@ def sqlite_store(tmp_path):
     )
 
 
-@pytest.fixture
-async def managers():
-    """Make managers with ``managers(config)``; all are shut down after the test."""
-    made: list[SchedulerManager] = []
-
-    def make(config: SchedulerConfig) -> SchedulerManager:
-        manager = SchedulerManager(config=config)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        await manager.shutdown()
-
-
 def snapshot(job) -> dict:
     return {
         key: value

@@ -23,7 +23,7 @@ import pytest
 from helpers import wait_until
 from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
 
-from nexios_contrib_scheduler import IntervalTrigger, JobStatus, SchedulerConfig, SchedulerManager
+from nexios_contrib_scheduler import IntervalTrigger, JobStatus, SchedulerConfig
 
 BACKENDS = ["sqlite", "postgresql", "redis"]
 
@@ -156,20 +156,6 @@ def job_module(tmp_path) -> Iterator[JobModule]:
     yield module
     sys.path.remove(str(folder))
     sys.modules.pop(module.name, None)
-
-
-@pytest.fixture
-async def managers():
-    made: list[SchedulerManager] = []
-
-    def make(config: SchedulerConfig) -> SchedulerManager:
-        manager = SchedulerManager(config=config)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        await manager.shutdown()
 
 
 async def _added_by_newer_worker(store: Store, job_module: JobModule, managers, **options):

@@ -59,20 +59,6 @@ def config(request, tmp_path):
         drop_namespace(url, namespace)
 
 
-@pytest.fixture
-async def managers():
-    made: list[SchedulerManager] = []
-
-    def make(config: SchedulerConfig) -> SchedulerManager:
-        manager = SchedulerManager(config=config)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        await manager.shutdown()
-
-
 def _stored_counts(manager: SchedulerManager, job_id: str) -> tuple[int, int]:
     persistence = manager.persistence
     assert persistence is not None
@@ -100,6 +86,11 @@ async def test_the_runs_of_a_burst_are_written_in_few_batches_and_none_is_lost(c
     for i in range(jobs):
         manager.add_job(count, DateTimeTrigger(due), args=(f"b{i}",), id=f"b{i}")
     await wait_until(lambda: len(RUNS) == jobs, timeout=60, what="every one-shot to run")
+    await wait_until(  # the runs' bookkeeping waits while a burst is being started
+        lambda: all(manager.get_job(f"b{i}").success_count == 1 for i in range(jobs)),
+        timeout=60,
+        what="every run recorded",
+    )
     batches_before = persistence.writer.batches
     assert await persistence.flush()
     assert sorted(RUNS.values()) == [1] * jobs
@@ -131,6 +122,12 @@ async def test_a_write_that_fails_is_tried_again_and_nothing_is_lost(config, man
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         manager.add_job(count, IntervalTrigger(seconds=0.2), args=("r",), id="r")
         await wait_until(lambda: RUNS["r"] >= 3, timeout=60, what="three runs")
+        manager.pause_job("r")  # no more runs: what the store holds can be compared
+        await wait_until(
+            lambda: manager.get_job("r").success_count == RUNS["r"],
+            timeout=30,
+            what="the last run recorded",
+        )
         assert await persistence.flush()
     total, succeeded = _stored_counts(manager, "r")
     job = manager.get_job("r")

@@ -94,21 +94,6 @@ def stores(tmp_path):
             drop_namespace(store.url, store.namespace)
 
 
-@pytest.fixture
-async def managers():
-    """Make managers with ``managers(config)``; all are shut down after the test."""
-    made: list[SchedulerManager] = []
-
-    def make(config: SchedulerConfig) -> SchedulerManager:
-        manager = SchedulerManager(config=config)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        await manager.shutdown()
-
-
 # ---------------------------------------------------------------- a burst of due jobs
 
 BURST = 300

@@ -90,20 +90,6 @@ async def _check_reset_is_stated(
     assert "added" not in stored_ids()
 
 
-@pytest.fixture
-async def managers():
-    made: list[SchedulerManager] = []
-
-    def make(config: SchedulerConfig) -> SchedulerManager:
-        manager = SchedulerManager(config=config)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        await manager.shutdown()
-
-
 class TestStoreReset:
     async def test_redis_restart_without_persistence_is_stated_and_declared_jobs_come_back(
         self, managers, caplog
