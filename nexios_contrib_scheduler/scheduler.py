@@ -453,7 +453,10 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
                     break
                 read_at = time.perf_counter()
                 try:
-                    if isinstance(store, HeapJobStore) and room >= 0:
+                    takes_limit = isinstance(store, HeapJobStore) or getattr(
+                        store, "takes_due_limit", False
+                    )
+                    if takes_limit and room >= 0:
                         due_jobs = store.get_due_jobs(now, room)
                     else:
                         due_jobs = store.get_due_jobs(now)

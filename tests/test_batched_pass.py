@@ -100,6 +100,8 @@ class Writes:
             monkeypatch.setattr(state, name, self._counted(name, getattr(state, name)))
         for name in ("write_back", "update_job", "remove_job"):
             monkeypatch.setattr(jobstore, name, self._counted(name, getattr(jobstore, name)))
+        self.read_sizes: list[int] = []
+        monkeypatch.setattr(jobstore, "get_due_jobs", self._sized(jobstore.get_due_jobs))
         monkeypatch.setattr(scheduler, "_submit_slice", self._slice(scheduler._submit_slice))
         monkeypatch.setattr(scheduler, "_process_jobs", self._pass(scheduler._process_jobs))
 
@@ -110,6 +112,14 @@ class Writes:
             return method(*args, **kwargs)
 
         return counted
+
+    def _sized(self, method: Any) -> Any:
+        def sized(*args: Any, **kwargs: Any) -> Any:
+            jobs = method(*args, **kwargs)
+            self.read_sizes.append(len(jobs))
+            return jobs
+
+        return sized
 
     def _slice(self, method: Any) -> Any:
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -174,6 +184,8 @@ async def test_a_burst_of_one_shots_costs_two_writes_per_slice(store, managers, 
     assert writes.counts["update_job"] == writes.counts["remove_job"] == 0
     assert writes.total <= 2 * slices + 2
     assert slices <= math.ceil(BURST / scheduler.slice_size) + 2  # the burst came in one go
+    # A pass reads no more due jobs than a slice submits.
+    assert writes.read_sizes and max(writes.read_sizes) <= scheduler.slice_size
     # Every one-shot left the store.
     assert manager.persistence.jobstore.get_all_jobs() == []
 

@@ -113,9 +113,15 @@ class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
         self._remove_script = self.redis.register_script(_REMOVE_IF_UNCHANGED)
         self._write_back_script = self.redis.register_script(_WRITE_BACK)
 
-    def get_due_jobs(self, now: datetime) -> list[Any]:
+    #: ``get_due_jobs`` takes a ``limit``: a pass reads no more due jobs than it submits.
+    takes_due_limit = True
+
+    def get_due_jobs(self, now: datetime, limit: int | None = None) -> list[Any]:
         timestamp = datetime_to_utc_timestamp(now)
-        job_ids = self.redis.zrangebyscore(self.run_times_key, 0, timestamp)
+        if limit is None:
+            job_ids = self.redis.zrangebyscore(self.run_times_key, 0, timestamp)
+        else:
+            job_ids = self.redis.zrangebyscore(self.run_times_key, 0, timestamp, 0, limit)
         if not job_ids:
             self._seen = {}
             return []

@@ -53,7 +53,10 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         # APScheduler's shows the engine's URL, whose query may hold credentials.
         return f"<{type(self).__name__} (url={self._url})>"
 
-    def get_due_jobs(self, now: datetime) -> list[Any]:
+    #: ``get_due_jobs`` takes a ``limit``: a pass reads no more due jobs than it submits.
+    takes_due_limit = True
+
+    def get_due_jobs(self, now: datetime, limit: int | None = None) -> list[Any]:
         timestamp = datetime_to_utc_timestamp(now)
         table = self.jobs_t
         query = (
@@ -61,6 +64,8 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             .where(table.c.next_run_time <= timestamp)
             .order_by(table.c.next_run_time)
         )
+        if limit is not None:
+            query = query.limit(limit)
         with self.engine.begin() as connection:
             rows = connection.execute(query).all()
         jobs, seen, failed = [], {}, []
