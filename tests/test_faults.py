@@ -559,6 +559,11 @@ def test_leader_killed_just_after_its_election_leaves_every_fire_accounted(
 
     wait_for(second_died, timeout=LEASE + SETTLE_TIMEOUT, what="the second leader to die")
     third = cluster.wait_for_leader()
+    wait_for(  # the worker notes its election a moment after it says it leads
+        lambda: any(w == "leader" and p == third.pid for w, p, _ in _leaders_file(cluster)),
+        timeout=30,
+        what="the third leader's election noted",
+    )
     events = _leaders_file(cluster)
     elected = [pid for what, pid, _ in events if what == "leader"]
     assert third.pid in elected and len(set(elected)) == 3, f"elections: {events}"

@@ -148,3 +148,36 @@ async def test_shutdown_writes_the_last_runs_before_it_returns(config, managers)
     job = second.get_job("s")
     assert (job.total_run_count, job.success_count) == (1, 1)
     assert second.persistence is not None and second.persistence.state.in_flight() == []
+
+
+async def test_jobs_declared_before_start_are_written_together(config, managers, monkeypatch):
+    manager = managers(config())
+    declared = 300
+    for i in range(declared):
+        manager.add_job(count, IntervalTrigger(hours=1), args=(f"d{i}",), id=f"d{i}")
+    persistence = manager.persistence
+    assert persistence is not None
+    state, jobstore = persistence.state, persistence.jobstore
+    calls: Counter[str] = Counter()
+
+    def counted(name: str, method):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return method(*args, **kwargs)
+
+        return call
+
+    for name in ("create", "create_many"):
+        monkeypatch.setattr(state, name, counted(name, getattr(state, name)))
+    for name in ("add_job", "end_bulk"):
+        monkeypatch.setattr(jobstore, name, counted(name, getattr(jobstore, name)))
+    await manager.start()
+
+    assert calls["create"] == 0 and calls["create_many"] == 1
+    assert calls["end_bulk"] == 1 and calls["add_job"] == declared  # collected, not written
+    assert len(jobstore.get_all_jobs()) == declared
+    assert len(state.load_all()) == declared
+    await manager.shutdown()
+    again = managers(config())
+    await again.start()
+    assert len(again.get_jobs()) == declared

@@ -144,6 +144,37 @@ class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
         self._seen = {}
         return super().get_next_run_time()  # type: ignore[no-any-return]
 
+    # ------------------------------------------------------------ bulk adds
+
+    _bulk: dict[str, Any] | None = None
+
+    def begin_bulk(self) -> None:
+        """From now on ``add_job`` only collects (a job added again replaces the one added
+        before, as ``replace_existing``), until ``end_bulk`` writes them all at once."""
+        self._bulk = {}
+
+    def end_bulk(self) -> None:
+        """Write the collected jobs in one round trip (each replacing a stored one)."""
+        jobs, self._bulk = self._bulk or {}, None
+        if not jobs:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        for job in jobs.values():
+            state = pickle.dumps(job.__getstate__(), self.pickle_protocol)
+            pipe.hset(self.jobs_key, job.id, state)
+            if job.next_run_time is None:
+                pipe.zrem(self.run_times_key, job.id)
+            else:
+                when = datetime_to_utc_timestamp(job.next_run_time)
+                pipe.zadd(self.run_times_key, {job.id: when})
+        pipe.execute()
+
+    def add_job(self, job: Any) -> None:
+        if self._bulk is not None:
+            self._bulk[job.id] = job
+            return
+        super().add_job(job)
+
     def update_job(self, job: Any) -> None:
         expected = self._seen.pop(job.id, None)
         if expected is None:

@@ -92,6 +92,49 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         self._seen = {}
         return super().get_next_run_time()  # type: ignore[no-any-return]
 
+    # ------------------------------------------------------------ bulk adds
+
+    _bulk: dict[str, Any] | None = None
+
+    def begin_bulk(self) -> None:
+        """From now on ``add_job`` only collects (a job added again replaces the one added
+        before, as ``replace_existing``), until ``end_bulk`` writes them all at once."""
+        self._bulk = {}
+
+    def end_bulk(self) -> None:
+        """Write the collected jobs in one transaction (each replacing a stored one)."""
+        jobs, self._bulk = self._bulk or {}, None
+        if not jobs:
+            return
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        table = self.jobs_t
+        rows = [
+            {
+                "id": job.id,
+                "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
+                "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
+            }
+            for job in jobs.values()
+        ]
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.id],
+            set_={
+                "next_run_time": insert.excluded.next_run_time,
+                "job_state": insert.excluded.job_state,
+            },
+        )
+        with self.engine.begin() as connection:
+            connection.execute(statement, rows)
+
+    def add_job(self, job: Any) -> None:
+        if self._bulk is not None:
+            self._bulk[job.id] = job
+            return
+        super().add_job(job)
+
     def update_job(self, job: Any) -> None:
         expected = self._seen.pop(job.id, None)
         if expected is None:

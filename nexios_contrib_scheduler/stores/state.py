@@ -163,6 +163,11 @@ class StateBackend(ABC):
     def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
         """Store a job's fields, replacing whatever it had; forgets a removal of its id."""
 
+    def create_many(self, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
+        """``create`` for many jobs, in one write."""
+        for job_id, fields in jobs.items():
+            self.create(job_id, fields)
+
     @abstractmethod
     def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
         """Overwrite these fields of a stored job; False (nothing written) if it is gone."""
@@ -533,6 +538,24 @@ class SqlState(StateBackend):
             connection.execute(t.delete().where(t.c.job_id == job_id))
             connection.execute(t.insert(), rows)
             connection.execute(self.removed_t.delete().where(self.removed_t.c.job_id == job_id))
+
+    def create_many(self, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
+        if not jobs:
+            return
+        t, r = self.state_t, self.removed_t
+        ids = list(jobs)
+        rows = [
+            {"job_id": job_id, "field": k, "value": v}
+            for job_id, fields in jobs.items()
+            for k, v in fields.items()
+        ]
+        with self.engine.begin() as connection:
+            self._count_change(connection)
+            for start in range(0, len(ids), 1000):  # bounded IN lists
+                chunk = ids[start : start + 1000]
+                connection.execute(t.delete().where(t.c.job_id.in_(chunk)))
+                connection.execute(r.delete().where(r.c.job_id.in_(chunk)))
+            connection.execute(t.insert(), rows)
 
     def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
         from sqlalchemy import and_, bindparam, select
@@ -1096,6 +1119,20 @@ class RedisState(StateBackend):
             args += [name, value]
         keys = [self.fence_key, self._key(job_id), self.changes_key]
         return bool(_fenced(self._update_script(keys=keys, args=args), fence))
+
+    def create_many(self, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
+        if not jobs:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(self.changes_key)
+        for job_id, fields in jobs.items():
+            key = self._key(job_id)
+            pipe.delete(key)
+            mapping: dict[Any, Any] = dict(fields)
+            pipe.hset(key, mapping=mapping)
+            pipe.sadd(self.ids_key, job_id)
+            pipe.hdel(self.removed_key, job_id)
+        pipe.execute()
 
     def changes(self) -> int:
         raw = self.client.get(self.changes_key)

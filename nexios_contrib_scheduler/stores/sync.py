@@ -79,6 +79,8 @@ class StoreSync:
         self._io = threading.RLock()
         self._writes = 0  # writes begun by this worker
         self._settled: set[tuple[str, str]] = set()  # fires of stopped workers, settled here
+        # While declarations are reconciled: the states of the jobs created, written at once.
+        self._created: dict[str, dict[str, bytes]] | None = None
         self._written: dict[str, int] = {}  # job id -> the count at its last write
         registry.subscribe(self.on_change)
 
@@ -311,6 +313,10 @@ class StoreSync:
             _keep_stored_view(record, fields, saved[1])
         if saved is None or saved[0] is not record:
             fields[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
+            if self._created is not None and fence is None:
+                self._created[job_id] = fields  # written with the others, at the end
+                self._saved[job_id] = (record, fields)
+                return None
             self.owner.state.create(job_id, fields, fence)
         else:
             diff = {k: v for k, v in fields.items() if saved[1].get(k) != v}
@@ -331,9 +337,30 @@ class StoreSync:
 
     def reconcile_declarations(self, removed: dict[str, float] | None = None) -> None:
         """Bring the jobs declared in code before ``start()`` into the store (leader only);
-        ``removed``: the store's removals, as read with the jobs (read now if None)."""
+        ``removed``: the store's removals, as read with the jobs (read now if None). The
+        jobs it creates are written together: their states in one write, their schedules
+        in one more, and the other workers are told in a few messages."""
         if removed is None:
             removed = self.owner.state.tombstones() if self._definitions else {}
+        jobstore = self.owner.jobstore
+        bulk = hasattr(jobstore, "begin_bulk")
+        if bulk:
+            jobstore.begin_bulk()
+        self._created = {}
+        try:
+            self._reconcile(removed)
+        finally:
+            created, self._created = self._created, None
+            try:
+                if created:
+                    self.owner.state.create_many(created)
+            finally:
+                if bulk:
+                    jobstore.end_bulk()
+            if created:
+                self.owner.bus.announce_many("changed", sorted(created))
+
+    def _reconcile(self, removed: dict[str, float]) -> None:
         now = utcnow()
         for job_id, declared in self._definitions.items():
             declared_at = declared.created_at.timestamp()
