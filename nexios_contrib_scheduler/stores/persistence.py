@@ -147,6 +147,7 @@ class Persistence:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.worker_id = new_worker_id()
+        self.state.writer_id = self.worker_id  # its writes are not news to itself
         self.leadership.open_lease(getattr(self.state, "engine", None))
         await asyncio.to_thread(self._open)
         scheduler = self.scheduler

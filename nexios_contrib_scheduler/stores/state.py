@@ -176,10 +176,14 @@ class StateBackend(ABC):
     def delete(self, job_id: str, removed_at: float) -> None:
         """Forget a job's fields and remember when it was removed."""
 
+    #: The worker whose writes this backend counts as its own (see ``changes``).
+    writer_id = ""
+
     @abstractmethod
     def changes(self) -> int:
-        """How many times any worker created, updated or deleted a job's state: a worker
-        that saw this number at its last look, and sees it again, has missed nothing."""
+        """How many times the other workers (not ``writer_id``) created, updated or deleted
+        a job's state: each worker counts its own writes under its id, so a worker that
+        saw this number at its last look and sees it again has missed nothing."""
 
     @abstractmethod
     def tombstones(self) -> dict[str, float]:
@@ -418,7 +422,7 @@ class SqlState(StateBackend):
         self.changes_t = Table(
             f"{namespace}_changes",
             md,
-            Column("id", Integer, primary_key=True, autoincrement=False),
+            Column("worker", Unicode(200), primary_key=True),
             Column("count", BigInteger, nullable=False),
         )
         self.workers_t = Table(
@@ -517,17 +521,20 @@ class SqlState(StateBackend):
 
     def _count_change(self, connection: Any) -> None:
         c = self.changes_t
-        statement = self._insert(c).values(id=1, count=1)
+        statement = self._insert(c).values(worker=self.writer_id, count=1)
         connection.execute(
-            statement.on_conflict_do_update(index_elements=[c.c.id], set_={"count": c.c.count + 1})
+            statement.on_conflict_do_update(
+                index_elements=[c.c.worker], set_={"count": c.c.count + 1}
+            )
         )
 
     def changes(self) -> int:
-        from sqlalchemy import select
+        from sqlalchemy import func, select
 
         c = self.changes_t
+        query = select(func.coalesce(func.sum(c.c.count), 0)).where(c.c.worker != self.writer_id)
         with self.engine.begin() as connection:
-            return int(connection.execute(select(c.c.count).where(c.c.id == 1)).scalar() or 0)
+            return int(connection.execute(query).scalar() or 0)
 
     def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
         t = self.state_t
@@ -892,26 +899,26 @@ if ARGV[1] ~= '' then
 end
 """
 
-# KEYS: fence, the job's state hash, the change counter.
-# ARGV: token, field, value, field, value, ...
+# KEYS: fence, the job's state hash, the change counters (by writer).
+# ARGV: token, writer id, field, value, field, value, ...
 _UPDATE_IF_PRESENT = (
     _FENCE
     + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 2))
-redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
 return 1
 """
 )
 
-# KEYS: fence, the job's state hash, the ids set, the removals hash, the change counter.
-# ARGV: token, job id, field, value, field, value, ...
+# KEYS: fence, the job's state hash, the ids set, the removals hash, the change counters.
+# ARGV: token, job id, writer id, field, value, field, value, ...
 _CREATE = (
     _FENCE
     + """
-redis.call('INCR', KEYS[5])
+redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[2])
 return 1
@@ -1060,7 +1067,7 @@ class RedisState(StateBackend):
             self.workers_key: "hash",
             self.epoch_key: "string",
             self.fence_key: "string",
-            self.changes_key: "string",
+            self.changes_key: "hash",
             self.inflight_key: "hash",
         }
         pipe = self.client.pipeline(transaction=False)
@@ -1101,7 +1108,7 @@ class RedisState(StateBackend):
         return jobs
 
     def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
-        args: list[Any] = [_token(fence), job_id]
+        args: list[Any] = [_token(fence), job_id, self.writer_id]
         for name, value in fields.items():
             args += [name, value]
         keys = [
@@ -1114,7 +1121,7 @@ class RedisState(StateBackend):
         _fenced(self._create_script(keys=keys, args=args), fence)
 
     def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
-        args: list[Any] = [_token(fence)]
+        args: list[Any] = [_token(fence), self.writer_id]
         for name, value in fields.items():
             args += [name, value]
         keys = [self.fence_key, self._key(job_id), self.changes_key]
@@ -1124,7 +1131,7 @@ class RedisState(StateBackend):
         if not jobs:
             return
         pipe = self.client.pipeline(transaction=True)
-        pipe.incr(self.changes_key)
+        pipe.hincrby(self.changes_key, self.writer_id, 1)
         for job_id, fields in jobs.items():
             key = self._key(job_id)
             pipe.delete(key)
@@ -1135,12 +1142,13 @@ class RedisState(StateBackend):
         pipe.execute()
 
     def changes(self) -> int:
-        raw = self.client.get(self.changes_key)
-        return 0 if raw is None else int(cast(Any, raw))
+        raw = cast(Mapping[Any, Any], self.client.hgetall(self.changes_key))
+        mine = self.writer_id.encode()
+        return sum(int(v) for k, v in raw.items() if k != mine and k != self.writer_id)
 
     def delete(self, job_id: str, removed_at: float) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.incr(self.changes_key)
+        pipe.hincrby(self.changes_key, self.writer_id, 1)
         pipe.delete(self._key(job_id))
         pipe.srem(self.ids_key, job_id)
         pipe.hset(self.removed_key, job_id, repr(removed_at))
@@ -1192,7 +1200,7 @@ class RedisState(StateBackend):
         token = _token(fence)
         pipe = self.client.pipeline(transaction=False)
         for job_id, fields in updates.items():
-            args: list[Any] = [token]
+            args: list[Any] = [token, self.writer_id]
             for name, value in fields.items():
                 args += [name, value]
             keys = [self.fence_key, self._key(job_id), self.changes_key]
