@@ -99,6 +99,7 @@ class SchedulerManager:
             self.registry, self.listeners, unschedule=self._drop_from_apscheduler, hold=self._hold
         )
         self._times = JobTimes(self)
+        self._views: dict[str, tuple[JobRecord, ScheduledJob]] = {}
         self._reader = StoreReader(self)
         self._semaphore: asyncio.Semaphore | None = None
         self.persistence = None
@@ -326,7 +327,7 @@ class SchedulerManager:
         if logger.isEnabledFor(logging.DEBUG):  # describe() costs more than the add itself
             logger.debug("added job %r (%s): %s", record.name, record.id, record.trigger.describe())
         self.listeners.job_event("job_added", record)
-        return ScheduledJob(self._times, record)
+        return self._view(record)
 
     def scheduled_job(self, trigger: Trigger, **options: Any) -> Callable[[F], F]:
         """Decorator form of ``add_job``: ``@scheduler.scheduled_job(IntervalTrigger(seconds=30))``.
@@ -396,7 +397,7 @@ class SchedulerManager:
                 setattr(record, key, value)
             self.registry.changed(record)
         logger.debug("modified job %r (%s): %s", record.name, job_id, ", ".join(changes))
-        return ScheduledJob(self._times, record)
+        return self._view(record)
 
     def _new_record(
         self,
@@ -530,7 +531,7 @@ class SchedulerManager:
         """
         self._reader.read()
         record = self.registry.get(job_id)
-        return None if record is None else ScheduledJob(self._times, record)
+        return None if record is None else self._view(record)
 
     def get_jobs(self, status: JobStatus | str | None = None) -> list[ScheduledJob]:
         """Every job, or those with the given status; served from memory, as ``get_job``."""
@@ -541,11 +542,28 @@ class SchedulerManager:
         )
         self._reader.read()
         times = self._times
-        return [
-            ScheduledJob(times, r)
-            for r in self.registry.records()
-            if wanted is None or r.status is wanted
-        ]
+        records = self.registry.records()
+        views = self._views
+        if len(views) > 2 * len(records) + 1000:  # many jobs went: forget their views
+            ids = {r.id for r in records}
+            self._views = views = {k: v for k, v in views.items() if k in ids}
+        found: list[ScheduledJob] = []
+        for r in records:
+            if wanted is not None and r.status is not wanted:
+                continue
+            cached = views.get(r.id)
+            if cached is None or cached[0] is not r:
+                cached = views[r.id] = (r, ScheduledJob(times, r))
+            found.append(cached[1])
+        return found
+
+    def _view(self, record: JobRecord) -> ScheduledJob:
+        """The view of ``record``, made once: a listing of many jobs allocates nothing per
+        job (allocating 100,000 objects per call sets off the garbage collector)."""
+        cached = self._views.get(record.id)
+        if cached is None or cached[0] is not record:
+            cached = self._views[record.id] = (record, ScheduledJob(self._times, record))
+        return cached[1]
 
     def pause_job(self, job_id: str, reason: str | None = None) -> bool:
         """Stop a job from firing until ``resume_job``; False if unknown or finished.
@@ -672,7 +690,7 @@ class SchedulerManager:
                 raise
             self.registry.changed(record)
         logger.debug("rescheduled job %r (%s): %s", record.name, job_id, trigger.describe())
-        return ScheduledJob(self._times, record)
+        return self._view(record)
 
     def _found(self, job_id: object) -> JobRecord:
         """The record of ``job_id``; ``JobNotFoundError`` if there is none."""

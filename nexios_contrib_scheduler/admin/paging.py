@@ -165,20 +165,18 @@ def page(jobs: Iterable[ScheduledJob], query: JobQuery) -> Page:
     after the cursor are ordered, so a page costs O(jobs + limit log jobs).
     """
     matching = select(jobs, query)
-    places = list(map(position, matching))
-    total = len(places)
+    total = len(matching)
     after = query.after
-    if after is None:
-        candidates = list(zip(places, range(total), strict=True))
-    else:
-        candidates = [(place, n) for n, place in enumerate(places) if place > after]
-    chosen = heapq.nsmallest(query.limit + 1, candidates)
+    candidates = matching if after is None else [j for j in matching if position(j) > after]
+    # Only the chosen keep their positions: the per-job ones are freed at once, so that a
+    # page of 100,000 jobs does not set off the garbage collector.
+    chosen = heapq.nsmallest(query.limit + 1, candidates, key=position)
     shown = chosen[: query.limit]
     return Page(
-        jobs=[matching[n] for _, n in shown],
+        jobs=shown,
         total=total,
         offset=total - len(candidates),
-        next_cursor=encode_cursor(shown[-1][0]) if len(chosen) > query.limit else None,
+        next_cursor=encode_cursor(position(shown[-1])) if len(chosen) > query.limit else None,
     )
 
 
