@@ -57,6 +57,7 @@ TOMBSTONE_TTL = 30 * 86400.0  # how long a removal is remembered
 WORKER_TTL = 3600.0  # when a silent worker's heartbeat is forgotten
 MESSAGE_TTL = 600.0  # how long the SQLite change table keeps a message
 POLL_SECONDS = 0.25  # how often SQLite workers look at the change table
+IDLE_IN_TRANSACTION = 5.0  # PostgreSQL ends a session idle this long inside a transaction
 
 # What each kind of store imports, and the extra that installs it.
 _DRIVERS: dict[str, tuple[str, ...]] = {
@@ -308,8 +309,14 @@ def create_sql_engine(url: StoreURL) -> Engine:
     scheme, rest = url.url.split("://", 1)
     if scheme in ("postgresql", "postgres"):
         scheme = "postgresql+psycopg2"
+    # A worker stopped (SIGSTOP, a frozen VM) in the middle of a transaction would hold its
+    # row locks (the fence's, the lease's) for as long as it stays stopped, and no other
+    # worker could take over: the server ends such a session after IDLE_IN_TRANSACTION.
+    options = f"-c idle_in_transaction_session_timeout={int(IDLE_IN_TRANSACTION * 1000)}"
     try:
-        return create_engine(f"{scheme}://{rest}", pool_pre_ping=True)
+        return create_engine(
+            f"{scheme}://{rest}", pool_pre_ping=True, connect_args={"options": options}
+        )
     except (ValueError, TypeError) as exc:
         raise _bad_url(url, exc) from None
 
