@@ -21,7 +21,7 @@ import types
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -41,18 +41,24 @@ from .stores.fires import set_current_fire
 logger = logging.getLogger("nexios_contrib_scheduler")
 
 
+#: A fire's claim: known at once, or being written.
+Claim = Union[bool, "asyncio.Future[bool]"]
+
+
 class Fires(Protocol):
     """What the executor tells the job store about each scheduled fire.
 
     ``reserve`` is called as a fire is submitted, in the scheduling pass, before the pass
     moves the job on: the fire is claimed (no other worker runs it) and noted in flight, so
-    a leader that dies before running it leaves a trace the next leader records. Each fire
-    then ends with ``ended``, whether it ran (``run`` says how) or not (``run`` is None).
+    a leader that dies before running it leaves a trace the next leader records. A claim
+    may be a future (it is being written): the run waits for it. Each fire then ends with
+    ``ended``, whether it ran (``run`` says how) or not (``run`` is None).
     """
 
-    def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[bool]:
+    def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[Claim]:
         """Claim each fire; False for one that must not run (run elsewhere, or recorded as
-        not run already)."""
+        not run already); a future that says so once the claim is written, or raises if
+        it could not be."""
 
     def started(self, record: JobRecord, scheduled: datetime) -> None:
         """The run of a claimed fire starts."""
@@ -64,7 +70,7 @@ class Fires(Protocol):
 class LocalFires:
     """The fire book of a scheduler without a job store: every fire is its own."""
 
-    def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[bool]:
+    def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[Claim]:
         return [True] * len(run_times)
 
     def started(self, record: JobRecord, scheduled: datetime) -> None:
@@ -243,7 +249,9 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             return
         self.ledger.submitted(record)
         claims = self._fires.reserve(record, run_times)
-        fires = [t for t, claimed in zip(run_times, claims, strict=True) if claimed]
+        fires: list[tuple[datetime, Claim]] = [
+            (t, c) for t, c in zip(run_times, claims, strict=True) if c is not False
+        ]
         task = self._eventloop.create_task(self._run(job, record, fires))
         self.tasks[task] = record  # _run takes it out when it ends
 
@@ -278,10 +286,14 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             self._run_job_success(record.id, [])  # first: gives back the max_instances slot
             self._bookkeep(self.ledger.submission_ended, record)
 
-    async def _run(self, job: Job, record: JobRecord, run_times: list[datetime]) -> None:
+    async def _run(self, job: Job, record: JobRecord, fires: list[tuple[datetime, Claim]]) -> None:
         events: list[JobExecutionEvent] = []
         try:
-            for scheduled in run_times:
+            for scheduled, claim in fires:
+                if not isinstance(claim, bool) and not await self._claimed(
+                    record, scheduled, claim
+                ):
+                    continue
                 event = await self.run_once(record, scheduled)
                 if event is not None:
                     event.job_id, event.jobstore = job.id, job._jobstore_alias
@@ -290,6 +302,19 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             self.tasks.pop(asyncio.current_task(self._eventloop), None)  # type: ignore[arg-type]
             self._run_job_success(job.id, events)
             self._after(self.ledger.submission_ended, record)
+
+    async def _claimed(
+        self, record: JobRecord, scheduled: datetime, claim: asyncio.Future[bool]
+    ) -> bool:
+        """Wait for a fire's claim to be written: True if this worker runs it. A claim that
+        could not be written is recorded as not run."""
+        try:
+            return await claim
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._after(self.ledger.not_run, record, scheduled, f"it could not be claimed: {exc}")
+            return False
 
     async def run_once(
         self, record: JobRecord, scheduled: datetime | None

@@ -214,6 +214,21 @@ class SchedulerManager:
                     self._schedule_at_start(record, now)
         logger.info("scheduler started with %d job(s)", len(self.registry))
 
+    async def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every change made so far is written to the job store.
+
+        With a persistent store, ``add_job``, ``pause_job`` and the other job operations
+        change this worker's view at once and return; the store is written off the event
+        loop, in batches, a few milliseconds later (the other workers see the change once
+        it is written). Await this to know it is durable: True once everything handed
+        over before the call is written, False if it was not within ``timeout`` seconds
+        (the store is unreachable: the writes are kept and retried). Without a persistent
+        store there is nothing to write: True at once.
+        """
+        if self.persistence is None or not self.running:
+            return True
+        return await self.persistence.flush(timeout)
+
     def _schedule_at_start(self, record: JobRecord, now: datetime) -> None:
         # One job that cannot be scheduled must not leave the others unscheduled.
         try:
@@ -245,8 +260,8 @@ class SchedulerManager:
                 await asyncio.gather(*pending, return_exceptions=True)
         self._scheduler.shutdown()
         if self.persistence is not None:
-            await self.persistence.flush()  # the runs' state, written off the loop
-            self.persistence.close()
+            await self.persistence.flush()  # what is handed to the writer, written off the loop
+            await asyncio.to_thread(self.persistence.close)
         clock.unregister_running(self)
         with self.registry.lock:
             for record in self.registry.records():

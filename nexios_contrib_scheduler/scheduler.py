@@ -11,10 +11,11 @@ replaced through its own extension points; what it does stays APScheduler's:
   the event loop run between slices, so a thousand jobs due at once do not stall the app;
   while such a burst is being started, the listener events of the passes (and the
   executor's bookkeeping of finished runs) wait until every due job has started;
-* with a persistent store, a slice costs two writes whatever its size: one claims the fires
-  of all its jobs (``claim_fires``), then its jobs are submitted, then one moves them all on
-  (the store's ``write_back``, when it has one); claims are durable before any job of the
-  slice is moved on, so a leader that dies in between leaves claims the next one settles;
+* with a persistent store (whose jobs the scheduler reads from memory, ``MirrorJobStore``),
+  a pass hands the claims of a slice's fires to the writer (``claim_fires``) before it
+  submits the slice's jobs, then moves them all on (the store's ``write_back``); the writer
+  writes the claims before the moves, and each run waits until its claim is written, so
+  a leader that dies in between leaves claims the next one settles;
 * a trigger that fails in the pass (raises, or gives a next fire time that is naive or not
   later than the last one) takes its own job out of the store, reported to
   ``on_trigger_error``; the pass goes on with the other jobs;

@@ -223,6 +223,9 @@ class FrozenClock:
             for manager in managers:
                 if manager.running:
                     manager.apscheduler.run_due()
+            for manager in managers:
+                # A persistent store's claims are written off the loop; the runs wait for them.
+                await manager.flush()
             for _ in range(_TURNS):
                 await asyncio.sleep(0)
             pending = {
@@ -254,6 +257,8 @@ class FrozenClock:
 def _earliest_next_run(managers: list[SchedulerManager]) -> datetime | None:
     soonest: datetime | None = None
     for manager in managers:
+        if manager.apscheduler.state != _aps_base.STATE_RUNNING:
+            continue  # a standby (or stopped) scheduler fires nothing
         due = manager.apscheduler.next_due_time()
         if due is not None and (soonest is None or due < soonest):
             soonest = due

@@ -131,11 +131,9 @@ RELIANCES: tuple[Reliance, ...] = (
     Reliance(_JOB, "_jobstore_alias", "attribute", "set on new jobs and read for the events of a run"),
     Reliance(_JOB, "_modify", "method", "fills a new job's defaults and first fire time with APScheduler's validation", ("changes",)),
     Reliance(_JOB, "_get_run_times", "method", "the fires merged by coalesce, to count them as missed", ("now",)),
-    # The guarded stores (stores/sqlalchemy_store.py, stores/redis_store.py)
-    Reliance("apscheduler.jobstores.sqlalchemy:SQLAlchemyJobStore", "_reconstitute_job", "method", "get_due_jobs is rewritten to remember what it read; a job is unpickled as APScheduler does; overridden so that a job whose function cannot be imported loads (with a stand-in) instead of being deleted", ("job_state",)),
+    # The persistent stores (stores/sqlalchemy_store.py, stores/redis_store.py)
+    Reliance("apscheduler.jobstores.sqlalchemy:SQLAlchemyJobStore", "_reconstitute_job", "method", "overridden: a job whose function cannot be imported loads (with a stand-in) instead of being deleted; the reloads restore jobs with it, as APScheduler does", ("job_state",)),
     Reliance("apscheduler.jobstores.redis:RedisJobStore", "_reconstitute_job", "method", "overridden: a job whose function cannot be imported loads (with a stand-in) instead of being deleted", ("job_state",)),
-    Reliance("apscheduler.jobstores.redis:RedisJobStore", "_reconstitute_jobs", "method", "get_due_jobs is rewritten to remember what it read; jobs are unpickled as APScheduler does", ("job_states",)),
-    Reliance(_STORE, "_logger", "attribute", "the guarded store logs a job it cannot restore under APScheduler's logger"),
 )  # fmt: skip
 
 # Uses the scan finds that are not APScheduler's: (file, expression) -> whose it is.

@@ -534,10 +534,13 @@ class TestWorkers:
         trigger = IntervalTrigger(hours=1, start_now=False)
         one.add_job(tick, trigger, args=("p",), id="p")
         one.add_job(tick, trigger, args=("q",), id="q")
+        assert await one.flush()
         mine, theirs = one.persistence.jobstore, two.persistence.jobstore
+        for job, state in (await asyncio.to_thread(theirs.read, {"p", "q"})).values():
+            theirs.load(job, state)
         later = datetime.now(UTC) + timedelta(hours=2)
 
-        # A pass of worker one reads both jobs as due...
+        # A pass of worker one takes both jobs as due...
         due = {job.id: job for job in mine.get_due_jobs(later)}
         assert set(due) == {"p", "q"}
         # ...worker two pauses p and removes q meanwhile...
@@ -545,19 +548,23 @@ class TestWorkers:
         paused._modify(next_run_time=None)
         theirs.update_job(paused)
         theirs.remove_job("q")
-        # ...and the pass writes its results back: they do not undo the change.
+        assert await two.flush()
+        # ...and the pass moves them on: that does not undo the change.
         for job in due.values():
             job._modify(next_run_time=later + timedelta(hours=1))
-            mine.update_job(job)
-        mine.get_next_run_time()  # the end of the pass
-        assert mine.lookup_job("p").next_run_time is None
-        assert mine.lookup_job("q") is None
+        assert mine.write_back(list(due.values()), []) == set()
+        assert await one.flush()
+        stored = await asyncio.to_thread(mine.read, {"p", "q"})
+        assert set(stored) == {"p"}
+        assert stored["p"][0].next_run_time is None
 
         # Outside a pass, writes are APScheduler's own.
         job = mine.lookup_job("p")
         job._modify(next_run_time=later)
         mine.update_job(job)
-        assert mine.lookup_job("p").next_run_time == later
+        assert await one.flush()
+        stored = await asyncio.to_thread(mine.read, {"p"})
+        assert stored["p"][0].next_run_time == later
 
     async def test_operations_on_a_follower_reach_the_leader(
         self, store, managers, scheduler_clock
@@ -569,6 +576,8 @@ class TestWorkers:
         assert leader.is_leader and not follower.is_leader
 
         follower.add_job(tick, IntervalTrigger(seconds=0.1), args=("x",), id="x")
+        assert await follower.flush()  # written; the leader hears of it
+        await wait_until(lambda: leader.get_job("x") is not None, what="the leader to see x")
         await scheduler_clock.advance(seconds=0.1)  # the leader runs the fires at 0 and 0.1 s
         assert len(FIRES["x"]) == 2
         await wait_until(
@@ -623,11 +632,12 @@ class TestWorkers:
         # fire claims still keep every fire to one run, and both warn loudly.
         caplog.set_level(logging.WARNING, logger="nexios_contrib_scheduler")
         one, two = managers(sqlite_store.config()), managers(sqlite_store.config())
+        for manager in (one, two):  # two processes of one app: the same job declared
+            manager.add_job(tick, IntervalTrigger(seconds=0.05), args=("x",), id="x")
         await one.start()
         await two.start()
         assert one.is_leader and two.is_leader
-        one.add_job(tick, IntervalTrigger(seconds=0.05), args=("x",), id="x")
-        await wait_until(lambda: two.get_job("x") is not None, what="the job on both")
+        assert one.get_job("x") is not None and two.get_job("x") is not None
         await wait_until(lambda: len(FIRES["x"]) >= 20, timeout=60, what="20 fires")
         keys = [key.token for key in FIRES["x"]]
         assert len(keys) == len(set(keys))
@@ -697,7 +707,7 @@ class TestStatusAndFireKeys:
         await manager.start()
         record, claims = manager.registry.get("c"), manager.persistence
         when = datetime(2030, 1, 1, tzinfo=UTC)
-        assert claims.claim(record, when) is True
-        assert claims.claim(record, when) is False
-        assert claims.claim(record, when + timedelta(microseconds=1)) is True
+        assert await claims.reserve(record, [when])[0] is True
+        assert await claims.reserve(record, [when])[0] is False
+        assert await claims.reserve(record, [when + timedelta(microseconds=1)])[0] is True
         assert job.total_run_count == 0

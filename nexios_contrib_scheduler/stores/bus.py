@@ -46,7 +46,7 @@ class Bus:
             owner.leadership.take_now()
         elif op in ("changed", "removed") and isinstance(job_id, str):
             owner.refresh_soon(job_id)
-        elif op == "changed" and isinstance(message.get("jobs"), list):
+        elif op in ("changed", "removed") and isinstance(message.get("jobs"), list):
             for one in message["jobs"]:
                 if isinstance(one, str):
                     owner.refresh_soon(one)

@@ -18,6 +18,7 @@ then id, paused jobs last.
 
 from __future__ import annotations
 
+from collections.abc import KeysView
 from datetime import datetime
 from heapq import heapify, heappop, heappush
 
@@ -86,6 +87,10 @@ class HeapJobStore(BaseJobStore):  # type: ignore[misc]
             heappop(heap)
             self._dead -= 1
         return heap[0][2].next_run_time if heap else None
+
+    def job_ids(self) -> KeysView[str]:
+        """The ids of the jobs held (a live view)."""
+        return self._index.keys()
 
     def get_all_jobs(self) -> list[Job]:
         """Every job, by next run time then id; paused jobs last."""

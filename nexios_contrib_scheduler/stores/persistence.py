@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -22,7 +23,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
@@ -35,10 +36,15 @@ from ..registry import JobRegistry
 from .bus import Bus
 from .fires import fire_token
 from .leadership import Leadership, running_here
+from .mirror import MirrorJobStore
+from .records import MissingFunction
 from .state import StateBackend, open_state
 from .sync import Loaded, StoreSync
 from .urls import StoreURL
 from .writer import Writer
+
+#: A fire's claim, as the executor is given it: known already, or a future.
+Claimed = Union[bool, "asyncio.Future[bool]"]
 
 if TYPE_CHECKING:
     from apscheduler.job import Job
@@ -78,7 +84,11 @@ class Persistence:
         self.lease_seconds = float(config.lease_seconds)
         self.worker_id = new_worker_id()
         self.state: StateBackend = open_state(jobstore, self.namespace)
-        self.jobstore = self.state.make_jobstore()
+        #: APScheduler's job store on the persistent store (used off the event loop only).
+        self.store: Any = self.state.make_jobstore()
+        self.writer = Writer(self)
+        #: The job store APScheduler is given: the jobs in memory, written through the writer.
+        self.jobstore = MirrorJobStore(self.store, self.writer)
         self._scheduler: AdapterScheduler | None = None
         self._leading = False
         self._started = False  # start() done, close() not yet
@@ -105,10 +115,11 @@ class Persistence:
         # its runs still write is refused once a newer leader has written.
         self.fence: int | None = None
         self._fenced_at: int | None = None  # the token a refusal was logged for
-        self._reserved: dict[tuple[str, str], bool] = {}  # claimed by reserve_many
+        # Claims made by reserve_many, by (job id, fire token), until their fire is submitted.
+        self._reserved: dict[tuple[str, str], asyncio.Future[bool]] = {}
         self.bus = Bus(self)
-        self.writer = Writer(self)
         self.sync = StoreSync(self, registry, ledger, config.history_size)
+        self.jobstore.on_write = self.sync.note_write
         self.ledger = ledger
 
     def attach(self, scheduler: AdapterScheduler) -> None:
@@ -179,6 +190,7 @@ class Persistence:
             self._leading = True
             self._take_fence()
             self._lead(loaded)
+        await self.flush()  # the declared jobs are in the store when start() returns
         logger.info(
             "scheduler worker %s started as %s on %s%s with %d job(s)",
             self.worker_id,
@@ -246,6 +258,7 @@ class Persistence:
         # The heartbeat stays until the runs have ended, so that the next leader does not
         # take them for runs cut short (see StoreSync.settle_interrupted_runs).
         self.attempt("remove the scheduler heartbeat", self.state.leave, self.worker_id)
+        self.attempt("close the job store", self.store.shutdown)
         self.state.close()
         self.leadership.close()
 
@@ -400,9 +413,6 @@ class Persistence:
     def _take_fence(self) -> None:
         """From now on, this worker's writes of run state carry its lease's token."""
         self.fence = self.leadership.token
-        jobstore: Any = self.jobstore
-        jobstore.fence_token = self.fence
-        jobstore.on_fenced = self.fenced
 
     def _lead(self, loaded: Loaded) -> None:
         """On the loop, with the store as read just now: settle, reconcile, fire."""
@@ -494,44 +504,58 @@ class Persistence:
         self.sync.prepare_add(record, explicit_id)
 
     def refresh(self, job_id: object = None) -> None:
-        """Reload one job (or all) before reading or changing it; errors are logged."""
+        """Reload one job (or all) soon, off the event loop."""
         self.sync.refresh(job_id)
 
     def on_submit(self, job: Job, run_times: Sequence[datetime]) -> JobRecord | None:
         """Before a submission: find the record and count fires merged by ``coalesce``."""
         return self.sync.on_submit(job, run_times)
 
-    def claim(self, record: JobRecord, scheduled: datetime) -> bool:
-        """Record the fire in the store before it runs; False if it ran (or runs) elsewhere."""
-        return self.sync.claim(record, scheduled)
-
     # ------------------------------------------------------------ the fire book (executor)
 
     def reserve_many(self, fires: Sequence[tuple[str, Sequence[datetime]]]) -> None:
         """In a scheduling pass, before a slice of due jobs is submitted: claim all their
-        fires (job id, run times) in one write. ``reserve`` hands each result over as its
-        fire is submitted; one never submitted (``max_instances`` reached) is ended by
-        ``ended``, as it is recorded skipped."""
-        self._reserved.update(self.sync.claim_many(fires))
+        fires (job id, run times), handed to the writer, which writes them together.
+        ``reserve`` hands each claim over as its fire is submitted; one never submitted
+        (``max_instances`` reached) is ended by ``ended``, as it is recorded skipped."""
+        reserved, registry = self._reserved, self.registry
+        for job_id, run_times in fires:
+            record = registry.get(job_id)
+            if record is None or isinstance(record.func, MissingFunction):
+                continue  # ``reserve`` handles it
+            for scheduled in run_times:
+                token = fire_token(scheduled)
+                if (job_id, token) not in reserved:
+                    reserved[(job_id, token)] = self.writer.claim(job_id, token)
 
-    def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[bool]:
-        """Claim each fire as it is submitted, before the pass moves the job on (claimed in
-        the pass's write already when ``reserve_many`` was called for it)."""
+    def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[Claimed]:
+        """The claim of each fire as it is submitted, before the pass moves the job on: a
+        future the run waits on (made by ``reserve_many`` when it was called for it)."""
         reserved = self._reserved
-        found = [reserved.pop((record.id, fire_token(t)), None) for t in run_times]
-        return [
-            self.sync.claim(record, scheduled) if claimed is None else claimed
-            for scheduled, claimed in zip(run_times, found, strict=True)
-        ]
+        claims: list[Claimed] = []
+        for scheduled in run_times:
+            token = fire_token(scheduled)
+            reserved_claim = reserved.pop((record.id, token), None)
+            if reserved_claim is None:
+                claims.append(self.sync.claim(record, scheduled))
+            else:
+                claims.append(reserved_claim)
+        return claims
 
     def started(self, record: JobRecord, scheduled: datetime) -> None:
         self.writer.start_fire(record.id, fire_token(scheduled))
 
     def ended(self, record: JobRecord, scheduled: datetime, run: RunRecord | None) -> None:
         token = fire_token(scheduled)
-        if self._reserved.pop((record.id, token), None) is False:
-            return  # claimed elsewhere: not this worker's to end
+        claim = self._reserved.pop((record.id, token), None)
+        if claim is not None:  # a fire never submitted: it is ended if it was claimed here
+            claim.add_done_callback(functools.partial(self._end_if_claimed, record.id, token))
+            return
         self.writer.end_fire(record.id, token, run)
+
+    def _end_if_claimed(self, job_id: str, token: str, claim: asyncio.Future[bool]) -> None:
+        if not claim.cancelled() and claim.exception() is None and claim.result():
+            self.writer.end_fire(job_id, token, None)
 
     def record_outcome(
         self, job_id: str, token: str, run: RunRecord, counted: bool, worker: str
@@ -561,8 +585,8 @@ class Persistence:
         self.writer.end_fire(job_id, token, None)
 
     def request_run(self, job_id: str) -> bool:
-        """Ask the leader to run a job now; False if the job is unknown or finished."""
-        self.sync.sync_job(job_id)
+        """Ask the leader to run a job now; False if the job is unknown or finished (as
+        this worker's view shows it)."""
         record = self.registry.get(job_id)
         if record is None or record.finished:
             return False

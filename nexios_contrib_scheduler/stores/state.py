@@ -174,6 +174,20 @@ class StateBackend(ABC):
         """Overwrite these fields of a stored job; False (nothing written) if it is gone."""
 
     @abstractmethod
+    def write_ops(
+        self,
+        creates: Mapping[str, Mapping[str, bytes]],
+        changes: Mapping[str, Mapping[str, bytes]],
+        deletes: Mapping[str, float],
+        also: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Job operations' writes at once (one transaction, or one pipeline): states
+        created (replacing any stored), fields changed (of jobs still stored), jobs deleted
+        (at the times given); ``also(transaction)`` adds its writes to the same transaction
+        (the schedules: the SQL connection, or the Redis pipeline). Not fenced: any worker
+        may change a job."""
+
+    @abstractmethod
     def delete(self, job_id: str, removed_at: float) -> None:
         """Forget a job's fields and remember when it was removed."""
 
@@ -544,73 +558,110 @@ class SqlState(StateBackend):
             return int(connection.execute(query).scalar() or 0)
 
     def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
-        t = self.state_t
-        rows = [{"job_id": job_id, "field": k, "value": v} for k, v in fields.items()]
         with self.engine.begin() as connection:
             self.check_fence(connection, fence)
             self._count_change(connection)
-            connection.execute(t.delete().where(t.c.job_id == job_id))
-            connection.execute(t.insert(), rows)
-            connection.execute(self.removed_t.delete().where(self.removed_t.c.job_id == job_id))
+            self._create_rows(connection, {job_id: fields})
 
     def create_many(self, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
-        if not jobs:
+        self.write_ops(jobs, {}, {})
+
+    def write_ops(
+        self,
+        creates: Mapping[str, Mapping[str, bytes]],
+        changes: Mapping[str, Mapping[str, bytes]],
+        deletes: Mapping[str, float],
+        also: Callable[[Any], None] | None = None,
+    ) -> None:
+        if not (creates or changes or deletes or also):
             return
+        with self.engine.begin() as connection:
+            self._count_change(connection)
+            if creates:
+                self._create_rows(connection, creates)
+            if changes:
+                self._update_fields(connection, changes)
+            if deletes:
+                self._delete_rows(connection, deletes)
+            if also is not None:
+                also(connection)
+
+    def _create_rows(self, connection: Any, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
         t, r = self.state_t, self.removed_t
         ids = list(jobs)
+        for start in range(0, len(ids), 1000):  # bounded IN lists
+            chunk = ids[start : start + 1000]
+            connection.execute(t.delete().where(t.c.job_id.in_(chunk)))
+            connection.execute(r.delete().where(r.c.job_id.in_(chunk)))
         rows = [
             {"job_id": job_id, "field": k, "value": v}
             for job_id, fields in jobs.items()
             for k, v in fields.items()
         ]
-        with self.engine.begin() as connection:
-            self._count_change(connection)
-            for start in range(0, len(ids), 1000):  # bounded IN lists
-                chunk = ids[start : start + 1000]
-                connection.execute(t.delete().where(t.c.job_id.in_(chunk)))
-                connection.execute(r.delete().where(r.c.job_id.in_(chunk)))
+        if rows:
             connection.execute(t.insert(), rows)
 
-    def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
+    def _update_fields(self, connection: Any, updates: Mapping[str, Mapping[str, bytes]]) -> None:
+        """Change fields of the jobs still stored (a job removed meanwhile is left out)."""
         from sqlalchemy import and_, bindparam, select
+
+        t = self.state_t
+        stored: dict[str, set[str]] = {}
+        ids = list(updates)
+        for start in range(0, len(ids), 1000):
+            query = select(t.c.job_id, t.c.field).where(t.c.job_id.in_(ids[start : start + 1000]))
+            for row in connection.execute(query):
+                stored.setdefault(row.job_id, set()).add(row.field)
+        old, new = [], []
+        for job_id, fields in updates.items():
+            have = stored.get(job_id)
+            if not have:
+                continue  # removed meanwhile
+            for name, value in fields.items():
+                if name in have:
+                    old.append({"j": job_id, "f": name, "v": value})
+                else:
+                    new.append({"job_id": job_id, "field": name, "value": value})
+        if old:
+            statement = (
+                t.update()
+                .where(and_(t.c.job_id == bindparam("j"), t.c.field == bindparam("f")))
+                .values(value=bindparam("v"))
+            )
+            connection.execute(statement, old)
+        if new:
+            connection.execute(t.insert(), new)
+
+    def _delete_rows(self, connection: Any, deletes: Mapping[str, float]) -> None:
+        t, r, i = self.state_t, self.removed_t, self.inflight_t
+        ids = list(deletes)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            connection.execute(t.delete().where(t.c.job_id.in_(chunk)))
+            connection.execute(i.delete().where(i.c.job_id.in_(chunk)))
+        insert = self._insert(r)
+        statement = insert.on_conflict_do_update(
+            index_elements=[r.c.job_id], set_={"removed_at": insert.excluded.removed_at}
+        )
+        connection.execute(
+            statement, [{"job_id": j, "removed_at": at} for j, at in deletes.items()]
+        )
+
+    def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
+        from sqlalchemy import select
 
         t = self.state_t
         with self.engine.begin() as connection:
             self.check_fence(connection, fence)
-            stored = set(
-                connection.execute(select(t.c.field).where(t.c.job_id == job_id)).scalars()
-            )
-            if not stored:
+            query = select(t.c.field).where(t.c.job_id == job_id).limit(1)
+            if connection.execute(query).first() is None:
                 return False
             self._count_change(connection)
-            old = [{"f": k, "v": v} for k, v in fields.items() if k in stored]
-            new = [
-                {"job_id": job_id, "field": k, "value": v}
-                for k, v in fields.items()
-                if k not in stored
-            ]
-            if old:
-                statement = (
-                    t.update()
-                    .where(and_(t.c.job_id == job_id, t.c.field == bindparam("f")))
-                    .values(value=bindparam("v"))
-                )
-                connection.execute(statement, old)
-            if new:
-                connection.execute(t.insert(), new)
+            self._update_fields(connection, {job_id: fields})
         return True
 
     def delete(self, job_id: str, removed_at: float) -> None:
-        t, r, i = self.state_t, self.removed_t, self.inflight_t
-        with self.engine.begin() as connection:
-            self._count_change(connection)
-            connection.execute(t.delete().where(t.c.job_id == job_id))
-            connection.execute(i.delete().where(i.c.job_id == job_id))
-            statement = self._insert(r).values(job_id=job_id, removed_at=removed_at)
-            statement = statement.on_conflict_do_update(
-                index_elements=[r.c.job_id], set_={"removed_at": removed_at}
-            )
-            connection.execute(statement)
+        self.write_ops({}, {}, {job_id: removed_at})
 
     def tombstones(self) -> dict[str, float]:
         from sqlalchemy import select
@@ -671,36 +722,14 @@ class SqlState(StateBackend):
         ended: Sequence[tuple[str, str]],
         fence: int | None = None,
     ) -> None:
-        from sqlalchemy import and_, bindparam, select
+        from sqlalchemy import and_, bindparam
 
-        t, i = self.state_t, self.inflight_t
+        i = self.inflight_t
         with self.engine.begin() as connection:
             self.check_fence(connection, fence)
             if updates:
                 self._count_change(connection)
-                query = select(t.c.job_id, t.c.field).where(t.c.job_id.in_(list(updates)))
-                stored: dict[str, set[str]] = {}
-                for row in connection.execute(query):
-                    stored.setdefault(row.job_id, set()).add(row.field)
-                old, new = [], []
-                for job_id, fields in updates.items():
-                    have = stored.get(job_id)
-                    if not have:
-                        continue  # removed meanwhile
-                    for name, value in fields.items():
-                        if name in have:
-                            old.append({"j": job_id, "f": name, "v": value})
-                        else:
-                            new.append({"job_id": job_id, "field": name, "value": value})
-                if old:
-                    statement = (
-                        t.update()
-                        .where(and_(t.c.job_id == bindparam("j"), t.c.field == bindparam("f")))
-                        .values(value=bindparam("v"))
-                    )
-                    connection.execute(statement, old)
-                if new:
-                    connection.execute(t.insert(), new)
+                self._update_fields(connection, updates)
             match = and_(i.c.job_id == bindparam("j"), i.c.fire == bindparam("f"))
             if started:
                 connection.execute(
@@ -1135,17 +1164,43 @@ class RedisState(StateBackend):
         return bool(_fenced(self._update_script(keys=keys, args=args), fence))
 
     def create_many(self, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
-        if not jobs:
+        self.write_ops(jobs, {}, {})
+
+    def write_ops(
+        self,
+        creates: Mapping[str, Mapping[str, bytes]],
+        changes: Mapping[str, Mapping[str, bytes]],
+        deletes: Mapping[str, float],
+        also: Callable[[Any], None] | None = None,
+    ) -> None:
+        if not (creates or changes or deletes or also):
             return
+        if deletes:
+            inflight = [f for f in self._inflight_raw() if f.split("\x1f", 1)[0] in deletes]
         pipe = self.client.pipeline(transaction=True)
         pipe.hincrby(self.changes_key, self.writer_id, 1)
-        for job_id, fields in jobs.items():
+        for job_id, fields in creates.items():
             key = self._key(job_id)
             pipe.delete(key)
             mapping: dict[Any, Any] = dict(fields)
-            pipe.hset(key, mapping=mapping)
+            if mapping:
+                pipe.hset(key, mapping=mapping)
             pipe.sadd(self.ids_key, job_id)
             pipe.hdel(self.removed_key, job_id)
+        for job_id, fields in changes.items():
+            args: list[Any] = ["", self.writer_id]
+            for name, value in fields.items():
+                args += [name, value]
+            keys = [self.fence_key, self._key(job_id), self.changes_key]
+            self._update_script(keys=keys, args=args, client=pipe)
+        for job_id, removed_at in deletes.items():
+            pipe.delete(self._key(job_id))
+            pipe.srem(self.ids_key, job_id)
+            pipe.hset(self.removed_key, job_id, repr(removed_at))
+        if deletes and inflight:
+            pipe.hdel(self.inflight_key, *inflight)
+        if also is not None:
+            also(pipe)
         pipe.execute()
 
     def changes(self) -> int:
@@ -1154,15 +1209,7 @@ class RedisState(StateBackend):
         return sum(int(v) for k, v in raw.items() if k != mine and k != self.writer_id)
 
     def delete(self, job_id: str, removed_at: float) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hincrby(self.changes_key, self.writer_id, 1)
-        pipe.delete(self._key(job_id))
-        pipe.srem(self.ids_key, job_id)
-        pipe.hset(self.removed_key, job_id, repr(removed_at))
-        pipe.execute()
-        fields = [f for f in self._inflight_raw() if f.split("\x1f", 1)[0] == job_id]
-        if fields:
-            self.client.hdel(self.inflight_key, *fields)
+        self.write_ops({}, {}, {job_id: removed_at})
 
     def tombstones(self) -> dict[str, float]:
         raw = cast(Mapping[Any, Any], self.client.hgetall(self.removed_key))

@@ -14,6 +14,7 @@ fire claimed already is not run again, even by a new leader after a handover.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import functools
@@ -35,7 +36,7 @@ from ..registry import ChangeKind, JobRegistry
 from ..scheduler import apscheduler_grace
 from . import records
 from .fires import fire_time, fire_token
-from .state import FencedError, InFlight
+from .state import InFlight
 
 if TYPE_CHECKING:
     from apscheduler.job import Job
@@ -53,7 +54,9 @@ class Loaded:
 
     since: int  # this worker's write count when the read began
     stored: dict[str, dict[str, bytes]]  # the stored fields, by job id
-    jobs: dict[str, Job]  # their APScheduler jobs (those with a schedule)
+    # Their APScheduler jobs (those with a schedule; None: it cannot be restored), each
+    # with its stored state.
+    jobs: dict[str, tuple[Job | None, bytes]]
     ids: set[str] | None  # the ids asked for (None: every job, so others are gone)
     in_flight: list[InFlight] | None = None  # read for the leader to settle, if asked
     tombstones: dict[str, float] | None = None  # removals, for the leader to reconcile
@@ -79,8 +82,6 @@ class StoreSync:
         self._io = threading.RLock()
         self._writes = 0  # writes begun by this worker
         self._settled: set[tuple[str, str]] = set()  # fires of stopped workers, settled here
-        # While declarations are reconciled: the states of the jobs created, written at once.
-        self._created: dict[str, dict[str, bytes]] | None = None
         self._written: dict[str, int] = {}  # job id -> the count at its last write
         registry.subscribe(self.on_change)
 
@@ -112,15 +113,10 @@ class StoreSync:
     # undo it. ``_io`` is taken last (after the registry's lock or APScheduler's) and
     # nothing else is taken while it is held.
 
-    def sync_job(self, job_id: str) -> None:
-        """Reload one job from the store into the registry."""
-        if self.owner.running:
-            self.apply(self.load({job_id}))
-
-    def sync_all(self) -> None:
-        """Reload every job from the store into the registry."""
-        if self.owner.running:
-            self.apply(self.load(None))
+    def note_write(self, job_id: str) -> None:
+        """This worker changed ``job_id`` (a reload read before it leaves the job be)."""
+        self._writes += 1
+        self._written[job_id] = self._writes
 
     # A reload is split in two: ``load`` reads the store (any thread, no lock held) and
     # ``apply`` merges what it read (on the event loop, as everything that touches the
@@ -133,20 +129,16 @@ class StoreSync:
         # The run state handed to the writer before this read is in the store first (the
         # read is off the loop: waiting is fine); what comes after is ``newer``.
         self.owner.writer.flush(FLUSH_BEFORE_READ)
+        mirror = self.owner.jobstore
         if ids is None:
             stored = self.owner.state.load_all()
-            jobs = {job.id: job for job in self.owner.jobstore.get_all_jobs()}
-            return Loaded(since, stored, jobs, None)
-        stored, jobs = {}, {}
+            return Loaded(since, stored, mirror.read(None), None)
+        stored = {}
         for job_id in ids:
             fields = self.owner.state.load(job_id)
-            if fields is None:
-                continue
-            stored[job_id] = fields
-            job = self.owner.jobstore.lookup_job(job_id)
-            if job is not None:
-                jobs[job_id] = job
-        return Loaded(since, stored, jobs, set(ids))
+            if fields is not None:
+                stored[job_id] = fields
+        return Loaded(since, stored, mirror.read(ids), set(ids))
 
     def nothing_loaded(self) -> Loaded:
         """A reload that read nothing (to settle or reconcile without reading jobs)."""
@@ -156,6 +148,7 @@ class StoreSync:
         """Merge what ``load`` read into the registry."""
         if not self.owner.running:
             return
+        mirror = self.owner.jobstore
         with self.registry.lock, self._io:
             newer = {job_id for job_id, n in self._written.items() if n > loaded.since}
             ids = self.registry.ids() if loaded.ids is None else loaded.ids
@@ -164,7 +157,19 @@ class StoreSync:
                     self._merge(job_id, None, None)
             for job_id, fields in loaded.stored.items():
                 if job_id not in newer:
-                    self._merge(job_id, fields, loaded.jobs.get(job_id))
+                    self._merge(job_id, fields, loaded.jobs.get(job_id, (None, b""))[0])
+            # The schedules, into APScheduler's job store (in memory).
+            scheduled = list(mirror.ids()) if loaded.ids is None else loaded.ids
+            for job_id in {*scheduled, *loaded.jobs}:
+                if job_id in newer:
+                    continue
+                job, state = loaded.jobs.get(job_id, (None, b""))
+                if job is not None:
+                    mirror.load(job, state)
+                elif job_id not in loaded.jobs:
+                    mirror.drop(job_id)
+            if loaded.ids is None:
+                self._written = {k: n for k, n in self._written.items() if n > loaded.since}
 
     def _merge(self, job_id: str, fields: dict[str, bytes] | None, job: Job | None) -> None:
         record = self.registry.get(job_id)
@@ -241,35 +246,21 @@ class StoreSync:
             logger.info("job %r (%s) can be imported again", record.name, record.id)
 
     def refresh(self, job_id: object = None) -> None:
-        """Reload one job (or all) before reading or changing it; errors are logged."""
-        if not self.owner.running or not (job_id is None or isinstance(job_id, str)):
-            return
-        try:
-            if job_id is None:
-                self.sync_all()
-            else:
-                self.sync_job(job_id)
-        except Exception as exc:
-            logger.warning("could not reload jobs from %s: %s", self.owner.jobstore_url, exc)
+        """Reload one job (or all) soon, off the event loop."""
+        if self.owner.running and (job_id is None or isinstance(job_id, str)):
+            self.owner.refresh_soon(job_id)
 
     def prepare_add(self, record: JobRecord, explicit_id: bool) -> None:
         """Checks for ``add_job``: the job must be storable; a declared job needs an id."""
         records.check_storable(
             record.func, record.args, record.kwargs, self.owner.jobstore_url.kind
         )
-        if self.owner.running:
-            if explicit_id:
-                self.refresh(record.id)
-        elif not explicit_id:
+        if not self.owner.running and not explicit_id:
             logger.warning(
                 "job %r is declared without an id: with a persistent job store every start "
                 "adds another copy of it; give it a stable id=... and replace_existing=True",
                 record.name,
             )
-
-    def load_record(self, job_id: str) -> JobRecord | None:
-        self.refresh(job_id)
-        return self.registry.get(job_id)
 
     def changed(self, record: JobRecord, run_state: bool = False) -> None:
         """Write what changed in ``record`` (or its removal) to the store; a change of run
@@ -278,10 +269,7 @@ class StoreSync:
             return
         try:
             with self._io:
-                op = self._write(record, self.owner.fence if run_state else None, run_state)
-        except FencedError as exc:
-            self.owner.fenced(exc)
-            return
+                self._write(record, run_state)
         except Exception as exc:
             logger.error(
                 "could not save job %r (%s) to %s: %s",
@@ -290,75 +278,50 @@ class StoreSync:
                 self.owner.jobstore_url,
                 exc,
             )
-            return
-        if op is not None:
-            self.owner.bus.announce(op, record.id)
 
-    def _write(
-        self, record: JobRecord, fence: int | None = None, run_state: bool = False
-    ) -> str | None:
-        """Write the record's changes; what to tell the others ("changed", "removed", None)."""
+    def _write(self, record: JobRecord, run_state: bool = False) -> None:
+        """Hand the record's changes (or its removal) to the writer, which writes them off
+        the loop and tells the other workers; a change of run state carries the leader's
+        fencing token."""
         job_id = record.id
-        self._writes += 1
-        self._written[job_id] = self._writes
+        writer = self.owner.writer
         saved = self._saved.get(job_id)
         if not self.registry.holds(record):
             if saved is None or saved[0] is not record:
-                return None
-            self.owner.state.delete(job_id, time.time())
+                return
+            self.note_write(job_id)
+            writer.delete(job_id, time.time())
             del self._saved[job_id]
-            return "removed"
+            return
         fields = records.encode(record)
         if saved is not None and isinstance(record.func, records.MissingFunction):
             _keep_stored_view(record, fields, saved[1])
         if saved is None or saved[0] is not record:
             fields[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
-            if self._created is not None and fence is None:
-                self._created[job_id] = fields  # written with the others, at the end
-                self._saved[job_id] = (record, fields)
-                return None
-            self.owner.state.create(job_id, fields, fence)
+            self.note_write(job_id)
+            writer.create(job_id, fields)
+            self._saved[job_id] = (record, fields)
+            return
+        diff = {k: v for k, v in fields.items() if saved[1].get(k) != v}
+        if not diff:
+            return
+        definition = any(name in diff for name in (*records.DEFINITION_FIELDS, *_option_names()))
+        if definition:
+            diff[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
+        self.note_write(job_id)
+        if run_state and not definition:
+            writer.update(job_id, diff)
         else:
-            diff = {k: v for k, v in fields.items() if saved[1].get(k) != v}
-            if not diff:
-                return None
-            if any(name in diff for name in (*records.DEFINITION_FIELDS, *_option_names())):
-                diff[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
-            elif run_state:
-                # Run state: written by the writer's thread, in a batch; it tells the others.
-                self.owner.writer.update(job_id, diff)
-                self._saved[job_id] = (record, {**saved[1], **diff})
-                return None
-            if not self.owner.state.update(job_id, diff, fence):
-                return None  # removed by another worker meanwhile
-            fields = {**saved[1], **diff}
-        self._saved[job_id] = (record, fields)
-        return "changed"
+            writer.change(job_id, diff)
+        self._saved[job_id] = (record, {**saved[1], **diff})
 
     def reconcile_declarations(self, removed: dict[str, float] | None = None) -> None:
         """Bring the jobs declared in code before ``start()`` into the store (leader only);
-        ``removed``: the store's removals, as read with the jobs (read now if None). The
-        jobs it creates are written together: their states in one write, their schedules
-        in one more, and the other workers are told in a few messages."""
+        ``removed``: the store's removals, as read with the jobs (read now if None). What it
+        creates goes through the writer, which writes them together."""
         if removed is None:
             removed = self.owner.state.tombstones() if self._definitions else {}
-        jobstore = self.owner.jobstore
-        bulk = hasattr(jobstore, "begin_bulk")
-        if bulk:
-            jobstore.begin_bulk()
-        self._created = {}
-        try:
-            self._reconcile(removed)
-        finally:
-            created, self._created = self._created, None
-            try:
-                if created:
-                    self.owner.state.create_many(created)
-            finally:
-                if bulk:
-                    jobstore.end_bulk()
-            if created:
-                self.owner.bus.announce_many("changed", sorted(created))
+        self._reconcile(removed)
 
     def _reconcile(self, removed: dict[str, float]) -> None:
         now = utcnow()
@@ -478,7 +441,8 @@ class StoreSync:
         """Before a submission: find the record and count fires merged by ``coalesce``."""
         record = self.registry.get(job.id)
         if record is None:
-            record = self.load_record(job.id)
+            self.refresh(job.id)  # a schedule without the adapter's state: look again
+            return None
         first = getattr(job, "next_run_time", None)
         if record is None or not job.coalesce or first is None or first >= run_times[0]:
             return record
@@ -487,84 +451,37 @@ class StoreSync:
             self.ledger.coalesced(record, merged, run_times[0])
         return record
 
-    def claim_many(
-        self, fires: Sequence[tuple[str, Sequence[datetime]]]
-    ) -> dict[tuple[str, str], bool]:
-        """Claim many fires in one write; {(job id, token): claimed}. A job whose function
-        this worker cannot import is left out (``claim`` handles it); if the write fails,
-        nothing is claimed and ``claim`` tries each fire again (and records it not run)."""
-        owner = self.owner
-        wanted: list[tuple[str, str]] = []
-        for job_id, run_times in fires:
-            record = self.registry.get(job_id)
-            if record is None or isinstance(record.func, records.MissingFunction):
-                continue
-            wanted += [(job_id, fire_token(t)) for t in run_times]
-        if not wanted:
-            return {}
-        try:
-            claimed = owner.state.claim_many(wanted, owner.worker_id, owner.fence)
-        except FencedError as exc:
-            owner.fenced(exc)
-            return dict.fromkeys(wanted, False)
-        except Exception as exc:
-            logger.warning(
-                "could not claim %d fire(s) in %s at once: %s: %s",
-                len(wanted),
-                owner.jobstore_url,
-                type(exc).__name__,
-                exc,
-            )
-            return {}
-        result = dict(zip(wanted, claimed, strict=True))
-        for (job_id, token), ok in result.items():
-            if not ok:
-                logger.info(
-                    "job %s fire at %s was already run by another worker",
-                    job_id,
-                    fire_time(token).isoformat(),
-                )
-        return result
-
-    def claim(self, record: JobRecord, scheduled: datetime) -> bool:
-        """Record the fire in the store (and in flight) before it runs; False if it ran (or
-        runs) elsewhere, or if it is recorded as not run: this worker cannot import the
-        job's function, or the claim could not be written."""
-        missing = record.func
-        if isinstance(missing, records.MissingFunction):
-            self.refresh(record.id)  # the code may be here now
-            record = self.registry.get(record.id) or record
-            missing = record.func
+    def claim(self, record: JobRecord, scheduled: datetime) -> bool | asyncio.Future[bool]:
+        """Claim a fire not claimed by the pass (the writer writes it); the future says
+        whether it runs here. A job whose function this worker cannot import is not run:
+        its fire is claimed all the same (so that no worker runs it after it was missed)
+        and recorded as not run."""
         owner = self.owner
         token = fire_token(scheduled)
-        try:
-            claimed = owner.state.claim(record.id, token, owner.worker_id, owner.fence, True)
-        except FencedError as exc:
-            owner.fenced(exc)
-            logger.info(
-                "job %r (%s) fire at %s left to the new leader",
-                record.name,
-                record.id,
-                scheduled.isoformat(),
-            )
-            return False
-        except Exception as exc:
-            reason = f"it could not be claimed in {owner.jobstore_url}: {type(exc).__name__}: {exc}"
-            self.ledger.not_run(record, scheduled, reason)
-            return False
-        if claimed and isinstance(missing, records.MissingFunction):
-            # Claimed all the same, so that no worker runs this fire after it was missed.
-            self.ledger.not_run(record, scheduled, missing.error)
-            owner.writer.end_fire(record.id, token, None)
-            return False
-        if not claimed:
-            logger.info(
-                "job %r (%s) fire at %s was already run by another worker",
-                record.name,
-                record.id,
-                scheduled.isoformat(),
-            )
-        return claimed
+        claim = owner.writer.claim(record.id, token)
+        missing = record.func
+        if isinstance(missing, records.MissingFunction):
+            saved = self._saved.get(record.id)
+            if saved is not None and saved[0] is record:
+                self._check_loadable(record, saved[1])  # the code may be here now
+            self.refresh(record.id)
+            missing = record.func
+        if not isinstance(missing, records.MissingFunction):
+            return claim
+        claim.add_done_callback(functools.partial(self._missed, record, scheduled, missing))
+        return False
+
+    def _missed(
+        self,
+        record: JobRecord,
+        scheduled: datetime,
+        missing: records.MissingFunction,
+        claim: asyncio.Future[bool],
+    ) -> None:
+        if claim.cancelled() or claim.exception() is not None or not claim.result():
+            return
+        self.ledger.not_run(record, scheduled, missing.error)
+        self.owner.writer.end_fire(record.id, fire_token(scheduled), None)
 
 
 def _keep_stored_view(

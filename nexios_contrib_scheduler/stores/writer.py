@@ -1,29 +1,42 @@
-"""The writer: run state written to the store in batches, off the event loop.
+"""The writer: every write of one worker to the store, in batches, off the event loop.
 
-What a run leaves (its start and end noted on its fire in flight, the run ledger's changes
-to counters, history and status) is not needed in the store before the run goes on: the
-claim of the fire, written before the run starts, is what keeps a fire from running twice.
-So the event loop hands these writes to one thread, which lets changes gather for
-``GATHER_SECONDS`` and merges what piles up (the changes of one job become one update) and writes each batch in one transaction
-(one round trip on Redis), with the leader's fencing token. Then it tells the other workers
-which jobs changed.
+Nothing the event loop does waits for the store. A job operation changes the worker's view
+(the registry and the in-memory job store, ``mirror.py``) at once and hands the write to one
+thread; so do the scheduling pass (its claims and the jobs it moves on) and the runs (their
+start and end, the run ledger's changes). The thread lets writes gather for
+``GATHER_SECONDS``, merges what piles up (the changes of one job become one write; a job
+added then removed is removed) and writes the batch in a few transactions (pipelines on
+Redis), in this order:
 
-A batch that fails is kept and tried again (after 0.5 s, then up to 5 s apart), merged with
-what came since; ``flush`` waits until everything handed over is written (shutdown does).
-A batch the store refuses because a newer leader raised the fence is dropped: this worker
-lost the lease and writes no more run state; the outcome of each run it ended is sent to
-the leader instead, which records it.
+1. job operations: the adapter's state of each job created, changed or removed, and the
+   jobs' schedules put or deleted (not fenced: any worker may change a job);
+2. the claims of fires, with the leader's fencing token; the runs waiting for them start
+   as soon as they are written (``claim`` hands back a future);
+3. the pass's moves: each job moved on only if its stored schedule is the one this worker
+   last read or wrote (a job changed by another worker meanwhile keeps that change), fenced;
+4. run state: the fires started and ended, the ledger's changes, fenced.
+
+Then it tells the other workers which jobs changed. A step that fails is kept and tried
+again (after 0.5 s, then up to 5 s apart), merged with what came since; a step that was
+written is not written again. ``flush`` waits until everything handed over is written
+(``await manager.flush()``; shutdown does). A step the store refuses because a newer leader
+raised the fence is dropped: this worker lost the lease; its claims are refused (those
+fires are the new leader's), and the outcome of each run it ended is sent to the leader,
+which records it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..jobs import RunRecord
+from .fires import fire_time
 from .state import FencedError
 
 if TYPE_CHECKING:
@@ -33,32 +46,117 @@ logger = logging.getLogger("nexios_contrib_scheduler")
 
 RETRY_FIRST = 0.5
 RETRY_MAX = 5.0
-#: How long the thread lets run state gather after the first change before it writes (the
-#: bound on how late a run's state reaches the store, beside the write itself).
+#: How long the thread lets writes gather after the first one before it writes (the bound
+#: on how late a write reaches the store, beside the write itself).
 GATHER_SECONDS = 0.01
+
+#: A job's schedule as APScheduler stores it: its next run as a UTC timestamp (None:
+#: paused) and its pickled state.
+Schedule = tuple[float | None, bytes]
+#: A pass's move of a job: the stored state expected, then the new schedule (None: the job
+#: has no fire left and leaves the store).
+Move = tuple[bytes | None, Schedule | None]
+#: A claim of a fire (job id, fire token) and the future its run waits on.
+Claim = tuple[str, str, "asyncio.Future[bool]"]
 
 
 @dataclass
 class Batch:
-    """Run state waiting to be written: field changes by job, fires started and ended."""
+    """Writes waiting to be made, merged per job."""
 
+    creates: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    changes: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    deletes: dict[str, float] = field(default_factory=dict)
+    puts: dict[str, Schedule] = field(default_factory=dict)
+    unschedules: set[str] = field(default_factory=set)
+    claims: list[Claim] = field(default_factory=list)
+    moves: dict[str, Move] = field(default_factory=dict)
     updates: dict[str, dict[str, bytes]] = field(default_factory=dict)
     started: list[tuple[str, str]] = field(default_factory=list)
     ended: list[tuple[str, str, RunRecord | None]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
+        return bool(self.has_ops() or self.claims or self.moves or self.has_run_state())
+
+    def has_ops(self) -> bool:
+        return bool(self.creates or self.changes or self.deletes or self.puts or self.unschedules)
+
+    def has_run_state(self) -> bool:
         return bool(self.updates or self.started or self.ended)
+
+    # Each of these merges one write into the batch, after what it holds.
+
+    def create(self, job_id: str, fields: dict[str, bytes]) -> None:
+        self.deletes.pop(job_id, None)
+        self.changes.pop(job_id, None)
+        self.updates.pop(job_id, None)
+        self.creates[job_id] = dict(fields)
+
+    def change(self, job_id: str, fields: dict[str, bytes], run_state: bool) -> None:
+        created = self.creates.get(job_id)
+        if created is not None:
+            created.update(fields)
+            return
+        mine, other = (self.updates, self.changes) if run_state else (self.changes, self.updates)
+        mine.setdefault(job_id, {}).update(fields)
+        theirs = other.get(job_id)
+        if theirs is not None:
+            for name in fields:
+                theirs.pop(name, None)
+            if not theirs:
+                del other[job_id]
+
+    def delete(self, job_id: str, removed_at: float) -> None:
+        self.creates.pop(job_id, None)
+        self.changes.pop(job_id, None)
+        self.updates.pop(job_id, None)
+        self.deletes[job_id] = removed_at
+
+    def put(self, job_id: str, schedule: Schedule) -> None:
+        self.unschedules.discard(job_id)
+        self.moves.pop(job_id, None)
+        self.puts[job_id] = schedule
+
+    def unschedule(self, job_id: str) -> None:
+        self.puts.pop(job_id, None)
+        self.moves.pop(job_id, None)
+        self.unschedules.add(job_id)
+
+    def move(self, job_id: str, expected: bytes | None, schedule: Schedule | None) -> None:
+        if expected is None or job_id in self.puts or job_id in self.unschedules:
+            # Over a write of this worker's not made yet (or with nothing to compare with):
+            # it replaces it, as it would have followed it.
+            if schedule is None:
+                self.unschedule(job_id)
+            else:
+                self.put(job_id, schedule)
+            return
+        earlier = self.moves.get(job_id)
+        self.moves[job_id] = (expected if earlier is None else earlier[0], schedule)
 
     def merge_newer(self, newer: Batch) -> None:
         """Add ``newer`` (handed over after this batch) on top of this one."""
+        for job_id, at in newer.deletes.items():
+            self.delete(job_id, at)
+        for job_id, fields in newer.creates.items():
+            self.create(job_id, fields)
+        for job_id, fields in newer.changes.items():
+            self.change(job_id, fields, False)
         for job_id, fields in newer.updates.items():
-            self.updates.setdefault(job_id, {}).update(fields)
+            self.change(job_id, fields, True)
+        for job_id in newer.unschedules:
+            self.unschedule(job_id)
+        for job_id, schedule in newer.puts.items():
+            self.put(job_id, schedule)
+        for job_id, (expected, moved) in newer.moves.items():
+            self.move(job_id, expected, moved)
+        self.claims += newer.claims
         self.started += newer.started
         self.ended += newer.ended
 
 
 class Writer:
-    """One thread that writes one worker's run state in batches."""
+    """One thread that makes one worker's writes to the store, in batches."""
 
     def __init__(self, owner: Persistence) -> None:
         self.owner = owner
@@ -73,23 +171,51 @@ class Writer:
 
     # ------------------------------------------------------------ from the event loop
 
-    def update(self, job_id: str, fields: dict[str, bytes]) -> None:
+    def _hand(self, merge: Callable[[Batch], None]) -> None:
         with self._lock:
-            self._pending.updates.setdefault(job_id, {}).update(fields)
+            merge(self._pending)
             self._handed += 1
             self._lock.notify()
+
+    def create(self, job_id: str, fields: dict[str, bytes]) -> None:
+        """The adapter's state of a new job (replacing any stored under its id)."""
+        self._hand(lambda batch: batch.create(job_id, fields))
+
+    def change(self, job_id: str, fields: dict[str, bytes]) -> None:
+        """Fields of a job's state changed by a job operation (not fenced)."""
+        self._hand(lambda batch: batch.change(job_id, fields, False))
+
+    def update(self, job_id: str, fields: dict[str, bytes]) -> None:
+        """Fields of a job's state changed by a run (run state: fenced)."""
+        self._hand(lambda batch: batch.change(job_id, fields, True))
+
+    def delete(self, job_id: str, removed_at: float) -> None:
+        """A job removed (its state, its fires in flight; its removal noted)."""
+        self._hand(lambda batch: batch.delete(job_id, removed_at))
+
+    def put_schedule(self, job_id: str, schedule: Schedule) -> None:
+        """A job's schedule added or replaced in APScheduler's table."""
+        self._hand(lambda batch: batch.put(job_id, schedule))
+
+    def delete_schedule(self, job_id: str) -> None:
+        """A job's schedule taken out of APScheduler's table."""
+        self._hand(lambda batch: batch.unschedule(job_id))
+
+    def move(self, job_id: str, expected: bytes | None, schedule: Schedule | None) -> None:
+        """A scheduling pass moved a job on (``schedule``; None: it has no fire left)."""
+        self._hand(lambda batch: batch.move(job_id, expected, schedule))
+
+    def claim(self, job_id: str, token: str) -> asyncio.Future[bool]:
+        """Claim a fire (on the event loop); the future says whether this worker runs it."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._hand(lambda batch: batch.claims.append((job_id, token, future)))
+        return future
 
     def start_fire(self, job_id: str, token: str) -> None:
-        with self._lock:
-            self._pending.started.append((job_id, token))
-            self._handed += 1
-            self._lock.notify()
+        self._hand(lambda batch: batch.started.append((job_id, token)))
 
     def end_fire(self, job_id: str, token: str, run: RunRecord | None) -> None:
-        with self._lock:
-            self._pending.ended.append((job_id, token, run))
-            self._handed += 1
-            self._lock.notify()
+        self._hand(lambda batch: batch.ended.append((job_id, token, run)))
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything handed over so far is written (or dropped: refused by the
@@ -105,6 +231,12 @@ class Writer:
                 self._lock.wait(min(left, 0.1))
         return True
 
+    @property
+    def pending(self) -> int:
+        """Writes handed over and not yet written."""
+        with self._lock:
+            return self._handed - self._done
+
     # ------------------------------------------------------------ the thread
 
     def start(self, name: str) -> None:
@@ -114,7 +246,8 @@ class Writer:
         self._thread.start()
 
     def stop(self, timeout: float) -> None:
-        """Write what is pending (up to ``timeout`` seconds), then end the thread."""
+        """Write what is pending (up to ``timeout`` seconds), then end the thread. Claims
+        that could not be written are answered: not claimed."""
         self.flush(timeout)
         with self._lock:
             self._stopped = True
@@ -122,6 +255,10 @@ class Writer:
         if self._thread is not None:
             self._thread.join(timeout=1.0)
             self._thread = None
+        with self._lock:
+            left, self._pending = self._pending, Batch()
+        if left.claims:
+            self._answer(left.claims, None, "the scheduler stopped before it could claim it")
 
     def _run(self) -> None:
         delay = RETRY_FIRST
@@ -152,25 +289,105 @@ class Writer:
                 delay = RETRY_FIRST
 
     def _write(self, batch: Batch) -> bool:
-        """Write one batch; True if it should be tried again."""
+        """Write one batch, step by step; True if what is left of it should be tried again
+        (each step written is emptied from it)."""
+        owner = self.owner
+        what = "write to the job store"
+        try:
+            if batch.has_ops():
+                self._write_ops(batch)
+            if batch.claims:
+                self._write_claims(batch)
+            if batch.moves:
+                self._write_moves(batch)
+            if batch.has_run_state():
+                self._write_run_state(batch)
+        except Exception as exc:
+            owner.attempt(what, _raise, exc)
+            return True
+        owner.attempt(what, _ok)
+        self.batches += 1
+        return False
+
+    def _write_ops(self, batch: Batch) -> None:
+        owner = self.owner
+        puts, unschedules = batch.puts, batch.unschedules
+
+        def schedules(transaction: object) -> None:
+            owner.store.write_schedules(puts, unschedules, into=transaction)
+
+        owner.state.write_ops(batch.creates, batch.changes, batch.deletes, also=schedules)
+        removed = sorted(batch.deletes)
+        changed = {*batch.creates, *batch.changes, *batch.puts, *batch.unschedules}
+        batch.creates, batch.changes, batch.deletes = {}, {}, {}
+        batch.puts, batch.unschedules = {}, set()
+        owner.bus.announce_many("changed", sorted(changed.difference(removed)))
+        owner.bus.announce_many("removed", removed)
+
+    def _write_claims(self, batch: Batch) -> None:
+        owner = self.owner
+        claims = batch.claims
+        try:
+            answers = owner.state.claim_many(
+                [(j, t) for j, t, _ in claims], owner.worker_id, owner.fence
+            )
+        except FencedError as exc:
+            batch.claims = []
+            owner.fenced(exc)
+            self._answer(claims, [False] * len(claims), None, fenced=True)
+            logger.info("%d fire(s) left to the new leader", len(claims))
+            return
+        batch.claims = []
+        self._answer(claims, answers, None)
+
+    def _answer(
+        self,
+        claims: list[Claim],
+        answers: list[bool] | None,
+        failed: str | None,
+        fenced: bool = False,
+    ) -> None:
+        """Answer the claims' futures on the event loop, in one call."""
+
+        def settle() -> None:
+            for index, (job_id, token, future) in enumerate(claims):
+                if future.done():
+                    continue
+                if answers is None:
+                    future.set_exception(ClaimError(failed or "not claimed"))
+                    continue
+                future.set_result(answers[index])
+                if not answers[index] and not fenced:
+                    logger.info(
+                        "job %s fire at %s was already run by another worker",
+                        job_id,
+                        fire_time(token).isoformat(),
+                    )
+
+        self.owner.call_soon(settle)
+
+    def _write_moves(self, batch: Batch) -> None:
+        owner = self.owner
+        moves, batch.moves = batch.moves, {}
+        try:
+            owner.store.move_schedules(moves, owner.fence)
+        except FencedError as exc:
+            owner.fenced(exc)
+
+    def _write_run_state(self, batch: Batch) -> None:
         owner = self.owner
         ended = [(j, t) for j, t, _ in batch.ended]
         try:
             owner.state.write_run_state(batch.updates, batch.started, ended, owner.fence)
         except FencedError as exc:
             self._refused(batch, exc)
-            return False
-        except Exception as exc:
-            owner.attempt("write run state to the job store", _raise, exc)
-            return True
-        owner.attempt("write run state to the job store", _ok)
-        self.batches += 1
-        if batch.updates:
-            owner.bus.announce_many("changed", sorted(batch.updates))
-        return False
+        else:
+            if batch.updates:
+                owner.bus.announce_many("changed", sorted(batch.updates))
+        batch.updates, batch.started, batch.ended = {}, [], []
 
     def _refused(self, batch: Batch, error: FencedError) -> None:
-        """The fence refused the batch: report the outcomes of the runs it ended."""
+        """The fence refused the run state: report the outcomes of the runs it ended."""
         owner = self.owner
         self._refused_starts.update(batch.started)
         owner.fenced(error)
@@ -181,9 +398,16 @@ class Writer:
                 owner.bus.report_outcome(job_id, token, run, counted=counted)
 
 
+class ClaimError(Exception):
+    """A fire's claim could not be written (the scheduler stopped first)."""
+
+
 def _raise(exc: Exception) -> None:
     raise exc
 
 
 def _ok() -> None:
     return None
+
+
+__all__ = ["Batch", "ClaimError", "Move", "Schedule", "Writer"]
