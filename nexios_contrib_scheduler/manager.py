@@ -47,6 +47,7 @@ from .events import Listener, Listeners
 from .executor import JobExecutor, LocalFires
 from .jobs import JobRecord, ScheduledJob, utcnow
 from .ledger import RunLedger
+from .listing import JobListing
 from .registry import JobRegistry
 from .scheduler import AdapterScheduler, apscheduler_grace
 from .triggers import ScheduleTrigger, Trigger, check_count
@@ -99,7 +100,7 @@ class SchedulerManager:
             self.registry, self.listeners, unschedule=self._drop_from_apscheduler, hold=self._hold
         )
         self._times = JobTimes(self)
-        self._views: dict[str, tuple[JobRecord, ScheduledJob]] = {}
+        self._listing = JobListing(self.registry, self._times)
         self._reader = StoreReader(self)
         self._semaphore: asyncio.Semaphore | None = None
         self.persistence = None
@@ -556,29 +557,20 @@ class SchedulerManager:
             else JobStatus(status.upper() if isinstance(status, str) else status)
         )
         self._reader.read()
-        times = self._times
-        records = self.registry.records()
-        views = self._views
-        if len(views) > 2 * len(records) + 1000:  # many jobs went: forget their views
-            ids = {r.id for r in records}
-            self._views = views = {k: v for k, v in views.items() if k in ids}
-        found: list[ScheduledJob] = []
-        for r in records:
-            if wanted is not None and r.status is not wanted:
-                continue
-            cached = views.get(r.id)
-            if cached is None or cached[0] is not r:
-                cached = views[r.id] = (r, ScheduledJob(times, r))
-            found.append(cached[1])
-        return found
+        return self._listing.jobs(wanted)
+
+    def job_list(self) -> JobListing:
+        """The jobs in the admin list's order (oldest first: by ``created_at``, then id),
+        for reading a page of them (``following``) or all of them (``ordered``).
+
+        Served from memory, as ``get_jobs``; the listing follows later changes.
+        """
+        self._reader.read()
+        return self._listing
 
     def _view(self, record: JobRecord) -> ScheduledJob:
-        """The view of ``record``, made once: a listing of many jobs allocates nothing per
-        job (allocating 100,000 objects per call sets off the garbage collector)."""
-        cached = self._views.get(record.id)
-        if cached is None or cached[0] is not record:
-            cached = self._views[record.id] = (record, ScheduledJob(self._times, record))
-        return cached[1]
+        """The view of ``record``, made once when it came in (see ``listing.py``)."""
+        return self._listing.view(record)
 
     def pause_job(self, job_id: str, reason: str | None = None) -> bool:
         """Stop a job from firing until ``resume_job``; False if unknown or finished.

@@ -3,7 +3,8 @@
 The registry is the only place records are added, removed and looked up. Whoever changes
 a record's state tells the registry (``changed``), and the registry tells its subscribers:
 persistence subscribes to write the change to the store, instead of being called by the
-code that made it.
+code that made it. Watchers hear of every record that comes in or goes out, quiet changes
+included: the job views and their list order follow the registry that way.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from .jobs import JobRecord
 #: token), or it went out.
 ChangeKind = Literal["added", "changed", "run", "removed"]
 Subscriber = Callable[[ChangeKind, JobRecord], None]
+#: Told ``(old, new)`` when ``new`` becomes the record of its id in place of ``old`` (None
+#: if there was none; ``new`` itself when it is put again), and ``(old, None)`` when ``old``
+#: is taken out.
+Watcher = Callable[[JobRecord | None, JobRecord | None], None]
 
 
 class JobRegistry:
@@ -28,6 +33,7 @@ class JobRegistry:
     def __init__(self) -> None:
         self._records: dict[str, JobRecord] = {}
         self._subscribers: tuple[Subscriber, ...] = ()
+        self._watchers: tuple[Watcher, ...] = ()
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------ lookups
@@ -69,6 +75,8 @@ class JobRegistry:
         with self.lock:
             old = self._records.get(record.id)
             self._records[record.id] = record
+            for watcher in self._watchers:
+                watcher(old, record)
             return old
 
     def pop(self, job_id: object) -> JobRecord | None:
@@ -76,7 +84,11 @@ class JobRegistry:
         if not isinstance(job_id, str):
             return None
         with self.lock:
-            return self._records.pop(job_id, None)
+            record = self._records.pop(job_id, None)
+            if record is not None:
+                for watcher in self._watchers:
+                    watcher(record, None)
+            return record
 
     def changed(self, record: JobRecord) -> None:
         """``record``'s state changed: tell the subscribers."""
@@ -89,6 +101,12 @@ class JobRegistry:
     def announce(self, kind: ChangeKind, record: JobRecord) -> None:
         for subscriber in self._subscribers:
             subscriber(kind, record)
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call ``watcher(old, new)``, under ``lock``, each time a record is put in or taken
+        out, quietly or not: the records ``records()`` shows. It must not raise."""
+        with self.lock:
+            self._watchers = (*self._watchers, watcher)
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber(kind, record)`` on every change; returns the way to stop."""

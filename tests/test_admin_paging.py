@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -14,8 +15,8 @@ from nexios import NexiosApp
 from nexios.testclient import TestClient
 
 from nexios_contrib_scheduler import IntervalTrigger, SchedulerManager, setup_scheduler
+from nexios_contrib_scheduler.admin import paging, scheduler_router
 from nexios_contrib_scheduler.admin import router as admin_router
-from nexios_contrib_scheduler.admin import scheduler_router
 from nexios_contrib_scheduler.testing import FrozenClock
 
 START = datetime(2030, 1, 7, 8, 0, tzinfo=timezone.utc)
@@ -191,6 +192,19 @@ class TestChangesBetweenPages:
         assert ids([second]) == ["job-3", "job-4", "job-5"]
         assert second["offset"] == 2 and second["total"] == 5
 
+    def test_a_replaced_job_moves_to_the_end(self, api):
+        for n in range(5):
+            api.add(f"job-{n}")
+        first = api.get(limit=2)
+        api.at += timedelta(seconds=1)
+        api.clock.set(api.at)
+        api.scheduler.add_job(tick, IntervalTrigger(hours=1), id="job-0", replace_existing=True)
+        api.scheduler.add_job(tick, IntervalTrigger(hours=1), id="job-3", replace_existing=True)
+        rest = api.walk(limit=2, cursor=first["next_cursor"])
+        assert ids([first, *rest]) == ["job-0", "job-1", "job-2", "job-4", "job-0", "job-3"]
+        assert ids(api.walk(limit=2)) == ["job-1", "job-2", "job-4", "job-0", "job-3"]
+        assert rest[0]["offset"] == 1  # job-1: the only job left at or before the cursor
+
 
 class TestFilters:
     @pytest.fixture
@@ -260,6 +274,64 @@ class TestFilters:
         assert [job["id"] for job in listed.json()] == ["billing-daily", "billing-weekly"]
         everything = jobs.http.get("/scheduler/jobs").json()
         assert isinstance(everything, list) and len(everything) == 5
+
+
+class TestFilteredPagesInSlices:
+    """A filtered page looks at the jobs a slice at a time (``paging.SLICE``), letting the
+    event loop run in between: the answer is the same as in one pass."""
+
+    @pytest.fixture(autouse=True)
+    def small_slices(self, monkeypatch):
+        monkeypatch.setattr(paging, "SLICE", 7)
+
+    def test_pages_counts_and_cursors_across_slices(self, api):
+        for n in range(60):
+            api.add(f"job-{n:02d}", func=send_invoice if n % 4 == 0 else tick)
+            if n % 3 == 0:
+                api.scheduler.pause_job(f"job-{n:02d}")
+        paused = [f"job-{n:02d}" for n in range(60) if n % 3 == 0]
+        pages = api.walk(limit=6, status="PAUSED")
+        assert ids(pages) == paused
+        assert [body["offset"] for body in pages] == [0, 6, 12, 18]
+        assert {body["total"] for body in pages} == {20}
+        both = [f"job-{n:02d}" for n in range(60) if n % 12 == 0]
+        pages = api.walk(limit=2, status="PAUSED", q="INVOICE")
+        assert ids(pages) == both
+        assert [body["offset"] for body in pages] == [0, 2, 4]
+
+    def test_a_cursor_from_a_filtered_page_counts_what_came_before_it(self, api):
+        for n in range(30):
+            api.add(f"job-{n:02d}")
+        first = api.get(limit=5, q="JOB-1")  # job-10 .. job-19 match
+        assert ids([first]) == ["job-10", "job-11", "job-12", "job-13", "job-14"]
+        api.scheduler.remove_job("job-11")
+        api.add("job-1x")  # created after every other job: listed at the end
+        second = api.get(limit=10, q="JOB-1", cursor=first["next_cursor"])
+        assert ids([second]) == ["job-15", "job-16", "job-17", "job-18", "job-19", "job-1x"]
+        assert (second["offset"], second["total"]) == (4, 10)
+        assert second["next_cursor"] is None
+
+    async def test_the_loop_runs_between_slices_and_the_page_is_a_snapshot(self):
+        scheduler = SchedulerManager()
+        for n in range(50):
+            scheduler.add_job(tick, IntervalTrigger(hours=1), id=f"job-{n:02d}")
+        turns: list[int] = []
+
+        async def meanwhile() -> None:
+            # Runs whenever the page yields: removes a job it has not reached yet.
+            for n in range(49, 40, -1):
+                turns.append(n)
+                scheduler.remove_job(f"job-{n:02d}")
+                await asyncio.sleep(0)
+
+        other = asyncio.ensure_future(meanwhile())
+        query = paging.parse_query({"limit": "100", "q": "JOB"})
+        found = await paging.page(scheduler.job_list(), query)
+        await other
+        assert len(turns) >= 50 // 7  # the loop ran at least once per slice
+        # Read from the snapshot taken at the start: the 50 jobs there were then.
+        assert found.total == 50 and len(found.jobs) == 50
+        assert found.next_cursor is None
 
 
 HOSTILE = [

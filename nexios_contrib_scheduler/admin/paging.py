@@ -7,24 +7,29 @@ from the first page to the last is listed exactly once, and a job added meanwhil
 listed at the end. A job replaced by ``add_job(..., replace_existing=True)`` is a new job
 and moves to the end.
 
-A page costs one pass over the jobs (reading a few attributes of each) and the views of
-the jobs on the page only.
+Without a filter, a page is read from the manager's ordered index of the jobs (see
+``listing.py``): O(page + log jobs), whatever the number of jobs. A status filter or a
+search has to look at every job to count the matches: that pass reads a snapshot of the
+list in slices of ``SLICE`` jobs, letting the event loop run between two, so that no
+stretch of it holds the loop more than a few milliseconds. Only the jobs on the page are
+turned into JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import heapq
 import json
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from operator import attrgetter
 from typing import Any
 
 from ..config import JobStatus
 from ..jobs import ScheduledJob
+from ..listing import JobListing, Position
 from .views import func_name, repr_text
 
 DEFAULT_LIMIT = 100
@@ -33,12 +38,11 @@ MAX_LIMIT = 1000
 SEARCH_LIMIT = 200
 #: The parameters that ask for the paged answer; without them the list is a bare array.
 PAGING_PARAMETERS = ("limit", "cursor")
+#: Jobs a filtered page looks at between two turns of the event loop.
+SLICE = 2000
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
 _CURSOR_VERSION = 1
-
-#: A job's place in the list: when it was created (UTC), then its id.
-Position = tuple[datetime, str]
 
 
 class QueryError(ValueError):
@@ -146,10 +150,6 @@ def encode_cursor(position: Position) -> str:
     return base64.urlsafe_b64encode(data.encode("utf-8")).decode("ascii").rstrip("=")
 
 
-#: A job's position: every job's ``created_at`` is an aware UTC datetime.
-position: Callable[[ScheduledJob], Position] = attrgetter("created_at", "id")
-
-
 def select(jobs: Iterable[ScheduledJob], query: JobQuery) -> list[ScheduledJob]:
     """The jobs that have one of the query's statuses and contain its search."""
     if query.statuses is None and query.search is None:
@@ -158,26 +158,44 @@ def select(jobs: Iterable[ScheduledJob], query: JobQuery) -> list[ScheduledJob]:
     return [job for job in jobs if matches(job)]
 
 
-def page(jobs: Iterable[ScheduledJob], query: JobQuery) -> Page:
-    """The page of ``jobs`` that ``query`` asks for.
-
-    The jobs that match are counted and positioned in one pass; only the first ``limit``
-    after the cursor are ordered, so a page costs O(jobs + limit log jobs).
-    """
-    matching = select(jobs, query)
-    total = len(matching)
-    after = query.after
-    candidates = matching if after is None else [j for j in matching if position(j) > after]
-    # Only the chosen keep their positions: the per-job ones are freed at once, so that a
-    # page of 100,000 jobs does not set off the garbage collector.
-    chosen = heapq.nsmallest(query.limit + 1, candidates, key=position)
-    shown = chosen[: query.limit]
+async def page(listing: JobListing, query: JobQuery) -> Page:
+    """The page of the listed jobs that ``query`` asks for."""
+    if query.statuses is None and query.search is None:
+        following = listing.following(query.after, query.limit + 1)
+        chosen = following.jobs
+        return Page(
+            jobs=[job for _, job in chosen[: query.limit]],
+            total=following.total,
+            offset=following.before,
+            next_cursor=_next_cursor([where for where, _ in chosen], query.limit),
+        )
+    positions, jobs = listing.ordered()
+    start = 0 if query.after is None else bisect_right(positions, query.after)
+    matches = _matcher(query)
+    before = after = 0
+    shown: list[int] = []  # the first limit + 1 matches after the cursor, by index
+    for low in range(0, len(jobs), SLICE):
+        if low:
+            await asyncio.sleep(0)
+        for index in range(low, min(low + SLICE, len(jobs))):
+            if matches(jobs[index]):
+                if index < start:
+                    before += 1
+                else:
+                    after += 1
+                    if len(shown) <= query.limit:
+                        shown.append(index)
     return Page(
-        jobs=shown,
-        total=total,
-        offset=total - len(candidates),
-        next_cursor=encode_cursor(position(shown[-1])) if len(chosen) > query.limit else None,
+        jobs=[jobs[index] for index in shown[: query.limit]],
+        total=before + after,
+        offset=before,
+        next_cursor=_next_cursor([positions[index] for index in shown], query.limit),
     )
+
+
+def _next_cursor(positions: list[Position], limit: int) -> str | None:
+    """The cursor after the last of ``limit`` jobs shown, if one more job follows them."""
+    return encode_cursor(positions[limit - 1]) if len(positions) > limit else None
 
 
 def _matcher(query: JobQuery) -> Callable[[ScheduledJob], bool]:

@@ -334,11 +334,13 @@ class _AdminAPI:
         except QueryError as exc:
             return _error(response, 422, str(exc))
         manager = _manager(request)
-        only = next(iter(query.statuses)) if query.statuses and len(query.statuses) == 1 else None
-        jobs = manager.get_jobs(only)
         if not wants_pages(params):
+            only = (
+                next(iter(query.statuses)) if query.statuses and len(query.statuses) == 1 else None
+            )
+            jobs = manager.get_jobs(only)
             return _ok(response, [self._view(job) for job in select(jobs, query)])
-        found = page(jobs, query)
+        found = await page(manager.job_list(), query)
         body = {
             "jobs": [self._view(job) for job in found.jobs],
             "total": found.total,
