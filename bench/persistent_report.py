@@ -53,6 +53,9 @@ def _store_rows(plan: PersistentPlan, store: str) -> list[Row | str]:
     rows.append((f"idle CPU with {idle:,} jobs (one core)", "p_idle", "idle_cpu", {}, "pct"))
     for mark in adds["checkpoints"]:
         rows.append((f"adds/s at {mark:,} jobs", "p_adds", f"adds_per_s_at_{mark}", {}, "rate"))
+    rows.append(
+        (f"adds/s until all {adds['jobs']:,} are written", "p_adds", "durable_per_s", {}, "rate")
+    )
     for size in (small, large):
         rows += [
             (f"get_jobs(), {size:,} jobs", "p_probe", "get_jobs_s", {"size": size}, "ms"),
