@@ -613,12 +613,6 @@ def test_postgresql_restart_leaves_every_fire_accounted(private_pg, make_cluster
     _conclude(verdict, cluster, capsys)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="reads time out or answer 404 during the outage and declared jobs lose fires "
-    "around the restart (the loss is logged at ERROR naming the runtime job, not always "
-    "before the judge looks)",
-)
 def test_redis_restart_without_persistence_is_detected_and_stated(private_rd, make_cluster, capsys):
     cluster = make_cluster(private_rd.url)
     _start(cluster)

@@ -367,7 +367,7 @@ class Persistence:
             if settle and self.is_leader and loaded.in_flight is not None:
                 self.sync.settle_interrupted_runs(loaded.in_flight)
             if reconcile and self.is_leader:
-                self.sync.reconcile_declarations(loaded.tombstones)
+                self.sync.reconcile_declarations(loaded.tombstones, self.sync.present(loaded))
         except Exception:
             logger.exception("could not apply the jobs reloaded from %s", self.jobstore_url)
             return
@@ -419,7 +419,7 @@ class Persistence:
         try:
             if loaded.in_flight is not None:
                 self.sync.settle_interrupted_runs(loaded.in_flight)
-            self.sync.reconcile_declarations(loaded.tombstones)
+            self.sync.reconcile_declarations(loaded.tombstones, self.sync.present(loaded))
         except Exception:
             logger.exception("could not reconcile the declared jobs with the job store")
         scheduler = self.scheduler

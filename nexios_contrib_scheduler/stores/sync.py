@@ -83,6 +83,7 @@ class StoreSync:
         self._writes = 0  # writes begun by this worker
         self._settled: set[tuple[str, str]] = set()  # fires of stopped workers, settled here
         self._written: dict[str, int] = {}  # job id -> the count at its last write
+        self._op_written: dict[str, int] = {}  # ... at its last write that was not run state
         registry.subscribe(self.on_change)
 
     def take_declarations(self) -> dict[str, JobRecord]:
@@ -113,10 +114,20 @@ class StoreSync:
     # undo it. ``_io`` is taken last (after the registry's lock or APScheduler's) and
     # nothing else is taken while it is held.
 
-    def note_write(self, job_id: str) -> None:
+    def note_write(self, job_id: str, run_state: bool = False) -> None:
         """This worker changed ``job_id`` (a reload read before it leaves the job be)."""
         self._writes += 1
         self._written[job_id] = self._writes
+        if not run_state:
+            self._op_written[job_id] = self._writes
+
+    def present(self, loaded: Loaded) -> set[str] | None:
+        """The jobs the store holds as a full reload read them, with those this worker
+        created or changed since (being written); None after a partial reload."""
+        if loaded.ids is not None:
+            return None
+        since = loaded.since
+        return {*loaded.stored, *(j for j, n in self._op_written.items() if n > since)}
 
     # A reload is split in two: ``load`` reads the store (any thread, no lock held) and
     # ``apply`` merges what it read (on the event loop, as everything that touches the
@@ -169,7 +180,9 @@ class StoreSync:
                 elif job_id not in loaded.jobs:
                     mirror.drop(job_id)
             if loaded.ids is None:
-                self._written = {k: n for k, n in self._written.items() if n > loaded.since}
+                since = loaded.since
+                self._written = {k: n for k, n in self._written.items() if n > since}
+                self._op_written = {k: n for k, n in self._op_written.items() if n > since}
 
     def _merge(self, job_id: str, fields: dict[str, bytes] | None, job: Job | None) -> None:
         record = self.registry.get(job_id)
@@ -308,26 +321,42 @@ class StoreSync:
         definition = any(name in diff for name in (*records.DEFINITION_FIELDS, *_option_names()))
         if definition:
             diff[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
-        self.note_write(job_id)
+        self.note_write(job_id, run_state=run_state and not definition)
         if run_state and not definition:
             writer.update(job_id, diff)
         else:
             writer.change(job_id, diff)
         self._saved[job_id] = (record, {**saved[1], **diff})
 
-    def reconcile_declarations(self, removed: dict[str, float] | None = None) -> None:
+    def reconcile_declarations(
+        self, removed: dict[str, float] | None = None, present: set[str] | None = None
+    ) -> None:
         """Bring the jobs declared in code before ``start()`` into the store (leader only);
         ``removed``: the store's removals, as read with the jobs (read now if None). What it
-        creates goes through the writer, which writes them together."""
+        creates goes through the writer, which writes them together. ``present``: the jobs
+        the store holds (from a full reload; None: not known); a declared job it lacks and
+        did not remove (the store lost its data) is written again from this worker's view."""
         if removed is None:
             removed = self.owner.state.tombstones() if self._definitions else {}
-        self._reconcile(removed)
+        self._reconcile(removed, present)
 
-    def _reconcile(self, removed: dict[str, float]) -> None:
+    def _reconcile(self, removed: dict[str, float], present: set[str] | None) -> None:
         now = utcnow()
         for job_id, declared in self._definitions.items():
             declared_at = declared.created_at.timestamp()
             record = self.registry.get(job_id)
+            if record is not None and present is not None and job_id not in present:
+                if job_id not in removed:
+                    logger.warning(
+                        "declared job %r (%s) is not in the job store: written again",
+                        declared.name,
+                        job_id,
+                    )
+                    self._saved.pop(job_id, None)  # written whole, as a new job
+                    _define(record, declared)
+                    self.owner.schedule(record, now)
+                    self.registry.changed(record)
+                continue
             if record is None:
                 if removed.get(job_id, float("-inf")) >= declared_at:
                     continue  # removed at run time after this worker declared it
