@@ -123,10 +123,12 @@ class Leadership:
             ) from exc
 
     def try_take(self) -> bool:
-        """Try the lease once (True without coordination); a failure is retried later."""
+        """Try the lease once and, taken, raise the store's fence to its token; a lease whose
+        fence cannot be raised is given back (True without coordination). A failure is
+        retried later."""
         if self.lease is None:
             return True
-        if not self.owner.attempt("take the lease", self.lease.try_acquire):
+        if not self.owner.attempt("take the scheduler lease", self.lease.try_acquire):
             return False
         if self.raise_fence():
             return True
@@ -210,14 +212,12 @@ class Leadership:
                         self.holding = False
                         owner.call_soon(owner.step_down)
                     next_lease = now + (renew_every if ok else try_every)
-                elif owner.attempt("take the scheduler lease", lease.try_acquire):
-                    if self.raise_fence():
+                else:
+                    if self.try_take():
                         self.holding = True
                         valid_until = started + seconds
                         owner.call_soon(owner.become_leader)
                         next_prune = next_beat = now
-                    else:
-                        owner.attempt("give the scheduler lease back", lease.release)
                     next_lease = now + (renew_every if self.holding else try_every)
             if now >= next_beat:
                 self.check_store()
