@@ -329,7 +329,12 @@ def create_sql_engine(url: StoreURL) -> Engine:
     options = f"-c idle_in_transaction_session_timeout={int(IDLE_IN_TRANSACTION * 1000)}"
     try:
         return create_engine(
-            f"{scheme}://{rest}", pool_pre_ping=True, connect_args={"options": options}
+            f"{scheme}://{rest}",
+            pool_pre_ping=True,
+            connect_args={"options": options},
+            # The writer's batches update and delete many rows at once: in pages of
+            # statements per round trip, not a round trip per row.
+            executemany_mode="values_plus_batch",
         )
     except (ValueError, TypeError) as exc:
         raise _bad_url(url, exc) from None
@@ -528,10 +533,33 @@ class SqlState(StateBackend):
         return jobs
 
     def check_fence(self, connection: Any, fence: int | None) -> None:
-        """In a write's transaction: raise ``FencedError`` if a greater token has written;
-        else hold the fence at ``fence`` (locking its row until the transaction ends)."""
+        """In a write's transaction: raise ``FencedError`` if a greater token has written.
+
+        On PostgreSQL the fence's row is read under a shared lock (``FOR SHARE``) held until
+        the transaction ends: this leader's writes (claims, moves, run state, each from its
+        own thread) go on side by side, and a new leader raising the fence waits for them
+        to end, so no write checked against the old fence lands after the raise. A write
+        with a greater token than the fence's raises it, as the new leader does when it
+        takes over (so this is rare). SQLite has one writer at a time: there every check
+        holds the fence at ``fence``."""
         if fence is None:
             return
+        if not self.postgres:
+            self._hold_fence(connection, fence)
+            return
+        from sqlalchemy import select
+
+        f = self.fence_t
+        query = select(f.c.token).where(f.c.id == 1).with_for_update(read=True)
+        held = connection.execute(query).scalar()
+        if held is None or held < fence:
+            self._hold_fence(connection, fence)  # a newer token raises it (rare: see above)
+        elif held > fence:
+            raise FencedError(fence)
+
+    def _hold_fence(self, connection: Any, fence: int) -> None:
+        """Set the fence to ``fence`` unless a greater token holds it (then raise
+        ``FencedError``), locking its row until the transaction ends."""
         f = self.fence_t
         statement = self._insert(f).values(id=1, token=fence)
         statement = statement.on_conflict_do_update(
@@ -702,12 +730,12 @@ class SqlState(StateBackend):
             {"job_id": j, "fire": t, "worker": worker_id, "claimed_at": now}
             for j, t in dict.fromkeys(fires)
         ]
-        statement = (
-            self._insert(f).values(rows).on_conflict_do_nothing().returning(f.c.job_id, f.c.fire)
-        )
+        # One statement for any number of rows (executed as multi-row inserts, compiled
+        # once): the rows returned are the fires this call claimed.
+        statement = self._insert(f).on_conflict_do_nothing().returning(f.c.job_id, f.c.fire)
         with self.engine.begin() as connection:
             self.check_fence(connection, fence)
-            claimed = {(r.job_id, r.fire) for r in connection.execute(statement)}
+            claimed = {(r.job_id, r.fire) for r in connection.execute(statement, rows)}
             if claimed:
                 connection.execute(
                     i.insert(),
@@ -760,7 +788,7 @@ class SqlState(StateBackend):
 
     def raise_fence(self, fence: int) -> None:
         with self.engine.begin() as connection:
-            self.check_fence(connection, fence)
+            self._hold_fence(connection, fence)
 
     def in_flight(self) -> list[InFlight]:
         from sqlalchemy import select

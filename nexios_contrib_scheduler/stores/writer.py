@@ -10,11 +10,14 @@ Redis), in this order:
 
 1. job operations: the adapter's state of each job created, changed or removed, and the
    jobs' schedules put or deleted (not fenced: any worker may change a job);
-2. the claims of fires, with the leader's fencing token; the runs waiting for them start
-   as soon as they are written (``claim`` hands back a future);
-3. the pass's moves: each job moved on only if its stored schedule is the one this worker
-   last read or wrote (a job changed by another worker meanwhile keeps that change), fenced;
-4. run state: the fires started and ended, the ledger's changes, fenced.
+2. the pass's moves: each job moved on only if its stored schedule is the one this worker
+   last read or wrote (a job changed by another worker meanwhile keeps that change), fenced,
+   once the claims handed over before them are written;
+3. run state: the fires started and ended, the ledger's changes, fenced.
+
+The claims of fires go their own way, in a second thread, so that a run waits for its
+claim only (``claim`` hands back a future), not for the moves and run state before it:
+each batch of claims is one fenced statement (one script on Redis).
 
 Then it tells the other workers which jobs changed. A step that fails is kept and tried
 again (after 0.5 s, then up to 5 s apart), merged with what came since; a step that was
@@ -49,6 +52,10 @@ RETRY_MAX = 5.0
 #: How long the thread lets writes gather after the first one before it writes (the bound
 #: on how late a write reaches the store, beside the write itself).
 GATHER_SECONDS = 0.01
+#: The same for the claims of fires, which the runs wait for.
+CLAIMS_GATHER_SECONDS = 0.002
+#: Longest the moves wait for the claims before them, before they are tried again later.
+CLAIMS_WAIT = 1.0
 
 #: A job's schedule as APScheduler stores it: its next run as a UTC timestamp (None:
 #: paused) and its pickled state.
@@ -69,14 +76,14 @@ class Batch:
     deletes: dict[str, float] = field(default_factory=dict)
     puts: dict[str, Schedule] = field(default_factory=dict)
     unschedules: set[str] = field(default_factory=set)
-    claims: list[Claim] = field(default_factory=list)
     moves: dict[str, Move] = field(default_factory=dict)
+    claims_upto: int = 0  # the moves wait until this many claims are written
     updates: dict[str, dict[str, bytes]] = field(default_factory=dict)
     started: list[tuple[str, str]] = field(default_factory=list)
     ended: list[tuple[str, str, RunRecord | None]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.has_ops() or self.claims or self.moves or self.has_run_state())
+        return bool(self.has_ops() or self.moves or self.has_run_state())
 
     def has_ops(self) -> bool:
         return bool(self.creates or self.changes or self.deletes or self.puts or self.unschedules)
@@ -150,7 +157,7 @@ class Batch:
             self.put(job_id, schedule)
         for job_id, (expected, moved) in newer.moves.items():
             self.move(job_id, expected, moved)
-        self.claims += newer.claims
+        self.claims_upto = max(self.claims_upto, newer.claims_upto)
         self.started += newer.started
         self.ended += newer.ended
 
@@ -168,6 +175,12 @@ class Writer:
         self._handed = 0  # items handed over so far
         self._done = 0  # of them, written or dropped (they are taken in order)
         self.batches = 0  # batches written (tests and the benchmark read it)
+        # The claims' lane: its own thread, list and counts (under its own condition).
+        self._claim_lock = threading.Condition()
+        self._claims: list[Claim] = []
+        self._claims_handed = 0
+        self._claims_done = 0
+        self._claim_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ from the event loop
 
@@ -202,13 +215,23 @@ class Writer:
         self._hand(lambda batch: batch.unschedule(job_id))
 
     def move(self, job_id: str, expected: bytes | None, schedule: Schedule | None) -> None:
-        """A scheduling pass moved a job on (``schedule``; None: it has no fire left)."""
-        self._hand(lambda batch: batch.move(job_id, expected, schedule))
+        """A scheduling pass moved a job on (``schedule``; None: it has no fire left); it is
+        written after the claims handed over before it."""
+        upto = self._claims_handed
+
+        def merge(batch: Batch) -> None:
+            batch.move(job_id, expected, schedule)
+            batch.claims_upto = max(batch.claims_upto, upto)
+
+        self._hand(merge)
 
     def claim(self, job_id: str, token: str) -> asyncio.Future[bool]:
         """Claim a fire (on the event loop); the future says whether this worker runs it."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._hand(lambda batch: batch.claims.append((job_id, token, future)))
+        with self._claim_lock:
+            self._claims.append((job_id, token, future))
+            self._claims_handed += 1
+            self._claim_lock.notify()
         return future
 
     def start_fire(self, job_id: str, token: str) -> None:
@@ -222,6 +245,8 @@ class Writer:
         fence); False if it was not within ``timeout`` seconds. What is handed over
         meanwhile is not waited for."""
         deadline = time.monotonic() + timeout
+        if not self._claims_written(self._claims_handed, deadline):
+            return False
         with self._lock:
             target = self._handed
             while self._done < target:
@@ -231,11 +256,24 @@ class Writer:
                 self._lock.wait(min(left, 0.1))
         return True
 
+    def _claims_written(self, target: int, deadline: float) -> bool:
+        """Wait until ``target`` claims are written (or answered); False at ``deadline``."""
+        with self._claim_lock:
+            while self._claims_done < target:
+                left = deadline - time.monotonic()
+                thread = self._claim_thread
+                if left <= 0 or thread is None or not thread.is_alive():
+                    return self._claims_done >= target
+                self._claim_lock.wait(min(left, 0.1))
+        return True
+
     @property
     def pending(self) -> int:
         """Writes handed over and not yet written."""
         with self._lock:
-            return self._handed - self._done
+            mine = self._handed - self._done
+        with self._claim_lock:
+            return mine + self._claims_handed - self._claims_done
 
     # ------------------------------------------------------------ the thread
 
@@ -244,6 +282,10 @@ class Writer:
             self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        self._claim_thread = threading.Thread(
+            target=self._run_claims, name=f"{name} (claims)", daemon=True
+        )
+        self._claim_thread.start()
 
     def stop(self, timeout: float) -> None:
         """Write what is pending (up to ``timeout`` seconds), then end the thread. Claims
@@ -252,13 +294,19 @@ class Writer:
         with self._lock:
             self._stopped = True
             self._lock.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=1.0)
-            self._thread = None
+        with self._claim_lock:
+            self._claim_lock.notify_all()
+        for thread in (self._thread, self._claim_thread):
+            if thread is not None:
+                thread.join(timeout=1.0)
+        self._thread = self._claim_thread = None
         with self._lock:
-            left, self._pending = self._pending, Batch()
-        if left.claims:
-            self._answer(left.claims, None, "the scheduler stopped before it could claim it")
+            self._pending = Batch()
+        with self._claim_lock:
+            left, self._claims = self._claims, []
+            self._claims_done += len(left)
+        if left:
+            self._answer(left, None, "the scheduler stopped before it could claim it")
 
     def _run(self) -> None:
         delay = RETRY_FIRST
@@ -296,9 +344,9 @@ class Writer:
         try:
             if batch.has_ops():
                 self._write_ops(batch)
-            if batch.claims:
-                self._write_claims(batch)
             if batch.moves:
+                if not self._claims_written(batch.claims_upto, time.monotonic() + CLAIMS_WAIT):
+                    return True  # the claims before these moves are not written yet
                 self._write_moves(batch)
             if batch.has_run_state():
                 self._write_run_state(batch)
@@ -324,20 +372,45 @@ class Writer:
         owner.bus.announce_many("changed", sorted(changed.difference(removed)))
         owner.bus.announce_many("removed", removed)
 
-    def _write_claims(self, batch: Batch) -> None:
+    def _run_claims(self) -> None:
+        """The claims' thread: each batch of claims in one write, answered at once."""
+        delay = RETRY_FIRST
+        while True:
+            with self._claim_lock:
+                while not self._claims and not self._stopped:
+                    self._claim_lock.wait()
+                if not self._claims:
+                    return
+                if not self._stopped:
+                    self._claim_lock.wait(CLAIMS_GATHER_SECONDS)
+                claims, self._claims = self._claims, []
+            try:
+                self._write_claims(claims)
+            except Exception as exc:
+                self.owner.attempt("write to the job store", _raise, exc)
+                with self._claim_lock:
+                    self._claims[:0] = claims  # before what came since
+                    if self._stopped:
+                        return  # stopping, and the store does not answer: stop() answers
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            delay = RETRY_FIRST
+            with self._claim_lock:
+                self._claims_done += len(claims)
+                self._claim_lock.notify_all()
+
+    def _write_claims(self, claims: list[Claim]) -> None:
         owner = self.owner
-        claims = batch.claims
         try:
             answers = owner.state.claim_many(
                 [(j, t) for j, t, _ in claims], owner.worker_id, owner.fence
             )
         except FencedError as exc:
-            batch.claims = []
             owner.fenced(exc)
             self._answer(claims, [False] * len(claims), None, fenced=True)
             logger.info("%d fire(s) left to the new leader", len(claims))
             return
-        batch.claims = []
         self._answer(claims, answers, None)
 
     def _answer(
