@@ -630,7 +630,13 @@ def test_redis_restart_without_persistence_is_detected_and_stated(private_rd, ma
     def errors() -> list[str]:
         return [line for line in cluster.logs() if re.search(r"\bERROR\b", line)]
 
-    reset_stated = any(re.search(r"(?i)lost|reset|empty", line) for line in errors())
+    def stated() -> bool:
+        return any(re.search(r"(?i)lost|reset|empty", line) for line in errors())
+
+    # Each worker looks at the store's marker with its heartbeat (every lease / 2).
+    with contextlib.suppress(AssertionError):
+        wait_for(stated, timeout=LEASE * 3, what="a worker to log the store's loss at ERROR")
+    reset_stated = stated()
     lost = {ADDED} if any(ADDED in line for line in errors()) else set()
 
     def excuse(job_id: str, us: int) -> bool:
