@@ -20,7 +20,7 @@ import inspect
 import logging
 import pickle
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from apscheduler.util import obj_to_ref, ref_to_obj
@@ -128,10 +128,10 @@ def func_ref(func: Callable[..., Any]) -> str:
     return str(obj_to_ref(func))
 
 
-def encode(record: JobRecord) -> dict[str, bytes]:
-    """The record's stored fields as pickled values."""
+def encode(record: JobRecord, names: Iterable[str] | None = None) -> dict[str, bytes]:
+    """The record's stored fields (``names``: these only) as pickled values."""
     fields: dict[str, bytes] = {}
-    for name in persisted_fields():
+    for name in persisted_fields() if names is None else names:
         value = getattr(record, name)
         if name == "func":
             value = func_ref(value)

@@ -306,7 +306,12 @@ class StoreSync:
             writer.delete(job_id, time.time())
             del self._saved[job_id]
             return
-        fields = records.encode(record)
+        if run_state and saved is not None and saved[0] is record:
+            # A run changes run state only: the definition and options are not encoded
+            # again (the trigger, arguments and function are the costly ones).
+            fields = records.encode(record, _run_state_names())
+        else:
+            fields = records.encode(record)
         if saved is not None and isinstance(record.func, records.MissingFunction):
             _keep_stored_view(record, fields, saved[1])
         if saved is None or saved[0] is not record:
@@ -546,6 +551,14 @@ def _option_names() -> tuple[str, ...]:
     fields = set(records.persisted_fields())
     skip = {*records.DEFINITION_FIELDS, "id"}
     return tuple(n for n in params if n in fields and n not in skip)
+
+
+@functools.cache
+def _run_state_names() -> tuple[str, ...]:
+    """The stored fields a run may change: all but the id, the definition, the options and
+    the creation time."""
+    fixed = {"id", "created_at", *records.DEFINITION_FIELDS, *_option_names()}
+    return tuple(n for n in records.persisted_fields() if n not in fixed)
 
 
 def _define(record: JobRecord, declared: JobRecord) -> None:
