@@ -237,3 +237,32 @@ async def test_an_idle_coordinated_worker_reloads_only_when_the_store_changed(
         lambda: follower.get_job("i0").name == "renamed", timeout=30, what="the change"
     )
     assert idle_reads <= 1, f"{idle_reads} full reloads in a second while nothing changed"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
+async def test_a_standby_tries_the_lease_at_its_pace_not_in_a_loop(kind, stores, managers):
+    # A standby whose try fails (the leader holds the lease) waits before the next try:
+    # one try per ``min(1, lease_seconds / 5)`` seconds (here 1 s, lease_seconds being 10).
+    store = stores(kind)
+    leader = managers(store.config(coordinated=True))
+    await leader.start()
+    standby = managers(store.config(coordinated=True))
+    await standby.start()
+    assert leader.is_leader and not standby.is_leader
+    assert standby.persistence is not None
+    lease = standby.persistence.leadership.lease
+    assert lease is not None
+    tries: list[float] = []
+    real = lease.try_acquire
+
+    def counted() -> bool:
+        tries.append(time.monotonic())
+        return bool(real())
+
+    lease.try_acquire = counted  # type: ignore[method-assign]
+    began = time.monotonic()
+    await wait_until(lambda: len(tries) >= 2, timeout=30, what="two tries of the lease")
+    await asyncio.sleep(0.5)
+    elapsed = time.monotonic() - began
+    assert not standby.is_leader
+    assert len(tries) <= elapsed / 1.0 + 2, f"{len(tries)} tries in {elapsed:.2f}s"
