@@ -533,29 +533,11 @@ class SqlState(StateBackend):
         return jobs
 
     def check_fence(self, connection: Any, fence: int | None) -> None:
-        """In a write's transaction: raise ``FencedError`` if a greater token has written.
-
-        On PostgreSQL the fence's row is read under a shared lock (``FOR SHARE``) held until
-        the transaction ends: this leader's writes (claims, moves, run state, each from its
-        own thread) go on side by side, and a new leader raising the fence waits for them
-        to end, so no write checked against the old fence lands after the raise. A write
-        with a greater token than the fence's raises it, as the new leader does when it
-        takes over (so this is rare). SQLite has one writer at a time: there every check
-        holds the fence at ``fence``."""
-        if fence is None:
-            return
-        if not self.postgres:
+        """In a write's transaction: raise ``FencedError`` if a greater token has written;
+        else hold the fence at ``fence`` (locking its row until the transaction ends, so no
+        write checked against the old fence lands after a new leader's raise)."""
+        if fence is not None:
             self._hold_fence(connection, fence)
-            return
-        from sqlalchemy import select
-
-        f = self.fence_t
-        query = select(f.c.token).where(f.c.id == 1).with_for_update(read=True)
-        held = connection.execute(query).scalar()
-        if held is None or held < fence:
-            self._hold_fence(connection, fence)  # a newer token raises it (rare: see above)
-        elif held > fence:
-            raise FencedError(fence)
 
     def _hold_fence(self, connection: Any, fence: int) -> None:
         """Set the fence to ``fence`` unless a greater token holds it (then raise
