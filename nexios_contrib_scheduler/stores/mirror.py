@@ -84,7 +84,7 @@ class MirrorJobStore(HeapJobStore):
         self.outbox.delete_schedule(job_id)
 
     def remove_all_jobs(self) -> None:
-        ids = list(self.ids())
+        ids = list(self.job_ids())
         super().remove_all_jobs()
         self._stored = {}
         for job_id in ids:
@@ -130,10 +130,6 @@ class MirrorJobStore(HeapJobStore):
 
     # ------------------------------------------------------------ reloads (quiet)
 
-    def ids(self) -> Collection[str]:
-        """The ids of the jobs held."""
-        return self.job_ids()
-
     def load(self, job: Job, state: bytes) -> None:
         """A job as read from the store (not written back)."""
         if self._stored.get(job.id) == state and self.lookup_job(job.id) is not None:
@@ -165,7 +161,7 @@ class MirrorJobStore(HeapJobStore):
         return found
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} ({len(self.ids())} jobs) of {self.store!r}>"
+        return f"<{type(self).__name__} ({len(self.job_ids())} jobs) of {self.store!r}>"
 
 
 __all__ = ["MirrorJobStore", "Outbox"]

@@ -166,8 +166,7 @@ class StateBackend(ABC):
 
     def create_many(self, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
         """``create`` for many jobs, in one write."""
-        for job_id, fields in jobs.items():
-            self.create(job_id, fields)
+        self.write_ops(jobs, {}, {})
 
     @abstractmethod
     def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
@@ -187,9 +186,9 @@ class StateBackend(ABC):
         (the schedules: the SQL connection, or the Redis pipeline). Not fenced: any worker
         may change a job."""
 
-    @abstractmethod
     def delete(self, job_id: str, removed_at: float) -> None:
         """Forget a job's fields and remember when it was removed."""
+        self.write_ops({}, {}, {job_id: removed_at})
 
     #: The worker whose writes this backend counts as its own (see ``changes``).
     writer_id = ""
@@ -573,9 +572,6 @@ class SqlState(StateBackend):
             self._count_change(connection)
             self._create_rows(connection, {job_id: fields})
 
-    def create_many(self, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
-        self.write_ops(jobs, {}, {})
-
     def write_ops(
         self,
         creates: Mapping[str, Mapping[str, bytes]],
@@ -669,9 +665,6 @@ class SqlState(StateBackend):
             self._count_change(connection)
             self._update_fields(connection, {job_id: fields})
         return True
-
-    def delete(self, job_id: str, removed_at: float) -> None:
-        self.write_ops({}, {}, {job_id: removed_at})
 
     def tombstones(self) -> dict[str, float]:
         from sqlalchemy import select
@@ -1173,9 +1166,6 @@ class RedisState(StateBackend):
         keys = [self.fence_key, self._key(job_id), self.changes_key]
         return bool(_fenced(self._update_script(keys=keys, args=args), fence))
 
-    def create_many(self, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
-        self.write_ops(jobs, {}, {})
-
     def write_ops(
         self,
         creates: Mapping[str, Mapping[str, bytes]],
@@ -1217,9 +1207,6 @@ class RedisState(StateBackend):
         raw = cast(Mapping[Any, Any], self.client.hgetall(self.changes_key))
         mine = self.writer_id.encode()
         return sum(int(v) for k, v in raw.items() if k != mine and k != self.writer_id)
-
-    def delete(self, job_id: str, removed_at: float) -> None:
-        self.write_ops({}, {}, {job_id: removed_at})
 
     def tombstones(self) -> dict[str, float]:
         raw = cast(Mapping[Any, Any], self.client.hgetall(self.removed_key))

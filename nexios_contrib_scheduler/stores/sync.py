@@ -170,7 +170,7 @@ class StoreSync:
                 if job_id not in newer:
                     self._merge(job_id, fields, loaded.jobs.get(job_id, (None, b""))[0])
             # The schedules, into APScheduler's job store (in memory).
-            scheduled = list(mirror.ids()) if loaded.ids is None else loaded.ids
+            scheduled = list(mirror.job_ids()) if loaded.ids is None else loaded.ids
             for job_id in {*scheduled, *loaded.jobs}:
                 if job_id in newer:
                     continue
