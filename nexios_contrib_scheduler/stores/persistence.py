@@ -586,8 +586,9 @@ class Persistence:
 
     def request_run(self, job_id: str) -> bool:
         """Ask the leader to run a job now; False if the job is unknown or finished (as
-        this worker's view shows it)."""
-        record = self.registry.get(job_id)
+        this worker's view shows it). A job this worker declared in code is known even
+        before the leader's write of it has reached this worker's view."""
+        record = self.registry.get(job_id) or self.sync.declared(job_id)
         if record is None or record.finished:
             return False
         self.bus.request_run(job_id, record.name)

@@ -101,6 +101,11 @@ class StoreSync:
         self._definitions.update({k: copy.copy(r) for k, r in declared.items()})
         return declared
 
+    def declared(self, job_id: str) -> JobRecord | None:
+        """The job as this worker declared it in code before ``start()``, while the store's
+        version of it has not reached this worker's view yet (None otherwise)."""
+        return self._declarations.get(job_id)
+
     def give_back(self, declared: dict[str, JobRecord]) -> None:
         """A start that failed: the declarations are the registry's again."""
         for record in declared.values():
