@@ -170,6 +170,7 @@ async def test_a_burst_of_one_shots_is_claimed_and_moved_in_batches(store, manag
     )
     await asyncio.sleep(0.3)  # a second run would show by now
     assert {len(FIRES[f"b{i}"]) for i in range(BURST)} == {1}
+    assert await manager.flush()  # the moves are written after the claims, off the loop
 
     slices = writes.counts["slices"]
     assert slices >= math.ceil(BURST / scheduler.slice_size)

@@ -120,6 +120,52 @@ class TestTheStoreRefusesAnOlderToken:
         assert state.claim("c", "1", "x")  # the refused write claimed nothing
 
 
+@pytest.fixture
+def postgres_state():
+    namespace = unique_namespace()
+    backend = open_state(parse_jobstore(postgres_url()), namespace)
+    backend.make_jobstore()
+    backend.open()
+    yield backend
+    backend.close()
+    drop_namespace(postgres_url(), namespace)
+
+
+def test_postgres_claims_go_on_after_the_server_ended_their_connection(postgres_state):
+    """PostgreSQL claims are one statement on a connection the claims' thread keeps: when
+    the server ends it, that batch fails (the writer retries it) and the next one is made
+    on a new connection."""
+    state = postgres_state
+    assert state.claim_many([("a", "1")], "me", fence=1) == [True]
+    ended = _end_sessions_whose_last_query_starts("WITH held AS")
+    assert ended >= 1, "the claims' connection was not found on the server"
+    with pytest.raises(Exception, match="(?i)server closed|terminat|connection"):
+        state.claim_many([("a", "2")], "me", fence=1)
+    assert state.claim_many([("a", "2"), ("a", "1")], "me", fence=1) == [True, False]
+    flying = sorted((f.job_id, f.fire) for f in state.in_flight())
+    assert flying == [("a", "1"), ("a", "2")]
+
+
+def _end_sessions_whose_last_query_starts(prefix: str) -> int:
+    """Have the PostgreSQL server end the sessions whose last query starts with
+    ``prefix`` (other than this one); how many it ended."""
+    import psycopg2
+
+    connection = psycopg2.connect(postgres_url())
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE pid <> pg_backend_pid() AND query LIKE %s",
+                (prefix.replace("%", "") + "%",),
+            )
+            row = cursor.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        connection.close()
+
+
 # ---------------------------------------------------------------- with schedulers
 
 

@@ -133,8 +133,6 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         guard = and_(table.c.id == bindparam("b_id"), table.c.job_state == bindparam("b_expected"))
         kept = 0
         with self.engine.begin() as connection:
-            if self.fence_check is not None:
-                self.fence_check(connection, fence)
             if updates:
                 update = table.update().where(guard)
                 update = update.values(
@@ -145,6 +143,8 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
                 kept = len(updates) - written if sane and written >= 0 else 0
             if deletes:
                 connection.execute(table.delete().where(guard), deletes)
+            if self.fence_check is not None:  # last: the fence's row is locked until commit
+                self.fence_check(connection, fence)
         if kept > 0:
             logger.debug("%d job(s) changed by another worker during a pass; kept", kept)
         return kept

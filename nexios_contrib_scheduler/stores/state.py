@@ -405,6 +405,9 @@ class SqlState(StateBackend):
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._jobs_table: Table | None = None
+        # The claims' thread's own connection and statement (``_claim_many_postgres``).
+        self._claims_connection: Any = None
+        self._claim_statement: Any = None
         self.channel = f"{namespace}_messages"
         md = MetaData()
         self.metadata = md
@@ -510,6 +513,10 @@ class SqlState(StateBackend):
             check_tables(self.engine, tables)
 
     def close(self) -> None:
+        connection, self._claims_connection = self._claims_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
         self.engine.dispose()
 
     def load(self, job_id: str) -> dict[str, bytes] | None:
@@ -534,9 +541,22 @@ class SqlState(StateBackend):
     def check_fence(self, connection: Any, fence: int | None) -> None:
         """In a write's transaction: raise ``FencedError`` if a greater token has written;
         else hold the fence at ``fence`` (locking its row until the transaction ends, so no
-        write checked against the old fence lands after a new leader's raise)."""
+        write checked against the old fence lands after a new leader's raise).
+
+        Call it last, just before the commit: the row is then locked only for the commit,
+        and one lane's writes (run state, say) do not keep another's (claims) waiting.
+        Checked last, it holds as well as first: a raise committed before it refuses the
+        whole transaction; a raise made after it waits for the commit."""
         if fence is not None:
             self._hold_fence(connection, fence)
+
+    @contextlib.contextmanager
+    def fenced(self, fence: int | None) -> Iterator[Any]:
+        """A transaction whose writes land only if ``fence`` still holds: the fence is
+        checked at its end (``check_fence``), also when the body returns early."""
+        with self.engine.begin() as connection:
+            yield connection
+            self.check_fence(connection, fence)
 
     def _hold_fence(self, connection: Any, fence: int) -> None:
         """Set the fence to ``fence`` unless a greater token holds it (then raise
@@ -567,8 +587,7 @@ class SqlState(StateBackend):
             return int(connection.execute(query).scalar() or 0)
 
     def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
-        with self.engine.begin() as connection:
-            self.check_fence(connection, fence)
+        with self.fenced(fence) as connection:
             self._count_change(connection)
             self._create_rows(connection, {job_id: fields})
 
@@ -657,8 +676,7 @@ class SqlState(StateBackend):
         from sqlalchemy import select
 
         t = self.state_t
-        with self.engine.begin() as connection:
-            self.check_fence(connection, fence)
+        with self.fenced(fence) as connection:
             query = select(t.c.field).where(t.c.job_id == job_id).limit(1)
             if connection.execute(query).first() is None:
                 return False
@@ -682,8 +700,7 @@ class SqlState(StateBackend):
             .values(job_id=job_id, fire=token, worker=worker_id, claimed_at=now)
             .on_conflict_do_nothing()
         )
-        with self.engine.begin() as connection:
-            self.check_fence(connection, fence)
+        with self.fenced(fence) as connection:
             if connection.execute(statement).rowcount != 1:
                 return False
             if track:
@@ -705,17 +722,80 @@ class SqlState(StateBackend):
             {"job_id": j, "fire": t, "worker": worker_id, "claimed_at": now}
             for j, t in dict.fromkeys(fires)
         ]
+        if self.postgres and fence is not None:
+            return self._claim_many_postgres(list(dict.fromkeys(fires)), fires, worker_id, fence)
         # One statement for any number of rows (executed as multi-row inserts, compiled
         # once): the rows returned are the fires this call claimed.
         statement = self._insert(f).on_conflict_do_nothing().returning(f.c.job_id, f.c.fire)
-        with self.engine.begin() as connection:
-            self.check_fence(connection, fence)
+        with self.fenced(fence) as connection:
             claimed = {(r.job_id, r.fire) for r in connection.execute(statement, rows)}
             if claimed:
                 connection.execute(
                     i.insert(),
                     [{**r, "started": False} for r in rows if (r["job_id"], r["fire"]) in claimed],
                 )
+        return [(j, t) in claimed for j, t in fires]
+
+    def _claim_many_postgres(
+        self,
+        unique: list[tuple[str, str]],
+        fires: Sequence[tuple[str, str]],
+        worker_id: str,
+        fence: int,
+    ) -> list[bool]:
+        """Claims on PostgreSQL in one statement, one round trip: hold the fence, insert
+        the fires' rows, track the ones claimed. Its own transaction (autocommit), on a
+        connection the claims' thread keeps: a claim waits for the server once, not for a
+        check-out, a BEGIN, three statements and a COMMIT, each of which can also wait for
+        the interpreter's lock when the event loop is busy."""
+        from sqlalchemy import text
+
+        if self._claim_statement is None:
+            quote = self.engine.dialect.identifier_preparer.quote
+            fence_t, fires_t, inflight_t = (
+                quote(t.name) for t in (self.fence_t, self.fires_t, self.inflight_t)
+            )
+            # The first row (no job) says the fence held; the others are the claimed fires.
+            self._claim_statement = text(
+                f"WITH held AS ("
+                f" INSERT INTO {fence_t} (id, token) VALUES (1, :fence)"
+                f" ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token"
+                f" WHERE {fence_t}.token <= EXCLUDED.token RETURNING token"
+                f"), claimed AS ("
+                f" INSERT INTO {fires_t} (job_id, fire, worker, claimed_at)"
+                f" SELECT u.job_id, u.fire, :worker, :now"
+                f" FROM unnest(CAST(:job_ids AS text[]), CAST(:fire_ids AS text[]))"
+                f" AS u(job_id, fire)"
+                f" WHERE EXISTS (SELECT 1 FROM held)"
+                f" ON CONFLICT DO NOTHING RETURNING job_id, fire"
+                f"), tracked AS ("
+                f" INSERT INTO {inflight_t} (job_id, fire, worker, started, claimed_at)"
+                f" SELECT job_id, fire, :worker, false, :now FROM claimed"
+                f") SELECT NULL AS job_id, NULL AS fire FROM held"
+                f" UNION ALL SELECT job_id, fire FROM claimed"
+            )
+        params = {
+            "fence": fence,
+            "worker": worker_id,
+            "now": time.time(),
+            "job_ids": [j for j, _ in unique],
+            "fire_ids": [t for _, t in unique],
+        }
+        connection = self._claims_connection
+        if connection is None:
+            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._claims_connection = connection
+        try:
+            rows = connection.execute(self._claim_statement, params).all()
+        except BaseException:
+            self._claims_connection = None  # a new one next time, the server may have gone
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+                connection.close()
+            raise
+        if not any(row.job_id is None for row in rows):
+            raise FencedError(fence)
+        claimed = {(row.job_id, row.fire) for row in rows if row.job_id is not None}
         return [(j, t) in claimed for j, t in fires]
 
     def write_run_state(
@@ -728,8 +808,7 @@ class SqlState(StateBackend):
         from sqlalchemy import and_, bindparam
 
         i = self.inflight_t
-        with self.engine.begin() as connection:
-            self.check_fence(connection, fence)
+        with self.fenced(fence) as connection:
             if updates:
                 self._count_change(connection)
                 self._update_fields(connection, updates)
@@ -744,8 +823,7 @@ class SqlState(StateBackend):
 
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         i = self.inflight_t
-        with self.engine.begin() as connection:
-            self.check_fence(connection, fence)
+        with self.fenced(fence) as connection:
             connection.execute(
                 i.update().where(i.c.job_id == job_id, i.c.fire == token).values(started=True)
             )
@@ -757,8 +835,7 @@ class SqlState(StateBackend):
             return
         i = self.inflight_t
         statement = i.delete().where(and_(i.c.job_id == bindparam("j"), i.c.fire == bindparam("f")))
-        with self.engine.begin() as connection:
-            self.check_fence(connection, fence)
+        with self.fenced(fence) as connection:
             connection.execute(statement, [{"j": j, "f": f} for j, f in fires])
 
     def raise_fence(self, fence: int) -> None:
