@@ -75,6 +75,10 @@ async def tick_job(job_id: str) -> None:
     _fires.append((job_id, scheduled, now))
 
 
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
 # ---------------------------------------------------------------- the two systems
 
 
@@ -101,8 +105,9 @@ class StoreSystem:
     def add_once(self, job_id: str, when: float) -> None:
         raise NotImplementedError
 
-    def add_tick(self, job_id: str) -> float:
-        """An interval job of 1 s calling ``tick_job``; returns its first fire time."""
+    def add_tick(self, job_id: str, start: float) -> float:
+        """An interval job of 1 s calling ``tick_job``, on a grid starting at ``start`` (a
+        Unix time); returns its first fire time."""
         raise NotImplementedError
 
     def remove(self, job_id: str) -> None:
@@ -176,10 +181,10 @@ class ThisOnStore(StoreSystem):
         trigger = DateTimeTrigger(datetime.fromtimestamp(when, UTC))
         self.manager.add_job(burst_job, trigger, id=job_id, args=(job_id,))
 
-    def add_tick(self, job_id: str) -> float:
+    def add_tick(self, job_id: str, start: float) -> float:
         from nexios_contrib_scheduler import IntervalTrigger
 
-        trigger = IntervalTrigger(seconds=1, start_now=False)
+        trigger = IntervalTrigger(seconds=1, start_now=False, start_date=_utc(start))
         job = self.manager.add_job(tick_job, trigger, id=job_id, args=(job_id,))
         nxt = job.next_run_time
         return math.nan if nxt is None else nxt.timestamp()
@@ -245,10 +250,10 @@ class RawOnStore(StoreSystem):
         trigger = DateTrigger(run_date=datetime.fromtimestamp(when, UTC), timezone=UTC)
         self.scheduler.add_job(burst_job, trigger, id=job_id, args=(job_id,))
 
-    def add_tick(self, job_id: str) -> float:
+    def add_tick(self, job_id: str, start: float) -> float:
         from apscheduler.triggers.interval import IntervalTrigger
 
-        trigger = IntervalTrigger(seconds=1, timezone=UTC)
+        trigger = IntervalTrigger(seconds=1, start_date=_utc(start), timezone=UTC)
         job = self.scheduler.add_job(tick_job, trigger, id=job_id, args=(job_id,))
         nxt = getattr(job, "next_run_time", None)
         return math.nan if nxt is None else float(nxt.timestamp())
@@ -529,9 +534,14 @@ async def fires(system_key: str, params: Params) -> Result:
     await system.wait_leading()
     firsts = {}
     began = time.perf_counter()
+    # The jobs' grids are spread evenly over a second, a steady ``n`` fires per second,
+    # the same for both systems (left to the pace of the adds, they would come in bursts
+    # as dense as the adds were fast). They start after ``settle`` seconds, by which both
+    # systems have added them all.
+    base = math.ceil(time.time()) + float(params["settle"])
     for i in range(n):
         job_id = f"tick-{i}"
-        firsts[job_id] = system.add_tick(job_id)
+        firsts[job_id] = system.add_tick(job_id, base + i / n)
         await asyncio.sleep(0)
     result: Result = {"add_s": time.perf_counter() - began}
     await asyncio.sleep(float(params["settle"]))
@@ -592,8 +602,10 @@ async def restart(system_key: str, params: Params) -> Result:
         await system.wait_leading()
         for i in range(int(params["jobs"])):
             system.add_idle(i)
-        for i in range(int(params["ticks"])):
-            system.add_tick(f"tick-{i}")
+        ticks = int(params["ticks"])
+        base = time.time() + 1.0
+        for i in range(ticks):
+            system.add_tick(f"tick-{i}", base + i / ticks)
         await asyncio.sleep(float(params["settle"]))
         heartbeat = Heartbeat()
         heartbeat.start()
