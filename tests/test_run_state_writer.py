@@ -184,3 +184,45 @@ async def test_jobs_declared_before_start_are_written_together(config, managers,
     again = managers(config())
     await again.start()
     assert len(again.get_jobs()) == declared
+
+
+async def test_a_runs_state_is_written_once_with_its_fires_end_and_a_reload_keeps_it(
+    config, managers, monkeypatch
+):
+    """A run's state reaches the writer a little after the run (once for its start and
+    end), its fire's end with it or after it, never before; a reload of the job read
+    meanwhile leaves the newer state in memory be; a flush writes it."""
+    from nexios_contrib_scheduler.stores import sync
+
+    monkeypatch.setattr(sync, "RUN_STATE_DELAY", 3600.0)  # held until the flush below
+    manager = managers(config())
+    await manager.start()
+    persistence = manager.persistence
+    assert persistence is not None
+    calls: list[tuple[list[str], list[str]]] = []
+    real = persistence.state.write_run_state
+
+    def watched(updates, started, ended, fence=None):
+        calls.append((sorted(updates), [job_id for job_id, _ in ended]))
+        return real(updates, started, ended, fence)
+
+    persistence.state.write_run_state = watched  # type: ignore[method-assign]
+    manager.add_job(count, IntervalTrigger(hours=1), args=("o",), id="o")
+    await wait_until(
+        lambda: manager.get_job("o").success_count == 1, timeout=30, what="the first run"
+    )
+    assert persistence.writer.flush(10)  # what was handed over; the run state was not
+    assert _stored_counts(manager, "o") == (0, 0)
+    assert not any("o" in ended for _, ended in calls)  # its end waits for its run state
+
+    loaded = await asyncio.to_thread(persistence.sync.load, {"o"})
+    persistence.sync.apply(loaded)  # read before the run state was written
+    job = manager.get_job("o")
+    assert (job.total_run_count, job.success_count) == (1, 1)
+
+    assert await manager.flush()
+    assert _stored_counts(manager, "o") == (1, 1)
+    assert persistence.state.in_flight() == []
+    updated = [i for i, (ids, _) in enumerate(calls) if "o" in ids]
+    ended = [i for i, (_, ids) in enumerate(calls) if "o" in ids]
+    assert updated and ended and updated[0] <= ended[0]

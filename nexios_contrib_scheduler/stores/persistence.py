@@ -247,6 +247,7 @@ class Persistence:
     async def flush(self, timeout: float = 30.0) -> bool:
         """Wait (off the event loop) until the run state handed to the writer is written;
         False if it was not within ``timeout`` seconds."""
+        self.sync.hand_run_state()
         return await asyncio.to_thread(self.writer.flush, timeout)
 
     def close(self) -> None:
@@ -551,7 +552,7 @@ class Persistence:
         if claim is not None:  # a fire never submitted: it is ended if it was claimed here
             claim.add_done_callback(functools.partial(self._end_if_claimed, record.id, token))
             return
-        self.writer.end_fire(record.id, token, run)
+        self.sync.end_fire(record.id, token, run)
 
     def _end_if_claimed(self, job_id: str, token: str, claim: asyncio.Future[bool]) -> None:
         if not claim.cancelled() and claim.exception() is None and claim.result():

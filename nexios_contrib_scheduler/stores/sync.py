@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from apscheduler.jobstores.base import JobLookupError
 
 from ..config import JobStatus
-from ..jobs import JobRecord, utcnow
+from ..jobs import JobRecord, RunRecord, utcnow
 from ..ledger import RunLedger
 from ..registry import ChangeKind, JobRegistry
 from ..scheduler import apscheduler_grace
@@ -46,6 +46,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("nexios_contrib_scheduler")
 
 FLUSH_BEFORE_READ = 5.0  # longest a reload waits for this worker's run state to be written
+#: Run state is encoded for the writer this long after a run changed it, once per job
+#: however many changes came meanwhile (a run's start and end are one write), in slices of
+#: ``RUN_STATE_SLICE`` jobs per turn of the event loop: a burst of runs starts first.
+RUN_STATE_DELAY = 0.1
+RUN_STATE_SLICE = 200
 
 
 @dataclass
@@ -84,6 +89,11 @@ class StoreSync:
         self._settled: set[tuple[str, str]] = set()  # fires of stopped workers, settled here
         self._written: dict[str, int] = {}  # job id -> the count at its last write
         self._op_written: dict[str, int] = {}  # ... at its last write that was not run state
+        # Jobs whose run state changed and is not encoded yet, and the timer that will.
+        self._run_state_due: dict[str, JobRecord] = {}
+        self._run_state_timer: asyncio.TimerHandle | None = None
+        self._run_state_loop: asyncio.AbstractEventLoop | None = None
+        self._ends_due: dict[str, list[tuple[str, RunRecord | None]]] = {}
         registry.subscribe(self.on_change)
 
     def take_declarations(self) -> dict[str, JobRecord]:
@@ -112,7 +122,62 @@ class StoreSync:
             self.registry.put(record)
 
     def on_change(self, kind: ChangeKind, record: JobRecord) -> None:
+        if kind == "run" and self._defer_run_state(record):
+            return
         self.changed(record, run_state=kind == "run")
+
+    def _defer_run_state(self, record: JobRecord) -> bool:
+        """A run changed ``record``: encode its run state a little later (on the loop, once
+        for all the changes meanwhile); False if it is to be written at once (not running,
+        or not on the event loop)."""
+        if not self.owner.running:
+            return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        # Noted now, so that a reload read before the write leaves the job's run state be.
+        self.note_write(record.id, run_state=True)
+        self._run_state_due[record.id] = record
+        if self._run_state_timer is None:
+            self._run_state_timer = loop.call_later(RUN_STATE_DELAY, self._encode_run_state)
+            self._run_state_loop = loop
+        return True
+
+    def _encode_run_state(self) -> None:
+        """Hand the run state of up to ``RUN_STATE_SLICE`` jobs to the writer; the rest in
+        the next turns of the loop."""
+        self._run_state_timer = None
+        due = self._run_state_due
+        for _ in range(min(RUN_STATE_SLICE, len(due))):
+            self._hand(due.pop(next(iter(due))))
+        loop = self._run_state_loop
+        if due and loop is not None and not loop.is_closed():
+            self._run_state_timer = loop.call_later(0, self._encode_run_state)
+
+    def hand_run_state(self) -> None:
+        """Hand every pending run state to the writer now (on the loop: before a flush)."""
+        if self._run_state_timer is not None:
+            self._run_state_timer.cancel()
+            self._run_state_timer = None
+        due, self._run_state_due = self._run_state_due, {}
+        for record in due.values():
+            self._hand(record)
+
+    def _hand(self, record: JobRecord) -> None:
+        """A job's run state to the writer, then the ends of its fires that wait for it."""
+        self.changed(record, run_state=True)
+        writer = self.owner.writer
+        for token, run in self._ends_due.pop(record.id, ()):
+            writer.end_fire(record.id, token, run)
+
+    def end_fire(self, job_id: str, token: str, run: RunRecord | None) -> None:
+        """A fire ended: its end goes to the writer right after the job's run state (the
+        one that counts the run), never before it."""
+        if job_id in self._run_state_due:
+            self._ends_due.setdefault(job_id, []).append((token, run))
+        else:
+            self.owner.writer.end_fire(job_id, token, run)
 
     # Reading the store and applying what was read happen under ``_io``, as do encoding a
     # record and writing it: a read cannot then land after a newer write of this worker and

@@ -17,7 +17,10 @@ Redis), in this order:
 
 The claims of fires go their own way, in a second thread, so that a run waits for its
 claim only (``claim`` hands back a future), not for the moves and run state before it:
-each batch of claims is one fenced statement (one script on Redis).
+each batch of claims is one fenced statement (one script on Redis). The runs come first: a
+batch waits (up to ``RUNS_FIRST_WAIT``) until the runs of the claims answered before it
+have started, and the answers reach the loop in slices, so that a burst of due jobs starts
+without sharing the interpreter with the writes that record it.
 
 Then it tells the other workers which jobs changed. A step that fails is kept and tried
 again (after 0.5 s, then up to 5 s apart), merged with what came since; a step that was
@@ -56,6 +59,11 @@ GATHER_SECONDS = 0.01
 CLAIMS_GATHER_SECONDS = 0.002
 #: Longest the moves wait for the claims before them, before they are tried again later.
 CLAIMS_WAIT = 1.0
+#: Longest a batch waits for the runs of the claims answered before it to start (the runs
+#: come first: a batch written meanwhile would hold the interpreter's lock for long spells).
+RUNS_FIRST_WAIT = 0.5
+#: Most claims answered in one turn of the event loop (their runs start in the next turn).
+ANSWER_SLICE = 100
 
 #: A job's schedule as APScheduler stores it: its next run as a UTC timestamp (None:
 #: paused) and its pickled state.
@@ -180,6 +188,7 @@ class Writer:
         self._claims: list[Claim] = []
         self._claims_handed = 0
         self._claims_done = 0
+        self._claims_started = 0  # of them, answered on the loop, their runs under way
         self._claim_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ from the event loop
@@ -320,6 +329,7 @@ class Writer:
                     self._lock.wait(GATHER_SECONDS)  # let what comes with it gather
                 batch, self._pending = self._pending, Batch()
                 upto = self._handed
+            self._let_runs_start()
             retry = self._write(batch)
             with self._lock:
                 if retry:
@@ -335,6 +345,25 @@ class Writer:
                 delay = min(delay * 2, RETRY_MAX)
             else:
                 delay = RETRY_FIRST
+
+    def _let_runs_start(self) -> None:
+        """Wait (up to ``RUNS_FIRST_WAIT``) until the runs of the claims handed over so far
+        have started: a burst of due jobs starts before its moves and run state are
+        written, instead of sharing the interpreter with those writes."""
+        deadline = time.monotonic() + RUNS_FIRST_WAIT
+        with self._claim_lock:
+            target = self._claims_handed
+            while self._claims_started < target and not self._stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._claim_lock.wait(left)
+
+    def _runs_started(self, count: int) -> None:
+        """On the loop, a turn after ``count`` claims were answered: their runs are under way."""
+        with self._claim_lock:
+            self._claims_started += count
+            self._claim_lock.notify_all()
 
     def _write(self, batch: Batch) -> bool:
         """Write one batch, step by step; True if what is left of it should be tried again
@@ -420,10 +449,14 @@ class Writer:
         failed: str | None,
         fenced: bool = False,
     ) -> None:
-        """Answer the claims' futures on the event loop, in one call."""
+        """Answer the claims' futures on the event loop, ``ANSWER_SLICE`` at a time: the
+        runs of one slice take their first steps before the next slice is answered, so that
+        a burst of claims does not start thousands of runs in one turn of the loop."""
 
-        def settle() -> None:
-            for index, (job_id, token, future) in enumerate(claims):
+        def settle(start: int) -> None:
+            end = min(start + ANSWER_SLICE, len(claims))
+            for index in range(start, end):
+                job_id, token, future = claims[index]
                 if future.done():
                     continue
                 if answers is None:
@@ -436,8 +469,13 @@ class Writer:
                         job_id,
                         fire_time(token).isoformat(),
                     )
+            loop = asyncio.get_running_loop()
+            if end < len(claims):
+                loop.call_soon(settle, end)  # after the runs this slice woke
+            else:
+                loop.call_soon(self._runs_started, len(claims))
 
-        self.owner.call_soon(settle)
+        self.owner.call_soon(settle, 0)
 
     def _write_moves(self, batch: Batch) -> None:
         owner = self.owner
