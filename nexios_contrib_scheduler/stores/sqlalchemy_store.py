@@ -15,7 +15,7 @@ Imported only for a ``sqlite:`` or ``postgresql:`` job store: it needs SQLAlchem
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -29,6 +29,21 @@ logger = logging.getLogger("nexios_contrib_scheduler")
 
 #: Ids per ``IN`` list.
 _CHUNK = 1000
+#: Rows given to one executemany call. A call keeps its rows' bound parameters alive until
+#: it returns; pages of this size let them go page by page, instead of piling up (and
+#: surviving into the garbage collector's oldest generation, whose full collections, with
+#: the interpreter stopped, grow with everything alive) for a write of many jobs at once.
+ROWS_PER_EXECUTE = 2000
+
+
+def execute_paged(connection: Any, statement: Any, rows: Sequence[Mapping[str, Any]]) -> int:
+    """``connection.execute(statement, rows)`` in pages of ``ROWS_PER_EXECUTE`` rows, in the
+    connection's transaction; the rows matched in all (-1 where the driver cannot tell)."""
+    total = 0
+    for start in range(0, len(rows), ROWS_PER_EXECUTE):
+        count = connection.execute(statement, rows[start : start + ROWS_PER_EXECUTE]).rowcount
+        total = -1 if total < 0 or count is None or count < 0 else total + count
+    return total
 
 
 class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
@@ -110,7 +125,7 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
                     "job_state": insert.excluded.job_state,
                 },
             )
-            connection.execute(statement, rows)
+            execute_paged(connection, statement, rows)
 
     def move_schedules(
         self,
@@ -138,11 +153,11 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
                 update = update.values(
                     next_run_time=bindparam("b_next"), job_state=bindparam("b_state")
                 )
-                written = connection.execute(update, updates).rowcount
+                written = execute_paged(connection, update, updates)
                 sane = connection.dialect.supports_sane_multi_rowcount
                 kept = len(updates) - written if sane and written >= 0 else 0
             if deletes:
-                connection.execute(table.delete().where(guard), deletes)
+                execute_paged(connection, table.delete().where(guard), deletes)
             if self.fence_check is not None:  # last: the fence's row is locked until commit
                 self.fence_check(connection, fence)
         if kept > 0:

@@ -612,6 +612,8 @@ class SqlState(StateBackend):
                 also(connection)
 
     def _create_rows(self, connection: Any, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
+        from .sqlalchemy_store import execute_paged
+
         t, r = self.state_t, self.removed_t
         ids = list(jobs)
         for start in range(0, len(ids), 1000):  # bounded IN lists
@@ -624,11 +626,13 @@ class SqlState(StateBackend):
             for k, v in fields.items()
         ]
         if rows:
-            connection.execute(t.insert(), rows)
+            execute_paged(connection, t.insert(), rows)
 
     def _update_fields(self, connection: Any, updates: Mapping[str, Mapping[str, bytes]]) -> None:
         """Change fields of the jobs still stored (a job removed meanwhile is left out)."""
         from sqlalchemy import and_, bindparam, select
+
+        from .sqlalchemy_store import execute_paged
 
         t = self.state_t
         stored: dict[str, set[str]] = {}
@@ -653,9 +657,9 @@ class SqlState(StateBackend):
                 .where(and_(t.c.job_id == bindparam("j"), t.c.field == bindparam("f")))
                 .values(value=bindparam("v"))
             )
-            connection.execute(statement, old)
+            execute_paged(connection, statement, old)
         if new:
-            connection.execute(t.insert(), new)
+            execute_paged(connection, t.insert(), new)
 
     def _delete_rows(self, connection: Any, deletes: Mapping[str, float]) -> None:
         t, r, i = self.state_t, self.removed_t, self.inflight_t
