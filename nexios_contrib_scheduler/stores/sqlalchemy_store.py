@@ -55,6 +55,7 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         #: ``check(connection, token)``: raises FencedError in a transaction a newer token
         #: has overtaken (the state backend's).
         self.fence_check: Callable[[Any, int | None], None] | None = None
+        self._move_statement: Any = None
 
     def __repr__(self) -> str:
         # APScheduler's shows the engine's URL, whose query may hold credentials.
@@ -148,7 +149,9 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         guard = and_(table.c.id == bindparam("b_id"), table.c.job_state == bindparam("b_expected"))
         kept = 0
         with self.engine.begin() as connection:
-            if updates:
+            if updates and self.engine.dialect.name == "postgresql":
+                kept = len(updates) - self._move_postgres(connection, updates)
+            elif updates:
                 update = table.update().where(guard)
                 update = update.values(
                     next_run_time=bindparam("b_next"), job_state=bindparam("b_state")
@@ -163,6 +166,33 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         if kept > 0:
             logger.debug("%d job(s) changed by another worker during a pass; kept", kept)
         return kept
+
+    def _move_postgres(self, connection: Any, updates: list[dict[str, Any]]) -> int:
+        """PostgreSQL: the guarded updates of a pass, a page per statement given as
+        arrays (no parameter set per row); how many rows were updated."""
+        from sqlalchemy import text
+
+        if self._move_statement is None:
+            table = self.engine.dialect.identifier_preparer.quote(self.jobs_t.name)
+            self._move_statement = text(
+                f"UPDATE {table} AS j SET next_run_time = u.next_run_time,"
+                f" job_state = u.job_state FROM unnest("
+                f"CAST(:ids AS text[]), CAST(:expected AS bytea[]),"
+                f" CAST(:next_run_times AS double precision[]), CAST(:states AS bytea[])"
+                f") AS u(id, expected, next_run_time, job_state)"
+                f" WHERE j.id = u.id AND j.job_state = u.expected"
+            )
+        written = 0
+        for start in range(0, len(updates), ROWS_PER_EXECUTE):
+            page = updates[start : start + ROWS_PER_EXECUTE]
+            params = {
+                "ids": [row["b_id"] for row in page],
+                "expected": [row["b_expected"] for row in page],
+                "next_run_times": [row["b_next"] for row in page],
+                "states": [row["b_state"] for row in page],
+            }
+            written += connection.execute(self._move_statement, params).rowcount
+        return written
 
     def _upsert(self) -> Any:
         if self.engine.dialect.name == "postgresql":
