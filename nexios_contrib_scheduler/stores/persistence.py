@@ -520,14 +520,17 @@ class Persistence:
         ``reserve`` hands each claim over as its fire is submitted; one never submitted
         (``max_instances`` reached) is ended by ``ended``, as it is recorded skipped."""
         reserved, registry = self._reserved, self.registry
+        wanted: dict[tuple[str, str], None] = {}
         for job_id, run_times in fires:
             record = registry.get(job_id)
             if record is None or isinstance(record.func, MissingFunction):
                 continue  # ``reserve`` handles it
             for scheduled in run_times:
-                token = fire_token(scheduled)
-                if (job_id, token) not in reserved:
-                    reserved[(job_id, token)] = self.writer.claim(job_id, token)
+                key = (job_id, fire_token(scheduled))
+                if key not in reserved:
+                    wanted[key] = None
+        keys = list(wanted)
+        reserved.update(zip(keys, self.writer.claim_many(keys), strict=True))
 
     def reserve(self, record: JobRecord, run_times: Sequence[datetime]) -> list[Claimed]:
         """The claim of each fire as it is submitted, before the pass moves the job on: a

@@ -36,6 +36,11 @@ _CHUNK = 1000
 ROWS_PER_EXECUTE = 2000
 
 
+#: A pass's moves per statement on PostgreSQL (given as arrays; two pickled jobs a row): the
+#: driver writes the arrays out holding the interpreter's lock, a few milliseconds a page.
+MOVES_PER_ARRAY_PAGE = 500
+
+
 def execute_paged(connection: Any, statement: Any, rows: Sequence[Mapping[str, Any]]) -> int:
     """``connection.execute(statement, rows)`` in pages of ``ROWS_PER_EXECUTE`` rows, in the
     connection's transaction; the rows matched in all (-1 where the driver cannot tell)."""
@@ -183,8 +188,8 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
                 f" WHERE j.id = u.id AND j.job_state = u.expected"
             )
         written = 0
-        for start in range(0, len(updates), ROWS_PER_EXECUTE):
-            page = updates[start : start + ROWS_PER_EXECUTE]
+        for start in range(0, len(updates), MOVES_PER_ARRAY_PAGE):
+            page = updates[start : start + MOVES_PER_ARRAY_PAGE]
             params = {
                 "ids": [row["b_id"] for row in page],
                 "expected": [row["b_expected"] for row in page],

@@ -50,7 +50,7 @@ FLUSH_BEFORE_READ = 5.0  # longest a reload waits for this worker's run state to
 #: however many changes came meanwhile (a run's start and end are one write), in slices of
 #: ``RUN_STATE_SLICE`` jobs per turn of the event loop: a burst of runs starts first.
 RUN_STATE_DELAY = 0.1
-RUN_STATE_SLICE = 200
+RUN_STATE_SLICE = 64
 
 
 @dataclass

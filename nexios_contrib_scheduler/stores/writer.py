@@ -37,7 +37,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,8 +55,6 @@ RETRY_MAX = 5.0
 #: How long the thread lets writes gather after the first one before it writes (the bound
 #: on how late a write reaches the store, beside the write itself).
 GATHER_SECONDS = 0.01
-#: The same for the claims of fires, which the runs wait for.
-CLAIMS_GATHER_SECONDS = 0.002
 #: Longest the moves wait for the claims before them, before they are tried again later.
 CLAIMS_WAIT = 1.0
 #: Longest a batch waits for the runs of the claims answered before it to start (the runs
@@ -236,12 +234,19 @@ class Writer:
 
     def claim(self, job_id: str, token: str) -> asyncio.Future[bool]:
         """Claim a fire (on the event loop); the future says whether this worker runs it."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        with self._claim_lock:
-            self._claims.append((job_id, token, future))
-            self._claims_handed += 1
-            self._claim_lock.notify()
-        return future
+        return self.claim_many([(job_id, token)])[0]
+
+    def claim_many(self, fires: Sequence[tuple[str, str]]) -> list[asyncio.Future[bool]]:
+        """Claim fires (job id, fire token) together (on the event loop): one hand-over for
+        a pass's slice. Each future says whether this worker runs its fire."""
+        loop = asyncio.get_running_loop()
+        claims: list[Claim] = [(job_id, token, loop.create_future()) for job_id, token in fires]
+        if claims:
+            with self._claim_lock:
+                self._claims.extend(claims)
+                self._claims_handed += len(claims)
+                self._claim_lock.notify()
+        return [future for _, _, future in claims]
 
     def start_fire(self, job_id: str, token: str) -> None:
         self._hand(lambda batch: batch.started.append((job_id, token)))
@@ -410,8 +415,8 @@ class Writer:
                     self._claim_lock.wait()
                 if not self._claims:
                     return
-                if not self._stopped:
-                    self._claim_lock.wait(CLAIMS_GATHER_SECONDS)
+                # No wait for more to gather: the runs wait for these. Those handed over
+                # while this batch is written make the next one.
                 claims, self._claims = self._claims, []
             try:
                 self._write_claims(claims)
