@@ -367,7 +367,7 @@ class Persistence:
                 return
             if settle and self.is_leader and loaded.in_flight is not None:
                 self.sync.settle_interrupted_runs(loaded.in_flight)
-            if reconcile and self.is_leader:
+            if reconcile and self.is_leader and loaded.tombstones is not None:
                 self.sync.reconcile_declarations(loaded.tombstones, self.sync.present(loaded))
         except Exception:
             logger.exception("could not apply the jobs reloaded from %s", self.jobstore_url)
@@ -420,7 +420,8 @@ class Persistence:
         try:
             if loaded.in_flight is not None:
                 self.sync.settle_interrupted_runs(loaded.in_flight)
-            self.sync.reconcile_declarations(loaded.tombstones, self.sync.present(loaded))
+            if loaded.tombstones is not None:  # read with the jobs: a lead reconciles
+                self.sync.reconcile_declarations(loaded.tombstones, self.sync.present(loaded))
         except Exception:
             logger.exception("could not reconcile the declared jobs with the job store")
         scheduler = self.scheduler
@@ -503,10 +504,6 @@ class Persistence:
     def prepare_add(self, record: JobRecord, explicit_id: bool) -> None:
         """Checks for ``add_job``: the job must be storable; a declared job needs an id."""
         self.sync.prepare_add(record, explicit_id)
-
-    def refresh(self, job_id: object = None) -> None:
-        """Reload one job (or all) soon, off the event loop."""
-        self.sync.refresh(job_id)
 
     def on_submit(self, job: Job, run_times: Sequence[datetime]) -> JobRecord | None:
         """Before a submission: find the record and count fires merged by ``coalesce``."""

@@ -403,19 +403,12 @@ class StoreSync:
             writer.change(job_id, diff)
         self._saved[job_id] = (record, {**saved[1], **diff})
 
-    def reconcile_declarations(
-        self, removed: dict[str, float] | None = None, present: set[str] | None = None
-    ) -> None:
+    def reconcile_declarations(self, removed: dict[str, float], present: set[str] | None) -> None:
         """Bring the jobs declared in code before ``start()`` into the store (leader only);
-        ``removed``: the store's removals, as read with the jobs (read now if None). What it
+        ``removed``: the store's removals, read (off the loop) with the jobs. What it
         creates goes through the writer, which writes them together. ``present``: the jobs
         the store holds (from a full reload; None: not known); a declared job it lacks and
         did not remove (the store lost its data) is written again from this worker's view."""
-        if removed is None:
-            removed = self.owner.state.tombstones() if self._definitions else {}
-        self._reconcile(removed, present)
-
-    def _reconcile(self, removed: dict[str, float], present: set[str] | None) -> None:
         now = utcnow()
         for job_id, declared in self._definitions.items():
             declared_at = declared.created_at.timestamp()

@@ -281,14 +281,6 @@ class Writer:
                 self._claim_lock.wait(min(left, 0.1))
         return True
 
-    @property
-    def pending(self) -> int:
-        """Writes handed over and not yet written."""
-        with self._lock:
-            mine = self._handed - self._done
-        with self._claim_lock:
-            return mine + self._claims_handed - self._claims_done
-
     # ------------------------------------------------------------ the thread
 
     def start(self, name: str) -> None:
