@@ -266,3 +266,43 @@ async def test_a_standby_tries_the_lease_at_its_pace_not_in_a_loop(kind, stores,
     elapsed = time.monotonic() - began
     assert not standby.is_leader
     assert len(tries) <= elapsed / 1.0 + 2, f"{len(tries)} tries in {elapsed:.2f}s"
+
+
+# ---------------------------------------------------------------- reads outside a transaction
+
+
+def test_a_large_read_processed_slowly_is_not_ended_by_the_idle_in_transaction_limit(
+    monkeypatch,
+):
+    """PostgreSQL ends a session left idle inside a transaction (so that a stopped worker
+    does not hold its locks); a full reload of many jobs, processed for longer than that
+    limit, must not be taken for one: reads run outside a transaction."""
+    from sqlalchemy import event
+
+    from nexios_contrib_scheduler.stores import state as state_module
+    from nexios_contrib_scheduler.stores.urls import parse_jobstore
+
+    monkeypatch.setattr(state_module, "IDLE_IN_TRANSACTION", 0.2)
+    namespace = unique_namespace()
+    backend = state_module.open_state(parse_jobstore(postgres_url()), namespace)
+    try:
+        store = backend.make_jobstore()
+        backend.open()
+        backend.create_many({f"j{i}": {"status": b"a", "name": b"b"} for i in range(3)})
+        store.write_schedules({"j0": (time.time() + 60, b"state")}, ())
+        engine = backend.engine  # type: ignore[attr-defined]
+
+        def slow_reader(_conn, _cursor, statement, *_args):  # the rows take a while to use
+            if statement.lstrip().upper().startswith("SELECT"):
+                time.sleep(0.6)
+
+        event.listen(engine, "after_cursor_execute", slow_reader)
+        try:
+            assert set(backend.load_all()) == {"j0", "j1", "j2"}
+            assert backend.load("j1") == {"status": b"a", "name": b"b"}
+            assert set(store.read_schedules(None)) == {"j0"}
+        finally:
+            event.remove(engine, "after_cursor_execute", slow_reader)
+    finally:
+        backend.close()
+        drop_namespace(postgres_url(), namespace)

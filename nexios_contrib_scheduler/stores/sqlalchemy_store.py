@@ -14,8 +14,9 @@ Imported only for a ``sqlite:`` or ``postgresql:`` job store: it needs SQLAlchem
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -39,6 +40,15 @@ ROWS_PER_EXECUTE = 2000
 #: A pass's moves per statement on PostgreSQL (given as arrays; two pickled jobs a row): the
 #: driver writes the arrays out holding the interpreter's lock, a few milliseconds a page.
 MOVES_PER_ARRAY_PAGE = 500
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[Any]:
+    """A connection for reads outside a transaction (each statement its own): a large
+    result is processed with no transaction left open, which the server would end as idle
+    in a transaction (``IDLE_IN_TRANSACTION``) were the processing slow."""
+    with engine.connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def execute_paged(connection: Any, statement: Any, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -79,7 +89,7 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         """The stored states of the given jobs (None: of every job), by id."""
         table = self.jobs_t
         query = select(table.c.id, table.c.job_state)
-        with self.engine.begin() as connection:
+        with reading(self.engine) as connection:
             if ids is None:
                 return {row.id: bytes(row.job_state) for row in connection.execute(query)}
             wanted = list(ids)

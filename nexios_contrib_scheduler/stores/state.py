@@ -526,8 +526,10 @@ class SqlState(StateBackend):
     def load(self, job_id: str) -> dict[str, bytes] | None:
         from sqlalchemy import select
 
+        from .sqlalchemy_store import reading
+
         t = self.state_t
-        with self.engine.begin() as connection:
+        with reading(self.engine) as connection:
             rows = connection.execute(select(t.c.field, t.c.value).where(t.c.job_id == job_id))
             fields = {row.field: bytes(row.value) for row in rows}
         return fields or None
@@ -535,9 +537,11 @@ class SqlState(StateBackend):
     def load_all(self) -> dict[str, dict[str, bytes]]:
         from sqlalchemy import select
 
+        from .sqlalchemy_store import reading
+
         t = self.state_t
         jobs: dict[str, dict[str, bytes]] = {}
-        with self.engine.begin() as connection:
+        with reading(self.engine) as connection:  # 28 rows a job: no transaction held open
             for row in connection.execute(select(t.c.job_id, t.c.field, t.c.value)):
                 jobs.setdefault(row.job_id, {})[row.field] = bytes(row.value)
         return jobs
