@@ -16,6 +16,7 @@ from helpers import wait_until
 from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
 
 from nexios_contrib_scheduler import (
+    DateTimeTrigger,
     FireKey,
     IntervalTrigger,
     JobStatus,
@@ -119,6 +120,22 @@ class TestTheStoreRefusesAnOlderToken:
             state.claim_many([("c", "1")], "me", fence=3)
         assert state.claim("c", "1", "x")  # the refused write claimed nothing
 
+    def test_a_retried_claim_is_the_workers_own_earlier_write_that_landed(self, state):
+        """A claim written whose answer was lost (the connection went after the commit) is
+        tried again: the store takes this worker's own earlier claim as the claim, and no
+        other worker's."""
+        assert state.claim_many([("a", "1"), ("b", "1")], "me", fence=3) == [True, True]
+        fires = [("a", "1"), ("b", "1"), ("c", "1")]
+        again = [("a", "1"), ("b", "1")]
+        assert state.claim_many(fires, "me", fence=3, retried=again) == [True, True, True]
+        assert state.claim_many([("a", "1")], "me", fence=3) == [False]  # not a retry
+        assert state.claim_many([("a", "1")], "other", fence=3, retried=[("a", "1")]) == [False]
+        flying = sorted((f.job_id, f.fire, f.worker) for f in state.in_flight())
+        assert flying == [("a", "1", "me"), ("b", "1", "me"), ("c", "1", "me")]
+        state.raise_fence(4)
+        with pytest.raises(FencedError):
+            state.claim_many([("a", "1")], "me", fence=3, retried=[("a", "1")])
+
 
 @pytest.fixture
 def postgres_state():
@@ -180,6 +197,43 @@ def shared(request):
 def _config(url: str, namespace: str, **options) -> SchedulerConfig:
     options.setdefault("shutdown_timeout", 30)
     return SchedulerConfig(jobstore=url, coordination=url, namespace=namespace, **options)
+
+
+async def test_a_claim_that_landed_unanswered_is_run_once(shared, managers, caplog):
+    """The store took a batch of claims but its answer was lost: the writer tries again,
+    the store knows the claims as this worker's, and each fire runs once (not dropped as
+    'already run by another worker')."""
+    url, namespace = shared
+    manager = managers(_config(url, namespace))
+    await manager.start()
+    await wait_until(lambda: manager.is_leader, timeout=30, what="the lease")
+    persistence = manager.persistence
+    assert persistence is not None
+    real = persistence.state.claim_many
+    lost: list[int] = []
+
+    def answer_lost(*args, **kwargs):
+        answers = real(*args, **kwargs)
+        if not lost:
+            lost.append(len(answers))
+            raise ConnectionError("the connection went before the answer came")
+        return answers
+
+    persistence.state.claim_many = answer_lost  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for label in ("u1", "u2"):
+            manager.add_job(tick, DateTimeTrigger(datetime.now(UTC)), args=(label,), id=label)
+        await wait_until(
+            lambda: len(FIRES["u1"]) == 1 and len(FIRES["u2"]) == 1,
+            timeout=30,
+            what="both one-shots to run",
+        )
+        await asyncio.sleep(0.3)  # a second run would show by now
+    assert lost and len(FIRES["u1"]) == len(FIRES["u2"]) == 1
+    assert "already run by another worker" not in caplog.text
+    assert "could not write to the job store" in caplog.text
+    assert await manager.flush()
+    assert persistence.state.in_flight() == []
 
 
 class TestALeaderThatLostItsLease:

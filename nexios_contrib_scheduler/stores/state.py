@@ -35,7 +35,7 @@ import select as selectors
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from ..errors import ConfigError, SchedulerError
@@ -218,10 +218,19 @@ class StateBackend(ABC):
         """
 
     def claim_many(
-        self, fires: Sequence[tuple[str, str]], worker_id: str, fence: int | None = None
+        self,
+        fires: Sequence[tuple[str, str]],
+        worker_id: str,
+        fence: int | None = None,
+        retried: Collection[tuple[str, str]] = (),
     ) -> list[bool]:
         """``claim`` (tracked) for each ``(job id, token)``, in one write: whether each was
-        claimed now. The fence is checked once, for all of them."""
+        claimed now. The fence is checked once, for all of them.
+
+        ``retried``: fires an earlier call tried to claim and failed with no answer (the
+        connection went after the write may have landed); one of them already claimed by
+        ``worker_id`` itself counts as claimed, as that earlier write was its own (the
+        backends' own versions of this method honour it)."""
         return [self.claim(j, t, worker_id, fence, True) for j, t in fires]
 
     def write_run_state(
@@ -776,7 +785,11 @@ class SqlState(StateBackend):
             return True
 
     def claim_many(
-        self, fires: Sequence[tuple[str, str]], worker_id: str, fence: int | None = None
+        self,
+        fires: Sequence[tuple[str, str]],
+        worker_id: str,
+        fence: int | None = None,
+        retried: Collection[tuple[str, str]] = (),
     ) -> list[bool]:
         if not fires:
             return []
@@ -787,7 +800,8 @@ class SqlState(StateBackend):
             for j, t in dict.fromkeys(fires)
         ]
         if self.postgres and fence is not None:
-            return self._claim_many_postgres(list(dict.fromkeys(fires)), fires, worker_id, fence)
+            unique = list(dict.fromkeys(fires))
+            return self._claim_many_postgres(unique, fires, worker_id, fence, set(retried))
         # One statement for any number of rows (executed as multi-row inserts, compiled
         # once): the rows returned are the fires this call claimed.
         statement = self._insert(f).on_conflict_do_nothing().returning(f.c.job_id, f.c.fire)
@@ -798,7 +812,26 @@ class SqlState(StateBackend):
                     i.insert(),
                     [{**r, "started": False} for r in rows if (r["job_id"], r["fire"]) in claimed],
                 )
+            retried = set(retried)
+            again = [f for f in dict.fromkeys(fires) if f in retried and f not in claimed]
+            if again:  # an earlier write of this worker's that landed unanswered
+                claimed |= self._claimed_by(connection, worker_id, again)
         return [(j, t) in claimed for j, t in fires]
+
+    def _claimed_by(
+        self, connection: Any, worker_id: str, fires: Sequence[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        from sqlalchemy import select, tuple_
+
+        f = self.fires_t
+        mine: set[tuple[str, str]] = set()
+        for start in range(0, len(fires), 500):
+            chunk = list(fires[start : start + 500])
+            query = select(f.c.job_id, f.c.fire).where(
+                f.c.worker == worker_id, tuple_(f.c.job_id, f.c.fire).in_(chunk)
+            )
+            mine.update((row.job_id, row.fire) for row in connection.execute(query))
+        return mine
 
     def _claim_many_postgres(
         self,
@@ -806,6 +839,7 @@ class SqlState(StateBackend):
         fires: Sequence[tuple[str, str]],
         worker_id: str,
         fence: int,
+        retried: set[tuple[str, str]],
     ) -> list[bool]:
         """Claims on PostgreSQL in one statement, one round trip: hold the fence, insert
         the fires' rows, track the ones claimed. Its own transaction (autocommit), on a
@@ -835,8 +869,16 @@ class SqlState(StateBackend):
                 f"), tracked AS ("
                 f" INSERT INTO {inflight_t} (job_id, fire, worker, started, claimed_at)"
                 f" SELECT job_id, fire, :worker, false, :now FROM claimed"
+                # Retried fires this worker's unanswered earlier write claimed (the
+                # statement's snapshot: rows from before it, not the ones it inserts).
+                f"), again AS ("
+                f" SELECT f.job_id, f.fire FROM {fires_t} AS f"
+                f" JOIN unnest(CAST(:retried_jobs AS text[]), CAST(:retried_fires AS text[]))"
+                f" AS r(job_id, fire) ON f.job_id = r.job_id AND f.fire = r.fire"
+                f" WHERE f.worker = :worker AND EXISTS (SELECT 1 FROM held)"
                 f") SELECT NULL AS job_id, NULL AS fire FROM held"
                 f" UNION ALL SELECT job_id, fire FROM claimed"
+                f" UNION ALL SELECT job_id, fire FROM again"
             )
         params = {
             "fence": fence,
@@ -844,6 +886,8 @@ class SqlState(StateBackend):
             "now": time.time(),
             "job_ids": [j for j, _ in unique],
             "fire_ids": [t for _, t in unique],
+            "retried_jobs": [j for j, t in unique if (j, t) in retried],
+            "retried_fires": [t for j, t in unique if (j, t) in retried],
         }
         connection = self._claims_connection
         if connection is None:
@@ -1117,17 +1161,21 @@ return 1
 )
 
 # KEYS: fence, the in-flight hash, then each fire's key.
-# ARGV: token, worker id, seconds to keep a claim, then each fire's in-flight field and entry.
+# ARGV: token, worker id, seconds to keep a claim, then each fire's in-flight field, entry
+# and '1' if it is retried (an earlier write of it was not answered), else '0'.
 _CLAIM_MANY = (
     _FENCE
     + """
 local claimed = {}
 for n = 3, #KEYS do
-  local field = ARGV[2 + 2 * (n - 2)]
-  local entry = ARGV[3 + 2 * (n - 2)]
+  local field = ARGV[1 + 3 * (n - 2)]
+  local entry = ARGV[2 + 3 * (n - 2)]
+  local retried = ARGV[3 + 3 * (n - 2)]
   if redis.call('SET', KEYS[n], ARGV[2], 'NX', 'EX', ARGV[3]) then
     redis.call('HSET', KEYS[2], field, entry)
     claimed[#claimed + 1] = 1
+  elseif retried == '1' and redis.call('GET', KEYS[n]) == ARGV[2] then
+    claimed[#claimed + 1] = 1  -- this worker's own earlier write, unanswered
   else
     claimed[#claimed + 1] = 0
   end
@@ -1364,17 +1412,22 @@ class RedisState(StateBackend):
         return bool(_fenced(self._claim_script(keys=keys, args=args), fence))
 
     def claim_many(
-        self, fires: Sequence[tuple[str, str]], worker_id: str, fence: int | None = None
+        self,
+        fires: Sequence[tuple[str, str]],
+        worker_id: str,
+        fence: int | None = None,
+        retried: Collection[tuple[str, str]] = (),
     ) -> list[bool]:
         unique = list(dict.fromkeys(fires))
         if not unique:
             return []
         entry = json.dumps({"worker": worker_id, "started": False, "at": time.time()})
         keys = [self.fence_key, self.inflight_key]
+        again = set(retried)
         args: list[Any] = [_token(fence), worker_id, int(CLAIM_TTL)]
         for job_id, token in unique:
             keys.append(f"{self.prefix}fire:{job_id}:{token}")
-            args += [f"{job_id}\x1f{token}", entry]
+            args += [f"{job_id}\x1f{token}", entry, "1" if (job_id, token) in again else "0"]
         answer = self._claim_many_script(keys=keys, args=args)
         if not isinstance(answer, list):
             _fenced(answer, fence)

@@ -187,6 +187,9 @@ class Writer:
         self._claims_handed = 0
         self._claims_done = 0
         self._claims_started = 0  # of them, answered on the loop, their runs under way
+        # Fires whose claim was sent and got no answer (the write may have landed): when
+        # tried again, the store takes this worker's own earlier claim as the claim.
+        self._unanswered: set[tuple[str, str]] = set()
         self._claim_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ from the event loop
@@ -414,6 +417,7 @@ class Writer:
                 self._write_claims(claims)
             except Exception as exc:
                 self.owner.attempt("write to the job store", _raise, exc)
+                self._unanswered.update((job_id, token) for job_id, token, _ in claims)
                 with self._claim_lock:
                     self._claims[:0] = claims  # before what came since
                     if self._stopped:
@@ -428,15 +432,18 @@ class Writer:
 
     def _write_claims(self, claims: list[Claim]) -> None:
         owner = self.owner
+        fires = [(j, t) for j, t, _ in claims]
+        unanswered = self._unanswered
+        retried = [fire for fire in fires if fire in unanswered] if unanswered else []
         try:
-            answers = owner.state.claim_many(
-                [(j, t) for j, t, _ in claims], owner.worker_id, owner.fence
-            )
+            answers = owner.state.claim_many(fires, owner.worker_id, owner.fence, retried)
         except FencedError as exc:
+            unanswered.difference_update(retried)
             owner.fenced(exc)
             self._answer(claims, [False] * len(claims), None, fenced=True)
             logger.info("%d fire(s) left to the new leader", len(claims))
             return
+        unanswered.difference_update(retried)
         self._answer(claims, answers, None)
 
     def _answer(
