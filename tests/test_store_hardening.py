@@ -306,3 +306,40 @@ def test_a_large_read_processed_slowly_is_not_ended_by_the_idle_in_transaction_l
     finally:
         backend.close()
         drop_namespace(postgres_url(), namespace)
+
+
+async def test_start_with_many_jobs_runs_the_full_collection_before_it_returns(
+    stores, managers, monkeypatch
+):
+    """The jobs loaded at start are new objects to the garbage collector; its first full
+    collection of them (the longest pause) is made by ``start()``, not later while the
+    app serves requests."""
+    import gc
+
+    from nexios_contrib_scheduler.stores import persistence
+
+    monkeypatch.setattr(persistence, "COLLECT_AFTER_LOADING", 50)
+    store = stores("sqlite")
+    first = managers(store.config(coordinated=False))
+    for i in range(60):
+        first.add_job(record_run, IntervalTrigger(hours=1), args=(f"j{i}",), id=f"j{i}")
+    await first.start()
+    await first.shutdown()
+
+    collections: list[int] = []
+    real = gc.collect
+
+    def collect(generation: int = 2) -> int:
+        collections.append(generation)
+        return real(generation)
+
+    monkeypatch.setattr(gc, "collect", collect)
+    second = managers(store.config(coordinated=False))
+    await second.start()
+    assert len(second.get_jobs()) == 60
+    assert collections == [2]
+    monkeypatch.setattr(persistence, "COLLECT_AFTER_LOADING", 61)
+    await second.shutdown()
+    third = managers(store.config(coordinated=False))
+    await third.start()  # fewer jobs than that: no collection
+    assert collections == [2]

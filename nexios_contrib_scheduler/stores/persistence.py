@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import socket
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     from ..scheduler import AdapterScheduler
 
 logger = logging.getLogger("nexios_contrib_scheduler")
+
+#: With at least this many jobs once started, ``start()`` runs one full garbage collection.
+COLLECT_AFTER_LOADING = 1000
 
 
 def new_worker_id() -> str:
@@ -191,6 +195,11 @@ class Persistence:
             self._take_fence()
             self._lead(loaded)
         await self.flush()  # the declared jobs are in the store when start() returns
+        if len(self.registry) >= COLLECT_AFTER_LOADING:
+            # The jobs just loaded are objects the garbage collector has not examined: its
+            # next full collection, the longest pause (it grows with every job held), would
+            # come at some moment while the app serves requests. It comes now instead.
+            gc.collect()
         logger.info(
             "scheduler worker %s started as %s on %s%s with %d job(s)",
             self.worker_id,
