@@ -53,10 +53,15 @@ class Heartbeat:
         self._handle = self._loop.call_at(self._due, self._beat)
 
     def begin(self) -> None:
-        """Start recording (and forget what was seen before)."""
+        """Start recording (and forget what was seen before). A beat already late when
+        this is called (the caller blocked the loop just before, say with ``gc.collect()``)
+        counts from now: only what happens after ``begin`` is recorded."""
         self.longest = 0.0
         self.longest_busy = 0.0
         self.recording = True
+        if self._loop is not None:
+            self._due = max(self._due, self._loop.time())
+            self._cpu = time.thread_time()
 
     def end(self) -> float:
         """Stop recording; the longest stall seen since ``begin``, in seconds."""

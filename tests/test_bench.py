@@ -97,3 +97,29 @@ def test_quick_persistent_run_measures_both_systems_on_every_store(tmp_path):
     for pair in ("this@redis", "apscheduler@redis"):
         (restart,) = runs["p_restart"][pair]
         assert restart.get("stall", -1) >= 0, (pair, restart)
+
+
+async def test_the_loop_stall_heartbeat_counts_only_what_follows_begin():
+    """A stall measured from ``begin``: the loop blocked just before it (the workloads call
+    ``gc.collect()`` there) is not counted; a block after it is."""
+    import asyncio
+    import time
+
+    sys.path.insert(0, str(ROOT))
+    from bench.stats import Heartbeat
+
+    heartbeat = Heartbeat()
+    heartbeat.start()
+    try:
+        await asyncio.sleep(0.01)
+        time.sleep(0.5)  # before begin: not the window's
+        heartbeat.begin()
+        await asyncio.sleep(0.05)
+        assert heartbeat.end() < 0.25
+        heartbeat.begin()
+        await asyncio.sleep(0.01)
+        time.sleep(0.3)  # inside the window
+        await asyncio.sleep(0.01)
+        assert heartbeat.end() >= 0.25
+    finally:
+        heartbeat.stop()
