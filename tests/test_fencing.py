@@ -163,6 +163,34 @@ def test_postgres_claims_go_on_after_the_server_ended_their_connection(postgres_
     assert flying == [("a", "1"), ("a", "2")]
 
 
+def test_postgres_a_raise_waits_for_a_stopped_sessions_hold_of_the_fence_at_most_a_while(
+    postgres_state,
+):
+    """A leader stopped inside a transaction holds the fence's row until the server ends
+    its session; a new leader's raise waits for it at most ``lock_wait`` (its lease must be
+    renewed meanwhile), fails, and succeeds once the row is free."""
+    import time
+
+    import psycopg2
+
+    state = postgres_state
+    state.raise_fence(1)
+    holder = psycopg2.connect(postgres_url())
+    try:
+        with holder.cursor() as cursor:  # a transaction left open, as by a stopped worker
+            cursor.execute(f"UPDATE {state.fence_t.name} SET token = token WHERE id = 1")
+        began = time.monotonic()
+        with pytest.raises(Exception, match="(?i)lock"):
+            state.raise_fence(2, lock_wait=0.3)
+        assert time.monotonic() - began < 5.0  # not held until the session is ended
+        holder.rollback()
+        state.raise_fence(2, lock_wait=0.3)
+    finally:
+        holder.close()
+    with pytest.raises(FencedError):
+        state.claim_many([("a", "1")], "old", fence=1)
+
+
 def _end_sessions_whose_last_query_starts(prefix: str) -> int:
     """Have the PostgreSQL server end the sessions whose last query starts with
     ``prefix`` (other than this one); how many it ended."""

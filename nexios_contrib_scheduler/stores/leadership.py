@@ -151,7 +151,9 @@ class Leadership:
         return self.owner.attempt("raise the job store's fence", self._raise, token) is not None
 
     def _raise(self, token: int) -> bool:
-        self.owner.state.raise_fence(token)
+        # Not waiting long for the fence's row: the lease was taken just now and must be
+        # renewed within a third of its time.
+        self.owner.state.raise_fence(token, lock_wait=self.lease_seconds / 4)
         return True
 
     def take_now(self) -> None:

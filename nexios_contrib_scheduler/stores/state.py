@@ -261,9 +261,13 @@ class StateBackend(ABC):
         """The fires claimed (with ``track``) and not yet ended."""
 
     @abstractmethod
-    def raise_fence(self, fence: int) -> None:
+    def raise_fence(self, fence: int, lock_wait: float | None = None) -> None:
         """Set the fence to ``fence`` (a new leader's token): from now on, writes of run state
-        with a smaller token are refused. Raises ``FencedError`` if it holds a greater one."""
+        with a smaller token are refused. Raises ``FencedError`` if it holds a greater one.
+
+        ``lock_wait``: the longest to wait for another session's hold of the fence (a
+        leader stopped inside a transaction holds it until the server ends that session);
+        past it, the raise fails and is tried again later."""
 
     # ---- workers
 
@@ -946,8 +950,14 @@ class SqlState(StateBackend):
         with self.fenced(fence) as connection:
             connection.execute(statement, [{"j": j, "f": f} for j, f in fires])
 
-    def raise_fence(self, fence: int) -> None:
+    def raise_fence(self, fence: int, lock_wait: float | None = None) -> None:
+        from sqlalchemy import text
+
         with self.engine.begin() as connection:
+            if lock_wait is not None and self.postgres:
+                # A waiting raise would hold up the lease's thread past the lease.
+                milliseconds = max(1, int(lock_wait * 1000))
+                connection.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
             self._hold_fence(connection, fence)
 
     def in_flight(self) -> list[InFlight]:
@@ -1473,7 +1483,7 @@ class RedisState(StateBackend):
         args = [_token(fence), *(f"{j}\x1f{t}" for j, t in fires)]
         _fenced(self._end_fires_script(keys=keys, args=args), fence)
 
-    def raise_fence(self, fence: int) -> None:
+    def raise_fence(self, fence: int, lock_wait: float | None = None) -> None:
         _fenced(self._raise_fence_script(keys=[self.fence_key], args=[_token(fence)]), fence)
 
     def _inflight_raw(self) -> dict[str, Any]:
