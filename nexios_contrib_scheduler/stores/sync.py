@@ -128,9 +128,10 @@ class StoreSync:
 
     def _defer_run_state(self, record: JobRecord) -> bool:
         """A run changed ``record``: encode its run state a little later (on the loop, once
-        for all the changes meanwhile); False if it is to be written at once (not running,
-        or not on the event loop)."""
-        if not self.owner.running:
+        for all the changes meanwhile); False if it is to be handed to the writer at once:
+        not running, not on the event loop, or stopping (what changes from then on is
+        handed at once, so that the last writes made as the scheduler closes include it)."""
+        if not self.owner.running or self.owner.stopping:
             return False
         try:
             loop = asyncio.get_running_loop()
