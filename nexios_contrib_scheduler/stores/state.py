@@ -797,15 +797,12 @@ class SqlState(StateBackend):
     ) -> list[bool]:
         if not fires:
             return []
+        unique = list(dict.fromkeys(fires))
+        if self.postgres and fence is not None:
+            return self._claim_many_postgres(unique, fires, worker_id, fence, set(retried))
         now = time.time()
         f, i = self.fires_t, self.inflight_t
-        rows = [
-            {"job_id": j, "fire": t, "worker": worker_id, "claimed_at": now}
-            for j, t in dict.fromkeys(fires)
-        ]
-        if self.postgres and fence is not None:
-            unique = list(dict.fromkeys(fires))
-            return self._claim_many_postgres(unique, fires, worker_id, fence, set(retried))
+        rows = [{"job_id": j, "fire": t, "worker": worker_id, "claimed_at": now} for j, t in unique]
         # One statement for any number of rows (executed as multi-row inserts, compiled
         # once): the rows returned are the fires this call claimed.
         statement = self._insert(f).on_conflict_do_nothing().returning(f.c.job_id, f.c.fire)
@@ -817,7 +814,7 @@ class SqlState(StateBackend):
                     [{**r, "started": False} for r in rows if (r["job_id"], r["fire"]) in claimed],
                 )
             retried = set(retried)
-            again = [f for f in dict.fromkeys(fires) if f in retried and f not in claimed]
+            again = [f for f in unique if f in retried and f not in claimed]
             if again:  # an earlier write of this worker's that landed unanswered
                 claimed |= self._claimed_by(connection, worker_id, again)
         return [(j, t) in claimed for j, t in fires]
