@@ -202,3 +202,62 @@ async def test_a_hung_store_does_not_block_a_followers_loop(pair, monkeypatch):
     finally:
         let_go.set()
         await follower.shutdown()
+
+
+async def test_run_job_now_on_a_follower_makes_no_store_call_on_the_loop(pair, monkeypatch):
+    monkeypatch.setattr(leadership, "RESYNC_SECONDS", 3600.0)
+    leader, follower, other = pair
+    await follower.start()
+    try:
+        await listening(leader, follower, other)
+        with (
+            pytest.MonkeyPatch.context() as patch,
+            watched_store(patch, threading.get_ident()) as traffic,
+        ):
+            assert follower.run_job_now("job-2")  # asks the leader, through the writer
+            await wait_until(
+                lambda: (r := follower.registry.get("job-2")) is not None and r.success_count,
+                30,
+                "the leader to run job-2 as the follower asked",
+            )
+        assert traffic.calls == 0
+        assert other.call(lambda: leader.get_job("job-2").success_count) == 1  # type: ignore[union-attr]
+    finally:
+        await follower.shutdown()
+
+
+async def test_a_run_request_the_store_did_not_take_is_sent_again_once(pair, monkeypatch):
+    monkeypatch.setattr(leadership, "RESYNC_SECONDS", 3600.0)
+    leader, follower, other = pair
+    await follower.start()
+    persistence = follower.persistence
+    assert persistence is not None
+    try:
+        await listening(leader, follower, other)
+        real, failures, sent = persistence.state.publish, [2], []
+
+        def flaky(message: Any) -> None:
+            if message.get("op") == "run" and failures[0]:
+                failures[0] -= 1
+                raise ConnectionError("the store went away")
+            real(message)
+            if message.get("op") == "run":
+                sent.append(message)
+
+        patch = pytest.MonkeyPatch()
+        patch.setattr(persistence.state, "publish", flaky)
+        try:
+            assert follower.run_job_now("job-2")
+            await wait_until(lambda: failures == [0], 30, "the request to be tried again")
+            await wait_until(
+                lambda: other.call(lambda: leader.get_job("job-2").success_count) == 1,  # type: ignore[union-attr]
+                30,
+                "the leader to run job-2",
+            )
+            assert await persistence.flush()
+            assert len(sent) == 1
+            assert other.call(lambda: leader.get_job("job-2").total_run_count) == 1  # type: ignore[union-attr]
+        finally:
+            patch.undo()
+    finally:
+        await follower.shutdown()

@@ -114,13 +114,15 @@ class Bus:
         )
 
     def request_run(self, job_id: str, name: str) -> None:
-        """Ask the leader to run a job now."""
+        """Ask the leader to run a job now (on the event loop): the writer's thread sends
+        the request after this worker's writes handed over before it, and keeps it through
+        a store outage like them."""
         owner = self.owner
         request = uuid.uuid4().hex
-        owner.state.publish(
+        owner.writer.publish(
             {"op": "run", "job": job_id, "request": request, "from": owner.worker_id}
         )
-        logger.debug("asked the scheduler leader to run job %r (%s) now", name, job_id)
+        logger.debug("asking the scheduler leader to run job %r (%s) now", name, job_id)
 
     def report_outcome(self, job_id: str, token: str, run: RunRecord, counted: bool) -> None:
         """Tell the leader how a run of this worker ended, after this worker lost the lease

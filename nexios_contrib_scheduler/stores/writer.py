@@ -22,7 +22,8 @@ batch waits (up to ``RUNS_FIRST_WAIT``) until the runs of the claims answered be
 have started, and the answers reach the loop in slices, so that a burst of due jobs starts
 without sharing the interpreter with the writes that record it.
 
-Then it tells the other workers which jobs changed. A step that fails is kept and tried
+Then it tells the other workers which jobs changed, and sends the messages handed over
+with the batch (a standby's request that the leader run a job now). A step that fails is kept and tried
 again (after 0.5 s, then up to 5 s apart), merged with what came since; a step that was
 written is not written again. ``flush`` waits until everything handed over is written
 (``await manager.flush()``; shutdown does). A step the store refuses because a newer leader
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING
 
 from ..jobs import RunRecord
 from .fires import fire_time
-from .state import FencedError
+from .state import FencedError, Message
 
 if TYPE_CHECKING:
     from .persistence import Persistence
@@ -87,9 +88,10 @@ class Batch:
     updates: dict[str, dict[str, bytes]] = field(default_factory=dict)
     started: list[tuple[str, str]] = field(default_factory=list)
     ended: list[tuple[str, str, RunRecord | None]] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)  # sent after the writes
 
     def __bool__(self) -> bool:
-        return bool(self.has_ops() or self.moves or self.has_run_state())
+        return bool(self.has_ops() or self.moves or self.has_run_state() or self.messages)
 
     def has_ops(self) -> bool:
         return bool(self.creates or self.changes or self.deletes or self.puts or self.unschedules)
@@ -166,6 +168,7 @@ class Batch:
         self.claims_upto = max(self.claims_upto, newer.claims_upto)
         self.started += newer.started
         self.ended += newer.ended
+        self.messages += newer.messages
 
 
 class Writer:
@@ -250,6 +253,11 @@ class Writer:
                 self._claims_handed += len(claims)
                 self._claim_lock.notify()
         return [future for _, _, future in claims]
+
+    def publish(self, message: Message) -> None:
+        """A message for the other workers, sent after the writes handed over before it
+        (a job added and then asked to run reaches the leader in that order)."""
+        self._hand(lambda batch: batch.messages.append(message))
 
     def start_fire(self, job_id: str, token: str) -> None:
         self._hand(lambda batch: batch.started.append((job_id, token)))
@@ -379,6 +387,9 @@ class Writer:
                 self._write_moves(batch)
             if batch.has_run_state():
                 self._write_run_state(batch)
+            while batch.messages:
+                owner.state.publish(batch.messages[0])
+                del batch.messages[0]
         except Exception as exc:
             owner.attempt(what, _raise, exc)
             return True
