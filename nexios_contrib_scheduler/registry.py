@@ -10,7 +10,7 @@ included: the job views and their list order follow the registry that way.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, KeysView
 from typing import Literal
 
 from .jobs import JobRecord
@@ -50,6 +50,10 @@ class JobRegistry:
         """A snapshot of every record, in the order they were added."""
         with self.lock:
             return list(self._records.values())
+
+    def id_view(self) -> KeysView[str]:
+        """A live view of the ids held (read it under ``lock``)."""
+        return self._records.keys()
 
     def ids(self) -> list[str]:
         with self.lock:

@@ -140,6 +140,13 @@ class MirrorJobStore(HeapJobStore):
             HeapJobStore.update_job(self, job)
         self._stored[job.id] = state
 
+    def holds(self, job_id: str, state: bytes | None) -> bool:
+        """Whether the job's schedule held is the one stored as ``state`` (None: whether
+        no schedule of it is held)."""
+        if state is None:
+            return self.lookup_job(job_id) is None
+        return self._stored.get(job_id) == state and self.lookup_job(job_id) is not None
+
     def drop(self, job_id: str) -> None:
         """A job the store no longer holds (not written back)."""
         if self.lookup_job(job_id) is not None:

@@ -14,6 +14,7 @@ names only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import gc
@@ -22,7 +23,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Union
 
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from ..scheduler import AdapterScheduler
 
 logger = logging.getLogger("nexios_contrib_scheduler")
+_APPLIED = object()  # what a reload's applying gives once merged
 
 #: With at least this many jobs once started, ``start()`` runs one full garbage collection.
 COLLECT_AFTER_LOADING = 1000
@@ -114,6 +116,9 @@ class Persistence:
         self._seen_changes: int | None = None  # the count as of the last full reload
         self._reconcile = False  # with the reload: the leader re-creates declared jobs
         self.reloads = 0  # reloads applied (tests wait on it)
+        # Reloads read and waiting to be applied on the loop, the first being applied.
+        self._applies: collections.deque[tuple[Loaded, bool, bool, bool]] = collections.deque()
+        self._applying: Iterator[None] | None = None
         # The fencing token this worker's writes of run state carry: its lease's, from the
         # time it leads (None without coordination). Kept after stepping down, so that what
         # its runs still write is refused once a newer leader has written.
@@ -169,6 +174,8 @@ class Persistence:
         scheduler.start(paused=True)
         self._started, self._stopping, self._leading = True, False, False
         self.store_resets = []
+        self._applies.clear()  # a reload left half-applied by an earlier stop
+        self._applying = None
         declared = self.sync.take_declarations()
         self.declared_ids.update(declared)
         leadership = self.leadership
@@ -365,12 +372,44 @@ class Persistence:
         return loaded
 
     def _apply(self, loaded: Loaded, settle: bool, reconcile: bool, lead: bool = False) -> None:
-        """On the event loop: merge a reload, then settle and reconcile if asked and leading
-        (``lead``: this worker has just taken the lease, and starts firing after them)."""
-        if not self.running or self._stopping:
+        """On the event loop: merge a reload (a slice per turn of the loop, after the
+        reloads before it), then settle and reconcile if asked and leading (``lead``: this
+        worker has just taken the lease, and starts firing after them)."""
+        self._applies.append((loaded, settle, reconcile, lead))
+        if len(self._applies) == 1:
+            self._apply_slice()
+
+    def _apply_slice(self) -> None:
+        if not self._applies:
             return
+        loaded, settle, reconcile, lead = self._applies[0]
+        if not self.running or self._stopping:
+            self._applies.clear()
+            self._applying = None
+            return
+        failed = False
         try:
-            self.sync.apply(loaded)
+            if self._applying is None:
+                self._applying = self.sync.applying(loaded)
+            if next(self._applying, _APPLIED) is not _APPLIED:  # more slices to come
+                asyncio.get_running_loop().call_soon(self._apply_slice)
+                return
+        except Exception:
+            logger.exception("could not apply the jobs reloaded from %s", self.jobstore_url)
+            failed = True
+        self._applying = None
+        self._applies.popleft()
+        try:
+            if not failed:
+                self._applied(loaded, settle, reconcile, lead)
+        finally:
+            self.reloads += 1
+            if self._applies:
+                asyncio.get_running_loop().call_soon(self._apply_slice)
+
+    def _applied(self, loaded: Loaded, settle: bool, reconcile: bool, lead: bool) -> None:
+        """A reload merged: settle and reconcile if asked, or lead; then wake the scheduler."""
+        try:
             if lead and self.is_leader:
                 self._lead(loaded)
                 return
@@ -381,8 +420,6 @@ class Persistence:
         except Exception:
             logger.exception("could not apply the jobs reloaded from %s", self.jobstore_url)
             return
-        finally:
-            self.reloads += 1
         self.wake_scheduler()
 
     def call_soon(self, callback: Any, *args: Any) -> None:

@@ -18,11 +18,12 @@ import asyncio
 import contextlib
 import copy
 import functools
+import itertools
 import logging
 import pickle
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -51,6 +52,8 @@ FLUSH_BEFORE_READ = 5.0  # longest a reload waits for this worker's run state to
 #: ``RUN_STATE_SLICE`` jobs per turn of the event loop: a burst of runs starts first.
 RUN_STATE_DELAY = 0.1
 RUN_STATE_SLICE = 64
+#: Jobs of a reload merged per turn of the event loop (about 2-5 ms of work).
+APPLY_SLICE = 200
 
 
 @dataclass
@@ -227,33 +230,112 @@ class StoreSync:
         return Loaded(self._writes, {}, {}, set())
 
     def apply(self, loaded: Loaded) -> None:
-        """Merge what ``load`` read into the registry."""
+        """Merge what ``load`` read into the registry, at once (at start-up)."""
+        for _ in self.applying(loaded):
+            pass
+
+    def applying(self, loaded: Loaded) -> Iterator[None]:
+        """Merge what ``load`` read into the registry and APScheduler's job store (in
+        memory), ``APPLY_SLICE`` jobs at a time: it yields between slices, and the caller
+        lets the event loop serve others meanwhile. A job this worker writes in between
+        is left as it is, like one it wrote while the read went on. A job whose stored
+        fields and schedule are those held already costs a comparison."""
         if not self.owner.running:
             return
+        stored, scheduled = loaded.stored, loaded.jobs
+        # What was read is the reload's own: it is gone through as it is, not copied.
+        read = itertools.chain(stored, (j for j in scheduled if j not in stored))
+        held = [0, 0]  # of the jobs read, how many the registry, the mirror hold
+        yield from self._apply_slices(read, loaded, held)
+        # Those held and not read: gone from the store (every job read), or not stored.
+        # Most often there are none: every job held was among those read.
         mirror = self.owner.jobstore
+        with self.registry.lock:
+            if loaded.ids is not None:
+                unread = [j for j in loaded.ids if j not in stored and j not in scheduled]
+            elif held != [len(self.registry), len(mirror.job_ids())]:
+                both = self.registry.id_view() | mirror.job_ids()
+                unread = list(both - stored.keys() - scheduled.keys())
+            else:
+                unread = []
+        yield from self._apply_slices(unread, loaded)
+        if loaded.ids is None:
+            yield from self._forget_writes(loaded.since)
+
+    def _apply_slices(
+        self, job_ids: Iterable[str], loaded: Loaded, held: list[int] | None = None
+    ) -> Iterator[None]:
+        """Apply ``job_ids``, yielding after every ``APPLY_SLICE`` of them; ``held`` counts
+        those the registry and the mirror then hold. After a full reload, this worker's
+        writes made before it began are forgotten as their jobs are applied (the reload
+        has them)."""
+        since, stored, scheduled = loaded.since, loaded.stored, loaded.jobs
+        forget = loaded.ids is None
+        registry, mirror = self.registry, self.owner.jobstore
+        ids = iter(job_ids)
+        while True:
+            if not self.owner.running:
+                return
+            with registry.lock, self._io:
+                written, op_written = self._written, self._op_written
+                count = 0
+                for job_id in itertools.islice(ids, APPLY_SLICE):
+                    count += 1
+                    last = written.get(job_id, 0)
+                    if last <= since:
+                        if forget and last:
+                            del written[job_id]
+                            op_written.pop(job_id, None)
+                        self._apply_one(job_id, stored.get(job_id), scheduled.get(job_id))
+                    # else: this worker wrote it after the read began; it stays as it is
+                    if held is not None:
+                        held[0] += registry.get(job_id) is not None
+                        held[1] += mirror.lookup_job(job_id) is not None
+            if count < APPLY_SLICE:
+                return
+            yield
+
+    def _forget_writes(self, since: int) -> Iterator[None]:
+        """After a full reload: forget this worker's writes made before it began that are
+        left (of jobs neither read nor held), ``10 * APPLY_SLICE`` at a time."""
         with self.registry.lock, self._io:
-            newer = {job_id for job_id, n in self._written.items() if n > loaded.since}
-            ids = self.registry.ids() if loaded.ids is None else loaded.ids
-            for job_id in ids:
-                if job_id not in loaded.stored and job_id not in newer:
-                    self._merge(job_id, None, None)
-            for job_id, fields in loaded.stored.items():
-                if job_id not in newer:
-                    self._merge(job_id, fields, loaded.jobs.get(job_id, (None, b""))[0])
-            # The schedules, into APScheduler's job store (in memory).
-            scheduled = list(mirror.job_ids()) if loaded.ids is None else loaded.ids
-            for job_id in {*scheduled, *loaded.jobs}:
-                if job_id in newer:
-                    continue
-                job, state = loaded.jobs.get(job_id, (None, b""))
-                if job is not None:
-                    mirror.load(job, state)
-                elif job_id not in loaded.jobs:
-                    mirror.drop(job_id)
-            if loaded.ids is None:
-                since = loaded.since
-                self._written = {k: n for k, n in self._written.items() if n > since}
-                self._op_written = {k: n for k, n in self._op_written.items() if n > since}
+            noted = [*self._written, *self._op_written]
+        step = 10 * APPLY_SLICE
+        for first in range(0, len(noted), step):
+            with self.registry.lock, self._io:
+                written, op_written = self._written, self._op_written
+                for job_id in noted[first : first + step]:
+                    if written.get(job_id, since + 1) <= since:
+                        del written[job_id]
+                    if op_written.get(job_id, since + 1) <= since:
+                        del op_written[job_id]
+            yield
+
+    def _apply_one(
+        self,
+        job_id: str,
+        fields: dict[str, bytes] | None,
+        scheduled: tuple[Job | None, bytes] | None,
+    ) -> None:
+        mirror = self.owner.jobstore
+        state = None if scheduled is None else scheduled[1]
+        saved = self._saved.get(job_id)
+        if (
+            fields is not None
+            and saved is not None
+            and saved[1] == fields
+            and self.registry.get(job_id) is saved[0]
+            and not isinstance(saved[0].func, records.MissingFunction)
+            and mirror.holds(job_id, state)
+            and (scheduled is not None or job_id in self._unscheduled)
+        ):
+            return  # as held already
+        self._merge(job_id, fields, None if scheduled is None else scheduled[0])
+        if scheduled is None:
+            mirror.drop(job_id)
+        elif scheduled[0] is not None:
+            mirror.load(scheduled[0], scheduled[1])
+        # else: its schedule cannot be restored here; what is held of it stays
 
     def _merge(self, job_id: str, fields: dict[str, bytes] | None, job: Job | None) -> None:
         record = self.registry.get(job_id)
