@@ -788,10 +788,12 @@ class StoreReader:
 
     Reads answer from the registry at once. A worker that leads needs nothing more: it
     makes the changes (or hears of them on the bus). One that does not also asks the store
-    layer for a reload (``Persistence.refresh_soon``: done in its sync thread, merged with
-    one already pending), at most once per ``min_gap`` seconds, so a later read shows any
-    change a notification missed; a reload that fails (the store is down) is logged once
-    per outage and changes nothing.
+    layer to check for missed messages (``Persistence.refresh_soon(check=True)``: done in
+    its sync thread, merged with one already pending; it reads the other workers' counts
+    of their writes, and reloads every job once a count stays above what their messages
+    said), at most once per ``min_gap`` seconds, so a later read shows any change a
+    notification missed; a check that fails (the store is down) is logged once per outage
+    and changes nothing.
     """
 
     #: Shortest time (seconds) between two reloads asked by reads.
@@ -809,7 +811,7 @@ class StoreReader:
         now = time.monotonic()
         if now - self._asked >= self.min_gap:
             self._asked = now
-            persistence.refresh_soon()
+            persistence.refresh_soon(check=True)
 
 
 def _check_name(name: object) -> str:

@@ -204,11 +204,12 @@ async def test_idle_scheduler_with_a_job_store_and_no_coordination_leaves_the_cp
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
-async def test_an_idle_coordinated_worker_reloads_only_when_the_store_changed(
+async def test_a_coordinated_worker_reloads_every_job_only_when_it_missed_a_message(
     kind, stores, managers, monkeypatch
 ):
-    # The slow fallback (a reload of every job, for lost messages) looks at the store's
-    # change count first: while nothing changes, no worker reads every job again.
+    # The slow fallback (a reload of every job, for lost messages) compares the other
+    # workers' counts of their writes with the counts their messages carried: while
+    # nothing changes, or every change is announced, no worker reads every job again.
     monkeypatch.setattr(leadership, "RESYNC_SECONDS", 0.1)
     store = stores(kind)
     leader = managers(store.config(coordinated=True))
@@ -230,13 +231,32 @@ async def test_an_idle_coordinated_worker_reloads_only_when_the_store_changed(
     await asyncio.sleep(1.0)  # ten resync periods
     assert leader.persistence.leadership.epoch_checks >= checks  # the threads are alive
     idle_reads = len(reads)
+    assert idle_reads <= 1, f"{idle_reads} full reloads in a second while nothing changed"
 
-    leader.modify_job("i0", name="renamed")  # a change: the next look reloads
-    await wait_until(lambda: len(reads) > idle_reads, timeout=30, what="a reload")
+    # An announced change reaches the follower without a reload of every job.
+    leader.modify_job("i0", name="renamed")
     await wait_until(
         lambda: follower.get_job("i0").name == "renamed", timeout=30, what="the change"
     )
-    assert idle_reads <= 1, f"{idle_reads} full reloads in a second while nothing changed"
+    await asyncio.sleep(1.0)  # ten more periods
+    assert len(reads) == idle_reads, "an announced change made the follower reload every job"
+
+    # A change whose message was lost is found by the fallback, which reloads every job,
+    # though a later change was announced (its count is greater than the lost one's).
+    bus = leader.persistence.bus
+    with pytest.MonkeyPatch.context() as silenced:
+        silenced.setattr(bus, "announce", lambda op, job_id: None)
+        silenced.setattr(bus, "announce_many", lambda op, job_ids: None)
+        leader.modify_job("i1", name="unannounced")
+        assert await leader.flush()
+    leader.modify_job("i2", name="announced")
+    await wait_until(
+        lambda: follower.get_job("i2").name == "announced", timeout=30, what="the later change"
+    )
+    await wait_until(lambda: len(reads) > idle_reads, timeout=30, what="a reload of every job")
+    await wait_until(
+        lambda: follower.get_job("i1").name == "unannounced", timeout=30, what="the change"
+    )
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])

@@ -261,3 +261,33 @@ async def test_a_run_request_the_store_did_not_take_is_sent_again_once(pair, mon
             patch.undo()
     finally:
         await follower.shutdown()
+
+
+async def test_a_reload_the_store_did_not_answer_is_tried_again(pair, monkeypatch):
+    # The notification was heard (and its count with it): the fallback check would not
+    # reload the job, so the reload that failed is made again.
+    monkeypatch.setattr(leadership, "RESYNC_SECONDS", 3600.0)
+    leader, follower, other = pair
+    await follower.start()
+    persistence = follower.persistence
+    assert persistence is not None
+    try:
+        await listening(leader, follower, other)
+        real, failures = persistence.state.load, [1]
+
+        def flaky(job_id: str) -> Any:
+            if job_id == "job-1" and failures[0]:
+                failures[0] -= 1
+                raise ConnectionError("the store went away")
+            return real(job_id)
+
+        monkeypatch.setattr(persistence.state, "load", flaky)
+        other.call(lambda: leader.pause_job("job-1"))
+        await wait_until(
+            lambda: status_on(follower, "job-1") is JobStatus.PAUSED,
+            30,
+            "the failed reload of job-1 to be made again",
+        )
+        assert failures == [0]
+    finally:
+        await follower.shutdown()

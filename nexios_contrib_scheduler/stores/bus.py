@@ -5,6 +5,8 @@ which reload that job off the event loop (the leader then wakes its scheduler); 
 asked to run a job now asks the leader (``run``); a leader that lets go of the lease says
 so (``released``) so that another takes it at once; a worker whose run ended after it lost
 the lease (it may write no run state then) reports the outcome to the leader (``outcome``).
+``changed``/``removed`` carry the sender's count of its writes (``StateBackend.counted``),
+which the slow fallback compares with the counts in the store to find a lost message.
 Messages go through the state backend (``state.py``); a thread listens, does the store
 reads a message asks for off the event loop (through the coordinator's sync thread), and
 hands the event loop only what touches the registry or the scheduler.
@@ -39,8 +41,12 @@ class Bus:
     def deliver(self, message: Message) -> None:
         """Act on another worker's message (in the listening thread, off the event loop)."""
         owner = self.owner
-        if message.get("from") == owner.worker_id:
+        sender = message.get("from")
+        if sender == owner.worker_id:
             return
+        counted = message.get("count")
+        if isinstance(sender, str) and isinstance(counted, int):
+            owner.heard_message(sender, counted)
         op, job_id = message.get("op"), message.get("job")
         if op == "released":
             owner.leadership.take_now()
@@ -86,7 +92,7 @@ class Bus:
         owner = self.owner
         if not owner.leadership.coordinated:
             return  # nobody else shares the store
-        message = {"op": op, "job": job_id, "from": owner.worker_id}
+        message = {"op": op, "job": job_id, "from": owner.worker_id, "count": owner.state.counted}
         owner.attempt(
             "tell the other scheduler workers about a change", owner.state.publish, message
         )
@@ -108,7 +114,7 @@ class Bus:
 
     def _publish_many(self, op: str, job_ids: list[str]) -> None:
         owner = self.owner
-        message = {"op": op, "jobs": job_ids, "from": owner.worker_id}
+        message = {"op": op, "jobs": job_ids, "from": owner.worker_id, "count": owner.state.counted}
         owner.attempt(
             "tell the other scheduler workers about a change", owner.state.publish, message
         )

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
     from ..scheduler import AdapterScheduler
 
 logger = logging.getLogger("nexios_contrib_scheduler")
+#: How long a message may take to come (SQLite's are polled four times a second): a
+#: count read longer ago and not announced since means a message was lost.
+MESSAGE_GRACE = 2.0
 _APPLIED = object()  # what a reload's applying gives once merged
 
 #: With at least this many jobs once started, ``start()`` runs one full garbage collection.
@@ -111,9 +115,15 @@ class Persistence:
         self._reload_all = False
         self._reload_ids: set[str] = set()
         self._settle = False  # with the reload: the leader settles runs cut short
-        self._check = False  # reload everything only if the store's change count moved
+        self._check = False  # reload everything only if a message was missed
         self._lead_next = False  # with the reload: this worker has just become the leader
-        self._seen_changes: int | None = None  # the count as of the last full reload
+        # The other workers' counts of their writes (``StateBackend.change_counts``): the
+        # greatest up to which this worker heard every one, in their messages or read
+        # before a full reload; those heard beyond a gap; and those read at a check
+        # greater than heard then (with when they were read).
+        self._heard: dict[str, int] = {}  # every count up to it heard
+        self._ahead: dict[str, set[int]] = {}  # heard after a count not heard (yet)
+        self._unheard: dict[str, tuple[int, float]] = {}  # count, when first read
         self._reconcile = False  # with the reload: the leader re-creates declared jobs
         self.reloads = 0  # reloads applied (tests wait on it)
         # Reloads read and waiting to be applied on the loop, the first being applied.
@@ -225,7 +235,10 @@ class Persistence:
             ) from exc
         self.leadership.open()
         self.leadership.open_epoch()
-        self._seen_changes = self.state.changes()  # read before the jobs are loaded
+        counts = self.state.change_counts()  # read before the jobs are loaded
+        with self._pending:
+            self._heard, self._ahead, self._unheard = {}, {}, {}
+        self.heard(counts)
 
     async def stop(self) -> None:
         """Stop leading and listening (runs in progress still save their results)."""
@@ -300,8 +313,8 @@ class Persistence:
 
         Merged with a reload already asked for and not yet begun, so at most one is pending.
         The store is read off the event loop; what was read is applied on it. ``check``:
-        instead of every job, reload every job only if the store's change count moved since
-        the last full reload (a slow fallback for lost messages, nearly free while idle).
+        instead of every job, reload every job only if a message was missed (``_missed``:
+        a slow fallback for lost messages, nearly free otherwise).
         """
         with self._pending:
             if check:
@@ -328,8 +341,10 @@ class Persistence:
                 self._reload_all, self._reload_ids = False, set()
                 self._settle = self._reconcile = self._check = self._lead_next = False
             if check and not everything:
-                count = self.attempt("read the job store's change count", self.state.changes)
-                everything = count is not None and count != self._seen_changes
+                counts = self.attempt(
+                    "read the job store's change counts", self.state.change_counts
+                )
+                everything = counts is not None and self._missed(counts)
             if not everything and not ids and not settle and not reconcile and not lead:
                 continue
             what = None if everything else ids
@@ -342,13 +357,15 @@ class Persistence:
                 settle and self.leadership.holding,
                 reconcile,
             )
-            if loaded is None:
-                if lead:  # the new leader fires once it has read the store: try again
-                    with self._pending:
-                        self._lead_next = self._reload_all = self._settle = True
-                        self._reconcile = True
-                    stopped.wait(1.0)
-                    wanted.set()
+            if loaded is None:  # the store did not answer: the same again, in a second
+                with self._pending:
+                    self._reload_all |= everything
+                    self._reload_ids |= ids
+                    self._settle |= settle
+                    self._reconcile |= reconcile
+                    self._lead_next |= lead  # the new leader fires once it has read the store
+                stopped.wait(1.0)
+                wanted.set()
                 continue
             self.call_soon(self._apply, loaded, settle, reconcile, lead)
 
@@ -357,9 +374,9 @@ class Persistence:
         ``settle`` the workers alive and the fires in flight, with ``reconcile`` the
         removals, for the leader."""
         if ids is None:
-            counted = self.state.changes()
+            counted = self.state.change_counts()  # read before the jobs
             loaded = self.sync.load(None)
-            self._seen_changes = counted
+            self.heard(counted)
         elif ids:
             loaded = self.sync.load(ids)
         else:
@@ -370,6 +387,55 @@ class Persistence:
         if reconcile:
             loaded.tombstones = self.state.tombstones()
         return loaded
+
+    def heard(self, counts: dict[str, int]) -> None:
+        """Other workers' counts of their writes, read before a full reload (any thread):
+        their writes up to them are known here."""
+        with self._pending:
+            for worker, count in counts.items():
+                self._hear(worker, count, everything=True)
+
+    def heard_message(self, worker: str, count: int) -> None:
+        """A message from ``worker`` carried ``count`` (any thread): its write ``count`` is
+        known here; all of its writes are once every count up to it was heard."""
+        with self._pending:
+            self._hear(worker, count, everything=False)
+
+    def _hear(self, worker: str, count: int, everything: bool) -> None:
+        heard, ahead = self._heard, self._ahead
+        known = heard.get(worker, 0)
+        if count <= known:
+            return
+        later = ahead.setdefault(worker, set())
+        if everything:
+            known = count
+            later.difference_update([n for n in later if n <= count])
+        else:
+            later.add(count)
+        while known + 1 in later:  # the counts heard in a row
+            known += 1
+            later.discard(known)
+        heard[worker] = known
+        if not later:
+            del ahead[worker]
+
+    def _missed(self, counts: dict[str, int]) -> bool:
+        """Whether a message was missed: a worker's count, read at a check at least
+        ``MESSAGE_GRACE`` seconds ago, is still greater than any it announced since. The
+        slow fallback for messages lost on the way."""
+        now = time.monotonic()
+        with self._pending:
+            heard, unheard = self._heard, self._unheard
+            for worker in list(unheard):
+                if unheard[worker][0] <= heard.get(worker, 0):
+                    del unheard[worker]  # its message came
+            missed = any(now - since >= MESSAGE_GRACE for _, since in unheard.values())
+            for worker, count in counts.items():
+                if count > heard.get(worker, 0) and worker not in unheard:
+                    unheard[worker] = (count, now)
+        if missed:
+            logger.info("a change made by another scheduler worker went unannounced: reloading")
+        return missed
 
     def _apply(self, loaded: Loaded, settle: bool, reconcile: bool, lead: bool = False) -> None:
         """On the event loop: merge a reload (a slice per turn of the loop, after the

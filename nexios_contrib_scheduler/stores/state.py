@@ -137,6 +137,9 @@ class StateBackend(ABC):
     def __init__(self, url: StoreURL, namespace: str) -> None:
         self.url = url
         self.namespace = namespace
+        self._writer_id = ""
+        self._counted = 0
+        self._count_lock = threading.Lock()
 
     @abstractmethod
     def make_jobstore(self) -> BaseJobStore:
@@ -193,14 +196,35 @@ class StateBackend(ABC):
         """Forget a job's fields and remember when it was removed."""
         self.write_ops({}, {}, {job_id: removed_at})
 
-    #: The worker whose writes this backend counts as its own (see ``changes``).
-    writer_id = ""
+    # Each worker counts its writes of jobs' state (one per transaction or pipeline) and
+    # stores the count under its id with them; the messages it sends after a write carry
+    # the count. A worker that heard a count has heard of every write it counts, so one
+    # that finds a count greater than it heard has missed a message.
+
+    @property
+    def writer_id(self) -> str:
+        """The worker whose writes this backend counts as its own (see ``change_counts``);
+        set for each start, which counts from 0 again."""
+        return self._writer_id
+
+    @writer_id.setter
+    def writer_id(self, worker_id: str) -> None:
+        with self._count_lock:
+            self._writer_id, self._counted = worker_id, 0
+
+    @property
+    def counted(self) -> int:
+        """This worker's count of its writes, as its last write stored it."""
+        return self._counted
+
+    def _next_count(self) -> int:
+        with self._count_lock:
+            self._counted += 1
+            return self._counted
 
     @abstractmethod
-    def changes(self) -> int:
-        """How many times the other workers (not ``writer_id``) created, updated or deleted
-        a job's state: each worker counts its own writes under its id, so a worker that
-        saw this number at its last look and sees it again has missed nothing."""
+    def change_counts(self) -> dict[str, int]:
+        """Each other worker's count of its writes of jobs' state (not ``writer_id``'s)."""
 
     @abstractmethod
     def tombstones(self) -> dict[str, float]:
@@ -591,21 +615,27 @@ class SqlState(StateBackend):
             raise FencedError(fence)
 
     def _count_change(self, connection: Any) -> None:
+        from sqlalchemy import case
+
         c = self.changes_t
-        statement = self._insert(c).values(worker=self.writer_id, count=1)
+        counted = self._next_count()
+        statement = self._insert(c).values(worker=self.writer_id, count=counted)
         connection.execute(
             statement.on_conflict_do_update(
-                index_elements=[c.c.worker], set_={"count": c.c.count + 1}
+                index_elements=[c.c.worker],
+                set_={"count": case((c.c.count < counted, counted), else_=c.c.count)},
             )
         )
 
-    def changes(self) -> int:
-        from sqlalchemy import func, select
+    def change_counts(self) -> dict[str, int]:
+        from sqlalchemy import select
+
+        from .sqlalchemy_store import reading
 
         c = self.changes_t
-        query = select(func.coalesce(func.sum(c.c.count), 0)).where(c.c.worker != self.writer_id)
-        with self.engine.begin() as connection:
-            return int(connection.execute(query).scalar() or 0)
+        query = select(c.c.worker, c.c.count).where(c.c.worker != self.writer_id)
+        with reading(self.engine) as connection:
+            return {str(w): int(n) for w, n in connection.execute(query)}
 
     def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
         with self.fenced(fence) as connection:
@@ -1130,26 +1160,41 @@ if ARGV[1] ~= '' then
 end
 """
 
-# KEYS: fence, the job's state hash, the change counters (by writer).
-# ARGV: token, writer id, field, value, field, value, ...
+# The writer's count of its writes, kept if greater than the one stored.
+# KEYS: the change counts (by writer). ARGV: writer id, count.
+_COUNT = """
+local counted = tonumber(ARGV[2])
+if counted > tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') then
+  redis.call('HSET', KEYS[1], ARGV[1], counted)
+end
+"""
+
+# KEYS: fence, the job's state hash, the change counts (by writer).
+# ARGV: token, writer id, count, field, value, field, value, ...
 _UPDATE_IF_PRESENT = (
     _FENCE
     + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 3))
-redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+local counted = tonumber(ARGV[3])
+if counted > tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0') then
+  redis.call('HSET', KEYS[3], ARGV[2], counted)
+end
 return 1
 """
 )
 
-# KEYS: fence, the job's state hash, the ids set, the removals hash, the change counters.
-# ARGV: token, job id, writer id, field, value, field, value, ...
+# KEYS: fence, the job's state hash, the ids set, the removals hash, the change counts.
+# ARGV: token, job id, writer id, count, field, value, field, value, ...
 _CREATE = (
     _FENCE
     + """
-redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
+local counted = tonumber(ARGV[4])
+if counted > tonumber(redis.call('HGET', KEYS[5], ARGV[3]) or '0') then
+  redis.call('HSET', KEYS[5], ARGV[3], counted)
+end
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[2])
 return 1
@@ -1263,6 +1308,7 @@ class RedisState(StateBackend):
         self.channel = self.prefix + "messages"
         self._update_script = client.register_script(_UPDATE_IF_PRESENT)
         self._create_script = client.register_script(_CREATE)
+        self._count_script = client.register_script(_COUNT)
         self._claim_script = client.register_script(_CLAIM)
         self._start_fire_script = client.register_script(_START_FIRE)
         self._end_fires_script = client.register_script(_END_FIRES)
@@ -1343,7 +1389,7 @@ class RedisState(StateBackend):
         return jobs
 
     def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
-        args: list[Any] = [_token(fence), job_id, self.writer_id]
+        args: list[Any] = [_token(fence), job_id, self.writer_id, self._next_count()]
         for name, value in fields.items():
             args += [name, value]
         keys = [
@@ -1356,7 +1402,7 @@ class RedisState(StateBackend):
         _fenced(self._create_script(keys=keys, args=args), fence)
 
     def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
-        args: list[Any] = [_token(fence), self.writer_id]
+        args: list[Any] = [_token(fence), self.writer_id, self._next_count()]
         for name, value in fields.items():
             args += [name, value]
         keys = [self.fence_key, self._key(job_id), self.changes_key]
@@ -1374,7 +1420,8 @@ class RedisState(StateBackend):
         if deletes:
             inflight = [f for f in self._inflight_raw() if f.split("\x1f", 1)[0] in deletes]
         pipe = self.client.pipeline(transaction=True)
-        pipe.hincrby(self.changes_key, self.writer_id, 1)
+        counted = self._next_count()
+        self._count_script(keys=[self.changes_key], args=[self.writer_id, counted], client=pipe)
         for job_id, fields in creates.items():
             key = self._key(job_id)
             pipe.delete(key)
@@ -1384,7 +1431,7 @@ class RedisState(StateBackend):
             pipe.sadd(self.ids_key, job_id)
             pipe.hdel(self.removed_key, job_id)
         for job_id, fields in changes.items():
-            args: list[Any] = ["", self.writer_id]
+            args: list[Any] = ["", self.writer_id, counted]
             for name, value in fields.items():
                 args += [name, value]
             keys = [self.fence_key, self._key(job_id), self.changes_key]
@@ -1399,10 +1446,11 @@ class RedisState(StateBackend):
             also(pipe)
         pipe.execute()
 
-    def changes(self) -> int:
+    def change_counts(self) -> dict[str, int]:
         raw = cast(Mapping[Any, Any], self.client.hgetall(self.changes_key))
-        mine = self.writer_id.encode()
-        return sum(int(v) for k, v in raw.items() if k != mine and k != self.writer_id)
+        found = {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+        found.pop(self.writer_id, None)
+        return found
 
     def tombstones(self) -> dict[str, float]:
         raw = cast(Mapping[Any, Any], self.client.hgetall(self.removed_key))
@@ -1451,8 +1499,9 @@ class RedisState(StateBackend):
     ) -> None:
         token = _token(fence)
         pipe = self.client.pipeline(transaction=False)
+        counted = self._next_count() if updates else 0
         for job_id, fields in updates.items():
-            args: list[Any] = [token, self.writer_id]
+            args: list[Any] = [token, self.writer_id, counted]
             for name, value in fields.items():
                 args += [name, value]
             keys = [self.fence_key, self._key(job_id), self.changes_key]

@@ -496,9 +496,13 @@ class Writer:
         owner = self.owner
         moves, batch.moves = batch.moves, {}
         try:
-            owner.store.move_schedules(moves, owner.fence)
+            kept = owner.store.move_schedules(moves, owner.fence)
         except FencedError as exc:
             owner.fenced(exc)
+            return
+        if kept:  # another worker changed some of them meanwhile: read what it left
+            for job_id in moves:
+                owner.refresh_soon(job_id)
 
     def _write_run_state(self, batch: Batch) -> None:
         owner = self.owner
