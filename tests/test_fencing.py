@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
@@ -366,3 +368,39 @@ class TestFiresOfAWorkerThatDied:
         assert job.status is JobStatus.ACTIVE and job.history == []
         assert await second.persistence.flush()
         assert [f.worker for f in second.persistence.state.in_flight()] == [mine]
+
+
+# ---------------------------------------------------------------- listening, and the counts
+
+
+def test_a_message_sent_once_the_listener_is_ready_is_delivered(state):
+    heard: list[dict] = []
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=state.listen, args=(heard.append, stop, ready), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10), "the listener never said it was listening"
+        state.publish({"op": "changed", "job": "j", "from": "w", "count": 1})
+        deadline = time.monotonic() + 10
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert heard == [{"op": "changed", "job": "j", "from": "w", "count": 1}]
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_each_write_stores_the_writers_count_and_others_read_it(state):
+    state.writer_id = "w1"
+    state.create("j", FIELDS)
+    state.write_ops({}, {"j": FIELDS}, {})
+    state.write_run_state({"j": FIELDS}, [], [])
+    assert state.counted == 3
+    state.writer_id = "w2"  # another worker reads the first one's count, not its own
+    assert state.counted == 0
+    state.update("j", FIELDS)
+    assert state.change_counts() == {"w1": 3}
+    state.writer_id = "w1"  # a count set lower (a writer counting again) never lowers it
+    state.create("k", FIELDS)
+    state.writer_id = "w3"
+    assert state.change_counts() == {"w1": 3, "w2": 1}

@@ -15,6 +15,7 @@ hands the event loop only what touches the registry or the scheduler.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,10 +34,13 @@ class Bus:
 
     def __init__(self, owner: Persistence) -> None:
         self.owner = owner
+        self.listening = threading.Event()
 
     def listen(self) -> None:
-        """The listening thread: until the worker stops."""
-        self.owner.state.listen(self.deliver, self.owner.leadership.stopped)
+        """The listening thread: until the worker stops (``listening`` is set once it
+        hears what is sent)."""
+        self.listening.clear()
+        self.owner.state.listen(self.deliver, self.owner.leadership.stopped, self.listening)
 
     def deliver(self, message: Message) -> None:
         """Act on another worker's message (in the listening thread, off the event loop)."""

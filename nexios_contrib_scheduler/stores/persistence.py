@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from ..scheduler import AdapterScheduler
 
 logger = logging.getLogger("nexios_contrib_scheduler")
+#: Longest start() waits for its listening thread to hear messages before it reads.
+LISTEN_WAIT = 2.0
 #: How long a message may take to come (SQLite's are polled four times a second): a
 #: count read longer ago and not announced since means a message was lost.
 MESSAGE_GRACE = 2.0
@@ -189,7 +191,14 @@ class Persistence:
         declared = self.sync.take_declarations()
         self.declared_ids.update(declared)
         leadership = self.leadership
+        leadership.stopped.clear()
+        if leadership.coordinated:
+            # Listening before the first read: a message sent meanwhile is not lost (the
+            # read then takes the counts its sender's messages carry up to then).
+            self._spawn(self.bus.listen, "messages")
         try:
+            if leadership.coordinated:
+                await asyncio.to_thread(self.bus.listening.wait, LISTEN_WAIT)
             held = await asyncio.to_thread(leadership.try_take)  # a failure is retried later
             leadership.holding = held
             # Read off the loop: every job, and what a leader settles and reconciles with.
@@ -197,15 +206,13 @@ class Persistence:
             self.sync.apply(loaded)
         except BaseException:
             self._started = False
+            leadership.stopped.set()  # the listening thread ends
             self.sync.give_back(declared)
             scheduler.shutdown()
             raise
-        leadership.stopped.clear()
         self._spawn(leadership.maintain, "lease and heartbeat")
         self._spawn(self._sync_thread, "store reads")
         self.writer.start(f"nexios-scheduler run state writes {self.worker_id}")
-        if leadership.coordinated:
-            self._spawn(self.bus.listen, "messages")
         running_here(self.worker_id, True)
         if held:
             self._leading = True

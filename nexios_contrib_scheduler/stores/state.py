@@ -328,10 +328,13 @@ class StateBackend(ABC):
         """Send a message to every listening worker."""
 
     @abstractmethod
-    def listen(self, deliver: Deliver, stop: threading.Event) -> None:
+    def listen(
+        self, deliver: Deliver, stop: threading.Event, ready: threading.Event | None = None
+    ) -> None:
         """Call ``deliver`` for each message until ``stop`` is set (blocks; run it in a thread).
 
-        After a lost connection it delivers ``{"op": "resync"}``: messages may have been lost.
+        ``ready`` is set once the messages sent from then on reach ``deliver``. After a lost
+        connection it delivers ``{"op": "resync"}``: messages may have been lost.
         """
 
 
@@ -1076,13 +1079,18 @@ class SqlState(StateBackend):
                     self.messages_t.insert().values(payload=payload, sent_at=time.time())
                 )
 
-    def listen(self, deliver: Deliver, stop: threading.Event) -> None:
+    def listen(
+        self, deliver: Deliver, stop: threading.Event, ready: threading.Event | None = None
+    ) -> None:
+        ready = threading.Event() if ready is None else ready
         if self.postgres:
-            self._listen_postgres(deliver, stop)
+            self._listen_postgres(deliver, stop, ready)
         else:
-            self._poll_messages(deliver, stop)
+            self._poll_messages(deliver, stop, ready)
 
-    def _poll_messages(self, deliver: Deliver, stop: threading.Event) -> None:
+    def _poll_messages(
+        self, deliver: Deliver, stop: threading.Event, ready: threading.Event
+    ) -> None:
         from sqlalchemy import func, select
 
         m = self.messages_t
@@ -1095,6 +1103,7 @@ class SqlState(StateBackend):
                         last = connection.execute(select(func.max(m.c.seq))).scalar() or 0
                     query = select(m.c.seq, m.c.payload).where(m.c.seq > last).order_by(m.c.seq)
                     rows = connection.execute(query).all()
+                ready.set()
                 if failing:
                     failing = False
                     deliver({"op": "resync"})
@@ -1111,7 +1120,9 @@ class SqlState(StateBackend):
                 failing = True
             stop.wait(POLL_SECONDS)
 
-    def _listen_postgres(self, deliver: Deliver, stop: threading.Event) -> None:
+    def _listen_postgres(
+        self, deliver: Deliver, stop: threading.Event, ready: threading.Event
+    ) -> None:
         connected_once = failing = False
         while not stop.is_set():
             proxy = None
@@ -1122,6 +1133,7 @@ class SqlState(StateBackend):
                 connection.autocommit = True
                 with connection.cursor() as cursor:
                     cursor.execute(f'LISTEN "{self.channel}"')
+                ready.set()
                 if connected_once:
                     deliver({"op": "resync"})
                 connected_once, failing = True, False
@@ -1587,12 +1599,17 @@ class RedisState(StateBackend):
     def publish(self, message: Message) -> None:
         self.client.publish(self.channel, json.dumps(message))
 
-    def listen(self, deliver: Deliver, stop: threading.Event) -> None:
+    def listen(
+        self, deliver: Deliver, stop: threading.Event, ready: threading.Event | None = None
+    ) -> None:
         connected_once = failing = False
         while not stop.is_set():
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self.channel)
+                pubsub.get_message(timeout=5.0)  # the subscription's answer: it is in place
+                if ready is not None:
+                    ready.set()
                 if connected_once:
                     deliver({"op": "resync"})
                 connected_once, failing = True, False
