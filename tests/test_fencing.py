@@ -404,3 +404,16 @@ def test_each_write_stores_the_writers_count_and_others_read_it(state):
     state.create("k", FIELDS)
     state.writer_id = "w3"
     assert state.change_counts() == {"w1": 3, "w2": 1}
+
+
+def test_a_write_refused_stores_no_count_and_the_next_takes_it(state):
+    state.writer_id = "w1"
+    state.create("j", FIELDS)
+    state.raise_fence(5)
+    with pytest.raises(FencedError):
+        state.write_run_state({"j": FIELDS}, [], [], fence=4)  # a stale leader's write
+    assert state.counted == 1
+    state.write_run_state({"j": FIELDS}, [], [], fence=5)
+    assert state.counted == 2  # no count was skipped: the others see no gap
+    state.writer_id = "w2"
+    assert state.change_counts() == {"w1": 2}

@@ -218,9 +218,14 @@ class StateBackend(ABC):
         return self._counted
 
     def _next_count(self) -> int:
+        """The count the next write stores; counted once it is written (``_counted_to``),
+        so that a write that failed and is made again stores the same count."""
         with self._count_lock:
-            self._counted += 1
-            return self._counted
+            return self._counted + 1
+
+    def _counted_to(self, count: int) -> None:
+        with self._count_lock:
+            self._counted = max(self._counted, count)
 
     @abstractmethod
     def change_counts(self) -> dict[str, int]:
@@ -617,7 +622,8 @@ class SqlState(StateBackend):
         if connection.execute(statement).rowcount != 1:
             raise FencedError(fence)
 
-    def _count_change(self, connection: Any) -> None:
+    def _count_change(self, connection: Any) -> int:
+        """Store the count of this write (``_counted_to`` it once committed)."""
         from sqlalchemy import case
 
         c = self.changes_t
@@ -629,6 +635,7 @@ class SqlState(StateBackend):
                 set_={"count": case((c.c.count < counted, counted), else_=c.c.count)},
             )
         )
+        return counted
 
     def change_counts(self) -> dict[str, int]:
         from sqlalchemy import select
@@ -642,8 +649,9 @@ class SqlState(StateBackend):
 
     def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
         with self.fenced(fence) as connection:
-            self._count_change(connection)
+            counted = self._count_change(connection)
             self._create_rows(connection, {job_id: fields})
+        self._counted_to(counted)
 
     def write_ops(
         self,
@@ -655,7 +663,7 @@ class SqlState(StateBackend):
         if not (creates or changes or deletes or also):
             return
         with self.engine.begin() as connection:
-            self._count_change(connection)
+            counted = self._count_change(connection)
             if creates:
                 self._create_rows(connection, creates)
             if changes:
@@ -664,6 +672,7 @@ class SqlState(StateBackend):
                 self._delete_rows(connection, deletes)
             if also is not None:
                 also(connection)
+        self._counted_to(counted)
 
     def _create_rows(self, connection: Any, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
         from .sqlalchemy_store import execute_paged
@@ -790,8 +799,9 @@ class SqlState(StateBackend):
             query = select(t.c.field).where(t.c.job_id == job_id).limit(1)
             if connection.execute(query).first() is None:
                 return False
-            self._count_change(connection)
+            counted = self._count_change(connection)
             self._update_fields(connection, {job_id: fields})
+        self._counted_to(counted)
         return True
 
     def tombstones(self) -> dict[str, float]:
@@ -950,9 +960,10 @@ class SqlState(StateBackend):
         from sqlalchemy import and_, bindparam
 
         i = self.inflight_t
+        counted = 0
         with self.fenced(fence) as connection:
             if updates:
-                self._count_change(connection)
+                counted = self._count_change(connection)
                 self._update_fields(connection, updates)
             match = and_(i.c.job_id == bindparam("j"), i.c.fire == bindparam("f"))
             if started:
@@ -962,6 +973,7 @@ class SqlState(StateBackend):
                 )
             if ended:
                 connection.execute(i.delete().where(match), [{"j": j, "f": f} for j, f in ended])
+        self._counted_to(counted)
 
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         i = self.inflight_t
@@ -1401,7 +1413,8 @@ class RedisState(StateBackend):
         return jobs
 
     def create(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> None:
-        args: list[Any] = [_token(fence), job_id, self.writer_id, self._next_count()]
+        counted = self._next_count()
+        args: list[Any] = [_token(fence), job_id, self.writer_id, counted]
         for name, value in fields.items():
             args += [name, value]
         keys = [
@@ -1412,13 +1425,18 @@ class RedisState(StateBackend):
             self.changes_key,
         ]
         _fenced(self._create_script(keys=keys, args=args), fence)
+        self._counted_to(counted)
 
     def update(self, job_id: str, fields: Mapping[str, bytes], fence: int | None = None) -> bool:
-        args: list[Any] = [_token(fence), self.writer_id, self._next_count()]
+        counted = self._next_count()
+        args: list[Any] = [_token(fence), self.writer_id, counted]
         for name, value in fields.items():
             args += [name, value]
         keys = [self.fence_key, self._key(job_id), self.changes_key]
-        return bool(_fenced(self._update_script(keys=keys, args=args), fence))
+        written = bool(_fenced(self._update_script(keys=keys, args=args), fence))
+        if written:
+            self._counted_to(counted)
+        return written
 
     def write_ops(
         self,
@@ -1457,6 +1475,7 @@ class RedisState(StateBackend):
         if also is not None:
             also(pipe)
         pipe.execute()
+        self._counted_to(counted)
 
     def change_counts(self) -> dict[str, int]:
         raw = cast(Mapping[Any, Any], self.client.hgetall(self.changes_key))
@@ -1527,6 +1546,7 @@ class RedisState(StateBackend):
             self._end_fires_script(keys=keys, args=args, client=pipe)
         for answer in pipe.execute():
             _fenced(answer, fence)
+        self._counted_to(counted)
 
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         keys = [self.fence_key, self.inflight_key]
