@@ -15,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import math
 import random
 import signal
 import statistics
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter, defaultdict, deque
 from datetime import datetime, timezone
@@ -422,6 +426,100 @@ async def idle(system_key: str, params: Params) -> Result:
     return {"idle_cpu": meter.share}
 
 
+# ---------------------------------------------------------------- standby
+
+
+async def standby(system_key: str, params: Params) -> Result:
+    """CPU share of one core of a scheduler whose jobs change elsewhere, read as a
+    dashboard reads it, with the jobs stored (filled before).
+
+    This package: a standby worker, the leader in another process (``lead_until_closed``)
+    running one job a second (each run writes run state and notifies); the standby's jobs
+    listed every ``read_every`` seconds. Raw APScheduler (no standby): the scheduler itself
+    running the same job, its jobs listed as often."""
+    place = _place(params)
+    leader: subprocess.Popen[str] | None = None
+    if system_key == "this":
+        leader = _start_leader(place, float(params["leader_limit"]))
+    try:
+        system = make_store_system(system_key, place)
+        await system.start()
+        if system_key != "this":
+            await system.wait_leading()
+            system.add_tick("standby-tick", time.time() + 0.5)
+        await asyncio.sleep(float(params["settle"]))
+        gc.collect()
+        meter = CpuMeter()
+        meter.start()
+        end = time.monotonic() + float(params["window"])
+        reads = 0
+        while time.monotonic() < end:
+            system.count_jobs()
+            reads += 1
+            await asyncio.sleep(min(float(params["read_every"]), max(0.0, end - time.monotonic())))
+        meter.stop()
+        await _bounded_stop(system)
+        return {"standby_cpu": meter.share, "reads": reads}
+    finally:
+        if leader is not None:
+            _stop_leader(leader)
+
+
+def _start_leader(place: Place, limit: float) -> subprocess.Popen[str]:
+    """A process leading this package's scheduler on ``place``; returns once it leads."""
+    code = (
+        "import sys; from bench.persistent import lead_until_closed; lead_until_closed(sys.argv[1])"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(place.to_json())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready = [False]
+
+    def wait() -> None:
+        ready[0] = process.stdout.readline().strip() == "LEADING"  # type: ignore[union-attr]
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(limit)
+    if not ready[0]:
+        _stop_leader(process)
+        raise RuntimeError(f"the leader process did not lead within {limit:g} s")
+    return process
+
+
+def _stop_leader(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(Exception):
+        if process.stdin is not None:
+            process.stdin.close()  # it stops when its stdin closes
+        process.wait(15)
+    if process.poll() is None:
+        process.kill()
+        process.wait(5)
+
+
+def lead_until_closed(place_json: str) -> None:
+    """The leader of the standby workload: lead, run one job a second, say ``LEADING``,
+    stop once stdin closes."""
+    import nexios  # noqa: F401  (as the worker process does)
+
+    place = Place.from_json(json.loads(place_json))
+
+    async def main() -> None:
+        system = make_store_system("this", place)
+        await system.start()
+        await system.wait_leading()
+        system.add_tick("standby-tick", time.time() + 0.5)
+        print("LEADING", flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+        await _bounded_stop(system)
+
+    asyncio.run(main())
+
+
 # ---------------------------------------------------------------- adds
 
 
@@ -638,6 +736,7 @@ PERSISTENT_WORKLOADS = {
     "p_fill": fill,
     "p_probe": probe,
     "p_idle": idle,
+    "p_standby": standby,
     "p_adds": adds,
     "p_burst": burst,
     "p_fires": fires,

@@ -51,6 +51,16 @@ def _store_rows(plan: PersistentPlan, store: str) -> list[Row | str]:
         (f"start-up with {large:,} jobs stored", "p_probe", "start_s", {"size": large}, "s")
     )
     rows.append((f"idle CPU with {idle:,} jobs (one core)", "p_idle", "idle_cpu", {}, "pct"))
+    every = plan.standby.get("read_every", 2.0)
+    rows.append(
+        (
+            f"CPU with {idle:,} jobs, runs elsewhere, read every {every:g} s (one core)",
+            "p_standby",
+            "standby_cpu",
+            {},
+            "pct",
+        )
+    )
     for mark in adds["checkpoints"]:
         rows.append((f"adds/s at {mark:,} jobs", "p_adds", f"adds_per_s_at_{mark}", {}, "rate"))
     rows.append(
@@ -272,6 +282,12 @@ def persistent_notes(plan: PersistentPlan) -> list[str]:
         f"{plan.idle['settle']:g} s more (the full run waits past the package's 10 s resync; "
         "its heartbeats come every lease_seconds / 2 = 5 s, SQLite change polling every "
         "0.25 s). Raw APScheduler has no periodic work but its wake-ups.",
+        f"Runs elsewhere: process CPU over {plan.standby.get('window', 0):g} s of a "
+        "scheduler whose jobs are read (get_jobs()) every "
+        f"{plan.standby.get('read_every', 0):g} s, as a dashboard reads them, after "
+        f"{plan.standby.get('settle', 0):g} s. This package: a standby worker, its leader in "
+        "another process running one job a second (each run writes run state and notifies "
+        "the standby). Raw APScheduler (no standby): the scheduler itself runs that job.",
         "Adds: jobs added to a running scheduler on an empty store, "
         f"{plan.adds['batch']} between yields; adds/s over the {plan.adds['window']:,} "
         "adds ending at each count.",

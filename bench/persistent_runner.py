@@ -42,6 +42,7 @@ class PersistentPlan:
     restart: dict[str, Any]
     limits: dict[str, float]  # seconds per step, by workload ("fill_<size>" for fills)
     parallel: int = 1
+    standby: dict[str, Any] = field(default_factory=dict)
 
 
 PERSISTENT_FULL = PersistentPlan(
@@ -70,7 +71,9 @@ PERSISTENT_FULL = PersistentPlan(
         "p_burst": 150.0,
         "p_fires": 200.0,
         "p_restart": 90.0,
+        "p_standby": 150.0,
     },
+    standby={"settle": 14.0, "window": 30.0, "read_every": 2.0, "leader_limit": 90.0},
 )
 
 PERSISTENT_QUICK = PersistentPlan(
@@ -93,8 +96,10 @@ PERSISTENT_QUICK = PersistentPlan(
         "p_burst": 90.0,
         "p_fires": 90.0,
         "p_restart": 60.0,
+        "p_standby": 90.0,
     },
     parallel=4,
+    standby={"settle": 0.5, "window": 1.0, "read_every": 0.5, "leader_limit": 60.0},
 )
 
 
@@ -133,6 +138,9 @@ def build_chains(plan: PersistentPlan, stores: Sequence[str]) -> list[Chain]:
                 if label == "idle":
                     for _ in range(reps["idle"]):
                         steps.append(Step("p_idle", system, dict(plan.idle), limits["p_idle"]))
+                    for _ in range(reps["idle"]):
+                        params = dict(plan.standby)
+                        steps.append(Step("p_standby", system, params, limits["p_standby"]))
                     continue
                 for _ in range(reps["probe"]):
                     params = {**plan.probe, "size": size}
