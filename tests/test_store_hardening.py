@@ -363,3 +363,32 @@ async def test_start_with_many_jobs_runs_the_full_collection_before_it_returns(
     third = managers(store.config(coordinated=False))
     await third.start()  # fewer jobs than that: no collection
     assert collections == [2]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
+async def test_a_lost_message_is_found_one_grace_after_the_check_that_saw_its_count(
+    kind, stores, managers, monkeypatch
+):
+    # No periodic check in this test: one read on the standby asks for a check, which sees
+    # the leader's count above what it heard; the standby checks again once the grace has
+    # passed, and reloads every job, without another read.
+    monkeypatch.setattr(leadership, "RESYNC_SECONDS", 3600.0)
+    store = stores(kind)
+    leader = managers(store.config(coordinated=True))
+    leader.add_job(record_run, IntervalTrigger(hours=1), args=("l",), id="l")
+    await leader.start()
+    follower = managers(store.config(coordinated=True))
+    await follower.start()
+    assert leader.persistence is not None and follower.persistence is not None
+    bus = leader.persistence.bus
+    with pytest.MonkeyPatch.context() as silenced:
+        silenced.setattr(bus, "announce", lambda op, job_id: None)
+        silenced.setattr(bus, "announce_many", lambda op, job_ids: None)
+        leader.modify_job("l", name="unannounced")
+        assert await leader.flush()
+    follower.get_jobs()  # a read: it asks for a check
+    await wait_until(
+        lambda: (r := follower.registry.get("l")) is not None and r.name == "unannounced",
+        timeout=30,
+        what="the standby to reload after the grace",
+    )

@@ -337,7 +337,9 @@ class Persistence:
     def _sync_thread(self) -> None:
         wanted, stopped = self.leadership.sync_wanted, self.leadership.stopped
         while not stopped.is_set():
-            wanted.wait()
+            if not wanted.wait(self._recheck_in()):
+                with self._pending:  # a count read at a check has had its grace: look again
+                    self._check = True
             wanted.clear()
             if stopped.is_set() or not self.running:
                 return
@@ -426,20 +428,33 @@ class Persistence:
         if not later:
             del ahead[worker]
 
+    def _recheck_in(self) -> float | None:
+        """Seconds until a count read at a check and not heard since has had its grace
+        (the sync thread checks again then); None if there is none."""
+        with self._pending:
+            if not self._unheard:
+                return None
+            first = min(since for _, since in self._unheard.values())
+        return max(0.05, first + MESSAGE_GRACE - time.monotonic() + 0.05)
+
     def _missed(self, counts: dict[str, int]) -> bool:
         """Whether a message was missed: a worker's count, read at a check at least
-        ``MESSAGE_GRACE`` seconds ago, is still greater than any it announced since. The
-        slow fallback for messages lost on the way."""
+        ``MESSAGE_GRACE`` seconds ago, is still greater than any it announced since (the
+        sync thread checks again once that time has passed). The slow fallback for
+        messages lost on the way."""
         now = time.monotonic()
         with self._pending:
             heard, unheard = self._heard, self._unheard
             for worker in list(unheard):
-                if unheard[worker][0] <= heard.get(worker, 0):
-                    del unheard[worker]  # its message came
+                if worker not in counts or unheard[worker][0] <= heard.get(worker, 0):
+                    del unheard[worker]  # its message came (or its count is gone)
             missed = any(now - since >= MESSAGE_GRACE for _, since in unheard.values())
-            for worker, count in counts.items():
-                if count > heard.get(worker, 0) and worker not in unheard:
-                    unheard[worker] = (count, now)
+            if missed:
+                unheard.clear()  # every job is reloaded next, with the counts as of then
+            else:
+                for worker, count in counts.items():
+                    if count > heard.get(worker, 0) and worker not in unheard:
+                        unheard[worker] = (count, now)
         if missed:
             logger.info("a change made by another scheduler worker went unannounced: reloading")
         return missed
