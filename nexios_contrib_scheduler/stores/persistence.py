@@ -348,6 +348,9 @@ class Persistence:
                 settle, reconcile, check = self._settle, self._reconcile, self._check
                 lead = self._lead_next
                 self._reload_all, self._reload_ids = False, set()
+                if everything and ids:  # read again after the full read: it may predate them
+                    self._reload_ids = set(ids)
+                    wanted.set()
                 self._settle = self._reconcile = self._check = self._lead_next = False
             if check and not everything:
                 counts = self.attempt(
@@ -385,6 +388,15 @@ class Persistence:
         if ids is None:
             counted = self.state.change_counts()  # read before the jobs
             loaded = self.sync.load(None)
+            # A job's state and schedule are read one after the other: a job written in
+            # between shows a schedule without state. Those are read again, whole.
+            torn = {job_id for job_id in loaded.jobs if job_id not in loaded.stored}
+            if torn:
+                again = self.sync.load(torn)
+                loaded.stored.update(again.stored)
+                for job_id in torn:
+                    loaded.jobs.pop(job_id, None)
+                loaded.jobs.update(again.jobs)
             self.heard(counted)
         elif ids:
             loaded = self.sync.load(ids)
