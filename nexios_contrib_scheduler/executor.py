@@ -61,7 +61,7 @@ class Fires(Protocol):
         it could not be."""
 
     def started(self, record: JobRecord, scheduled: datetime) -> None:
-        """The run of a claimed fire starts."""
+        """The run of a claimed fire starts (called just before the ledger counts it)."""
 
     def ended(self, record: JobRecord, scheduled: datetime, run: RunRecord | None) -> None:
         """A claimed fire is over: its run ended (``run``), or it was not run."""
@@ -347,9 +347,9 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
             if late and now - scheduled > timedelta(seconds=grace):  # type: ignore[operator,arg-type]
                 self._after(self.ledger.missed, record, scheduled, now)
                 return JobExecutionEvent(EVENT_JOB_MISSED, record.id, None, scheduled)
-            self._bookkeep(self.ledger.started, record, scheduled, now)
-            if scheduled is not None:
+            if scheduled is not None:  # first: the store writes it with the count
                 self._bookkeep(self._fires.started, record, scheduled)
+            self._bookkeep(self.ledger.started, record, scheduled, now)
             timed_out = None
             try:
                 if record.timeout is None:

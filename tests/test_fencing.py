@@ -304,6 +304,46 @@ class TestALeaderThatLostItsLease:
         assert await new.persistence.flush()
         assert new.persistence.state.in_flight() == []
 
+    async def test_a_run_whose_count_was_refused_is_counted_by_the_new_leader(
+        self, shared, managers
+    ):
+        """The fence is raised after the old leader's run started and before it wrote the
+        run state that counts the run: the start and its count are refused together, so
+        the new leader counts the run once (it did not when the start was written alone:
+        the old leader reported the run as counted, and the count showed 0)."""
+        url, namespace = shared
+        config = _config(url, namespace, lease_seconds=1)
+        old = managers(config)
+        await old.start()
+        state = old.persistence.state
+        real = state.write_run_state
+        fence_raised = threading.Event()
+
+        def held_back(updates, started, ended, fence):
+            if "g" in updates and "total_run_count" in updates["g"]:
+                fence_raised.wait(60)  # the writer stalls here until the new leader leads
+            return real(updates, started, ended, fence)
+
+        state.write_run_state = held_back  # type: ignore[method-assign]
+        GATES["g"] = asyncio.Event()
+        old.add_job(gated, IntervalTrigger(hours=1), args=("g",), id="g")
+        await wait_until(lambda: old.get_job("g").current_instances == 1, what="the run")
+        old.persistence.leadership.halt()
+        new = managers(config)
+        await new.start()
+        await wait_until(lambda: new.is_leader, timeout=60, what="the new leader")
+        fence_raised.set()
+        GATES["g"].set()
+        await wait_until(
+            lambda: new.get_job("g").success_count == 1,
+            timeout=60,
+            what="the new leader to record the run the old one reported",
+        )
+        job = new.get_job("g")
+        assert (job.total_run_count, job.success_count, job.failure_count) == (1, 1, 0)
+        assert await new.persistence.flush()
+        assert new.persistence.state.in_flight() == []
+
 
 class TestFiresOfAWorkerThatDied:
     async def test_a_claimed_fire_never_started_is_recorded_missed_with_a_log_line(

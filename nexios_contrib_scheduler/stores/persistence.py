@@ -690,7 +690,7 @@ class Persistence:
         return claims
 
     def started(self, record: JobRecord, scheduled: datetime) -> None:
-        self.writer.start_fire(record.id, fire_token(scheduled))
+        self.sync.start_fire(record.id, fire_token(scheduled))
 
     def ended(self, record: JobRecord, scheduled: datetime, run: RunRecord | None) -> None:
         token = fire_token(scheduled)

@@ -97,6 +97,8 @@ class StoreSync:
         self._run_state_timer: asyncio.TimerHandle | None = None
         self._run_state_loop: asyncio.AbstractEventLoop | None = None
         self._ends_due: dict[str, list[tuple[str, RunRecord | None]]] = {}
+        # Fires whose run started and whose start waits for the run state that counts it.
+        self._starts_due: dict[str, list[str]] = {}
         registry.subscribe(self.on_change)
 
     def take_declarations(self) -> dict[str, JobRecord]:
@@ -167,6 +169,8 @@ class StoreSync:
         due, self._run_state_due = self._run_state_due, {}
         for record in due.values():
             self._hand(record)
+        for job_id in list(self._starts_due):
+            self._hand_starts(job_id)
 
     def _hand(self, record: JobRecord) -> None:
         """A job's run state to the writer, then the ends of its fires that wait for it."""
@@ -175,12 +179,27 @@ class StoreSync:
         for token, run in self._ends_due.pop(record.id, ()):
             writer.end_fire(record.id, token, run)
 
+    def start_fire(self, job_id: str, token: str) -> None:
+        """A claimed fire's run starts (before the ledger counts it): its start goes to the
+        writer with the job's next write of run state, the one that counts the run, in the
+        same fenced write. The store then holds both or neither: a worker fenced in between
+        reports the run as not counted, and the leader counts it (a start written alone
+        would say the run was counted when its count was refused)."""
+        self._starts_due.setdefault(job_id, []).append(token)
+
+    def _hand_starts(self, job_id: str) -> None:
+        """The starts of ``job_id`` still waiting, to the writer on their own."""
+        writer = self.owner.writer
+        for token in self._starts_due.pop(job_id, ()):
+            writer.start_fire(job_id, token)
+
     def end_fire(self, job_id: str, token: str, run: RunRecord | None) -> None:
         """A fire ended: its end goes to the writer right after the job's run state (the
-        one that counts the run), never before it."""
+        one that counts the run), never before it, nor before its start."""
         if job_id in self._run_state_due:
             self._ends_due.setdefault(job_id, []).append((token, run))
         else:
+            self._hand_starts(job_id)
             self.owner.writer.end_fire(job_id, token, run)
 
     # Reading the store and applying what was read happen under ``_io``, as do encoding a
@@ -437,6 +456,8 @@ class StoreSync:
             with self._io:
                 self._write(record, run_state)
         except Exception as exc:
+            if run_state:
+                self._hand_starts(record.id)
             logger.error(
                 "could not save job %r (%s) to %s: %s",
                 record.name,
@@ -452,6 +473,12 @@ class StoreSync:
         job_id = record.id
         writer = self.owner.writer
         saved = self._saved.get(job_id)
+        if (
+            run_state
+            and job_id in self._starts_due
+            and not (saved is not None and saved[0] is record and self.registry.holds(record))
+        ):
+            self._hand_starts(job_id)  # no update of run state follows to carry them
         if not self.registry.holds(record):
             if saved is None or saved[0] is not record:
                 return
@@ -474,14 +501,16 @@ class StoreSync:
             self._saved[job_id] = (record, fields)
             return
         diff = {k: v for k, v in fields.items() if saved[1].get(k) != v}
+        definition = any(name in diff for name in (*records.DEFINITION_FIELDS, *_option_names()))
+        if run_state and (definition or not diff):
+            self._hand_starts(job_id)
         if not diff:
             return
-        definition = any(name in diff for name in (*records.DEFINITION_FIELDS, *_option_names()))
         if definition:
             diff[records.DEFINED_AT] = pickle.dumps(time.time(), records.PROTOCOL)
         self.note_write(job_id, run_state=run_state and not definition)
         if run_state and not definition:
-            writer.update(job_id, diff)
+            writer.update(job_id, diff, self._starts_due.pop(job_id, ()))
         else:
             writer.change(job_id, diff)
         self._saved[job_id] = (record, {**saved[1], **diff})

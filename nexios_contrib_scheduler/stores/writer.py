@@ -211,9 +211,15 @@ class Writer:
         """Fields of a job's state changed by a job operation (not fenced)."""
         self._hand(lambda batch: batch.change(job_id, fields, False))
 
-    def update(self, job_id: str, fields: dict[str, bytes]) -> None:
-        """Fields of a job's state changed by a run (run state: fenced)."""
-        self._hand(lambda batch: batch.change(job_id, fields, True))
+    def update(self, job_id: str, fields: dict[str, bytes], started: Sequence[str] = ()) -> None:
+        """Fields of a job's state changed by a run (run state: fenced), with the starts of
+        its fires (tokens) that it counts: they are written together or not at all."""
+
+        def merge(batch: Batch) -> None:
+            batch.change(job_id, fields, True)
+            batch.started.extend((job_id, token) for token in started)
+
+        self._hand(merge)
 
     def delete(self, job_id: str, removed_at: float) -> None:
         """A job removed (its state, its fires in flight; its removal noted)."""
