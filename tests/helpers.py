@@ -1,4 +1,4 @@
-"""The one home of the tests' waiting helpers.
+"""The one home of the tests' waiting helpers (and of ``unannounced``, a lost notification).
 
 A wait only bounds how long a test is willing to wait for something that must happen; it
 never judges speed. Timeouts are generous because the machine running the suite may be
@@ -8,8 +8,10 @@ loaded; a test that passes only when the machine is fast is a flaky test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 POLL_INTERVAL = 0.005
 
@@ -45,3 +47,17 @@ def wait_for(
         if time.monotonic() > deadline:
             raise _failure(what, timeout)
         time.sleep(POLL_INTERVAL)
+
+
+@contextlib.contextmanager
+def unannounced(persistence: Any) -> Iterator[None]:
+    """The changes this worker's writer writes meanwhile reach the store and no other worker
+    hears of them, as if their notifications were lost (every notification of a change goes
+    through ``Bus.announce_many``). Flush inside the block: a write made after it is told."""
+    bus = persistence.bus
+    real = bus.announce_many
+    bus.announce_many = lambda op, job_ids: None
+    try:
+        yield
+    finally:
+        bus.announce_many = real

@@ -14,7 +14,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from helpers import wait_until
+from helpers import unannounced, wait_until
 from test_in_memory_reads import Store, add_jobs, store  # noqa: F401
 
 from nexios_contrib_scheduler import JobStatus, SchedulerManager
@@ -122,11 +122,9 @@ async def test_a_job_gone_from_the_store_leaves_the_view_after_a_sliced_reload(
     try:
         persistence = other.persistence
         assert persistence is not None and not other.is_leader
-        bus = persistence.bus
-        monkeypatch.setattr(bus, "announce", lambda op, job_id: None)  # nobody is told
-        monkeypatch.setattr(bus, "announce_many", lambda op, job_ids: None)
-        assert other.remove_job("job-7")
-        assert await other.flush()
+        with unannounced(persistence):  # nobody is told
+            assert other.remove_job("job-7")
+            assert await other.flush()
     finally:
         await other.shutdown()
     assert leader.get_job("job-7") is not None  # not heard of yet

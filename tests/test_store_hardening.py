@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from helpers import wait_until
+from helpers import unannounced, wait_until
 from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
 
 from nexios_contrib_scheduler import (
@@ -243,10 +243,7 @@ async def test_a_coordinated_worker_reloads_every_job_only_when_it_missed_a_mess
 
     # A change whose message was lost is found by the fallback, which reloads every job,
     # though a later change was announced (its count is greater than the lost one's).
-    bus = leader.persistence.bus
-    with pytest.MonkeyPatch.context() as silenced:
-        silenced.setattr(bus, "announce", lambda op, job_id: None)
-        silenced.setattr(bus, "announce_many", lambda op, job_ids: None)
+    with unannounced(leader.persistence):
         leader.modify_job("i1", name="unannounced")
         assert await leader.flush()
     leader.modify_job("i2", name="announced")
@@ -380,10 +377,7 @@ async def test_a_lost_message_is_found_one_grace_after_the_check_that_saw_its_co
     follower = managers(store.config(coordinated=True))
     await follower.start()
     assert leader.persistence is not None and follower.persistence is not None
-    bus = leader.persistence.bus
-    with pytest.MonkeyPatch.context() as silenced:
-        silenced.setattr(bus, "announce", lambda op, job_id: None)
-        silenced.setattr(bus, "announce_many", lambda op, job_ids: None)
+    with unannounced(leader.persistence):
         leader.modify_job("l", name="unannounced")
         assert await leader.flush()
     follower.get_jobs()  # a read: it asks for a check

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from helpers import wait_until
+from helpers import unannounced, wait_until
 from test_in_memory_reads import Store, add_jobs, store, watched_store  # noqa: F401
 
 from nexios_contrib_scheduler import JobStatus, SchedulerManager
@@ -72,13 +72,9 @@ def silently(leader: SchedulerManager, other: OtherLoop, action: Callable[[], ob
     """Change a job on the leader without telling anyone (as if the notification was lost)."""
     persistence = leader.persistence
     assert persistence is not None
-    bus = persistence.bus
-    announce = bus.announce
-    bus.announce = lambda op, job_id: None  # type: ignore[method-assign]
-    try:
+    with unannounced(persistence):
         other.call(action)
-    finally:
-        bus.announce = announce  # type: ignore[method-assign]
+        assert other.wait(persistence.flush())
 
 
 async def listening(leader: SchedulerManager, follower: SchedulerManager, other: OtherLoop) -> None:

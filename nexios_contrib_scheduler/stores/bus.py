@@ -90,19 +90,10 @@ class Bus:
         except Exception:
             logger.exception("could not run job %s as another scheduler worker asked", job_id)
 
-    def announce(self, op: str, job_id: str) -> None:
-        """Tell the other workers that this one changed (or removed) a job: the leader
-        fires it accordingly, the others show it."""
-        owner = self.owner
-        if not owner.leadership.coordinated:
-            return  # nobody else shares the store
-        message = {"op": op, "job": job_id, "from": owner.worker_id, "count": owner.state.counted}
-        owner.attempt(
-            "tell the other scheduler workers about a change", owner.state.publish, message
-        )
-
     def announce_many(self, op: str, job_ids: list[str]) -> None:
-        """``announce`` for many jobs, in one message (off the event loop)."""
+        """Tell the other workers that this one changed (or removed) these jobs (off the
+        event loop, in as few messages as fit): the leader fires them accordingly, the
+        others show them."""
         owner = self.owner
         if not owner.leadership.coordinated or not job_ids:
             return
