@@ -1,4 +1,5 @@
-"""The one home of the tests' waiting helpers (and of ``unannounced``, a lost notification).
+"""The one home of the tests' waiting helpers (and of two faults: ``unannounced``, a lost
+notification, and ``FailingFirst``, a store that went away and came back).
 
 A wait only bounds how long a test is willing to wait for something that must happen; it
 never judges speed. Timeouts are generous because the machine running the suite may be
@@ -61,3 +62,22 @@ def unannounced(persistence: Any) -> Iterator[None]:
         yield
     finally:
         bus.announce_many = real
+
+
+class FailingFirst:
+    """Stands for a store method: its first ``times`` calls that ``when`` accepts (every
+    call by default) raise ``ConnectionError``, as a store that went away would; the others
+    go to ``real``. ``left`` is how many failures are still to come."""
+
+    def __init__(
+        self, real: Callable[..., Any], times: int, when: Callable[..., bool] | None = None
+    ) -> None:
+        self.real = real
+        self.left = times
+        self.when = when
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.left and (self.when is None or self.when(*args, **kwargs)):
+            self.left -= 1
+            raise ConnectionError("the store went away")
+        return self.real(*args, **kwargs)

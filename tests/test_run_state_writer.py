@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from helpers import wait_until
+from helpers import FailingFirst, wait_until
 from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
 
 from nexios_contrib_scheduler import (
@@ -110,15 +110,7 @@ async def test_a_write_that_fails_is_tried_again_and_nothing_is_lost(config, man
     await manager.start()
     persistence = manager.persistence
     assert persistence is not None
-    real = persistence.state.write_run_state
-    failures = [2]
-
-    def flaky(*args, **kwargs):
-        if failures[0]:
-            failures[0] -= 1
-            raise ConnectionError("the store went away")
-        return real(*args, **kwargs)
-
+    flaky = FailingFirst(persistence.state.write_run_state, 2)
     persistence.state.write_run_state = flaky  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         manager.add_job(count, IntervalTrigger(seconds=0.2), args=("r",), id="r")
@@ -134,7 +126,7 @@ async def test_a_write_that_fails_is_tried_again_and_nothing_is_lost(config, man
     job = manager.get_job("r")
     assert total >= 3 and succeeded >= 3
     assert (total, succeeded) == (job.total_run_count, job.success_count)
-    assert failures == [0]
+    assert flaky.left == 0
     assert "could not write to the job store" in caplog.text
 
 

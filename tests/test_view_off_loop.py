@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from helpers import unannounced, wait_until
+from helpers import FailingFirst, unannounced, wait_until
 from test_in_memory_reads import Store, add_jobs, store, watched_store  # noqa: F401
 
 from nexios_contrib_scheduler import JobStatus, SchedulerManager
@@ -230,21 +230,19 @@ async def test_a_run_request_the_store_did_not_take_is_sent_again_once(pair, mon
     assert persistence is not None
     try:
         await listening(leader, follower, other)
-        real, failures, sent = persistence.state.publish, [2], []
+        real, sent = persistence.state.publish, []
 
-        def flaky(message: Any) -> None:
-            if message.get("op") == "run" and failures[0]:
-                failures[0] -= 1
-                raise ConnectionError("the store went away")
+        def publish(message: Any) -> None:
             real(message)
             if message.get("op") == "run":
                 sent.append(message)
 
+        flaky = FailingFirst(publish, 2, when=lambda message: message.get("op") == "run")
         patch = pytest.MonkeyPatch()
         patch.setattr(persistence.state, "publish", flaky)
         try:
             assert follower.run_job_now("job-2")
-            await wait_until(lambda: failures == [0], 30, "the request to be tried again")
+            await wait_until(lambda: flaky.left == 0, 30, "the request to be tried again")
             await wait_until(
                 lambda: other.call(lambda: leader.get_job("job-2").success_count) == 1,  # type: ignore[union-attr]
                 30,
@@ -269,14 +267,7 @@ async def test_a_reload_the_store_did_not_answer_is_tried_again(pair, monkeypatc
     assert persistence is not None
     try:
         await listening(leader, follower, other)
-        real, failures = persistence.state.load, [1]
-
-        def flaky(job_id: str) -> Any:
-            if job_id == "job-1" and failures[0]:
-                failures[0] -= 1
-                raise ConnectionError("the store went away")
-            return real(job_id)
-
+        flaky = FailingFirst(persistence.state.load, 1, when=lambda job_id: job_id == "job-1")
         monkeypatch.setattr(persistence.state, "load", flaky)
         other.call(lambda: leader.pause_job("job-1"))
         await wait_until(
@@ -284,6 +275,6 @@ async def test_a_reload_the_store_did_not_answer_is_tried_again(pair, monkeypatc
             30,
             "the failed reload of job-1 to be made again",
         )
-        assert failures == [0]
+        assert flaky.left == 0
     finally:
         await follower.shutdown()
