@@ -388,15 +388,6 @@ class Persistence:
         if ids is None:
             counted = self.state.change_counts()  # read before the jobs
             loaded = self.sync.load(None)
-            # A job's state and schedule are read one after the other: a job written in
-            # between shows a schedule without state. Those are read again, whole.
-            torn = {job_id for job_id in loaded.jobs if job_id not in loaded.stored}
-            if torn:
-                again = self.sync.load(torn)
-                loaded.stored.update(again.stored)
-                for job_id in torn:
-                    loaded.jobs.pop(job_id, None)
-                loaded.jobs.update(again.jobs)
             self.heard(counted)
         elif ids:
             loaded = self.sync.load(ids)

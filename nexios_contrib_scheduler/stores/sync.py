@@ -236,7 +236,17 @@ class StoreSync:
         mirror = self.owner.jobstore
         if ids is None:
             stored = self.owner.state.load_all()
-            return Loaded(since, stored, mirror.read(None), None)
+            loaded = Loaded(since, stored, mirror.read(None), None)
+            # A job's state and schedule are read one after the other: a job written in
+            # between shows a schedule without state. Those are read again, whole.
+            torn = {job_id for job_id in loaded.jobs if job_id not in stored}
+            if torn:
+                again = self.load(torn)
+                stored.update(again.stored)
+                for job_id in torn:
+                    loaded.jobs.pop(job_id, None)
+                loaded.jobs.update(again.jobs)
+            return loaded
         stored = {}
         for job_id in ids:
             fields = self.owner.state.load(job_id)
@@ -264,7 +274,9 @@ class StoreSync:
         stored, scheduled = loaded.stored, loaded.jobs
         # What was read is the reload's own: it is gone through as it is, not copied.
         read = itertools.chain(stored, (j for j in scheduled if j not in stored))
-        held = [0, 0]  # of the jobs read, how many the registry, the mirror hold
+        # Of the jobs read, how many the registry and the mirror hold (after a full reload:
+        # those held and not read are gone from the store).
+        held = [0, 0] if loaded.ids is None else None
         yield from self._apply_slices(read, loaded, held)
         # Those held and not read: gone from the store (every job read), or not stored.
         # Most often there are none: every job held was among those read.
@@ -272,7 +284,7 @@ class StoreSync:
         with self.registry.lock:
             if loaded.ids is not None:
                 unread = [j for j in loaded.ids if j not in stored and j not in scheduled]
-            elif held != [len(self.registry), len(mirror.job_ids())]:
+            elif held is not None and held != [len(self.registry), len(mirror.job_ids())]:
                 both = self.registry.id_view() | mirror.job_ids()
                 unread = list(both - stored.keys() - scheduled.keys())
             else:
