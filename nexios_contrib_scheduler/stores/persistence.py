@@ -404,32 +404,33 @@ class Persistence:
         """Other workers' counts of their writes, read before a full reload (any thread):
         their writes up to them are known here."""
         with self._pending:
+            heard = self._heard
             for worker, count in counts.items():
-                self._hear(worker, count, everything=True)
+                if count > heard.get(worker, 0):
+                    heard[worker] = count
+                    self._in_a_row(worker)
 
     def heard_message(self, worker: str, count: int) -> None:
         """A message from ``worker`` carried ``count`` (any thread): its write ``count`` is
         known here; all of its writes are once every count up to it was heard."""
         with self._pending:
-            self._hear(worker, count, everything=False)
+            if count > self._heard.get(worker, 0):
+                self._ahead.setdefault(worker, set()).add(count)
+                self._in_a_row(worker)
 
-    def _hear(self, worker: str, count: int, everything: bool) -> None:
-        heard, ahead = self._heard, self._ahead
-        known = heard.get(worker, 0)
-        if count <= known:
+    def _in_a_row(self, worker: str) -> None:
+        """Move ``worker``'s known count on over the counts heard ahead of it in a row."""
+        later = self._ahead.get(worker)
+        if later is None:
             return
-        later = ahead.setdefault(worker, set())
-        if everything:
-            known = count
-            later.difference_update([n for n in later if n <= count])
-        else:
-            later.add(count)
-        while known + 1 in later:  # the counts heard in a row
+        known = self._heard.get(worker, 0)
+        later.difference_update([n for n in later if n <= known])
+        while known + 1 in later:
             known += 1
             later.discard(known)
-        heard[worker] = known
+        self._heard[worker] = known
         if not later:
-            del ahead[worker]
+            del self._ahead[worker]
 
     def _recheck_in(self) -> float | None:
         """Seconds until a count read at a check and not heard since has had its grace
