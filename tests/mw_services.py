@@ -76,3 +76,23 @@ def drop_namespace(url: str, namespace: str) -> None:
             for (table,) in cursor.fetchall():
                 cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
         connection.close()
+
+
+def end_postgres_sessions(prefix: str, url: str | None = None) -> int:
+    """Have the PostgreSQL server end the sessions whose last query starts with ``prefix``
+    (other than the one asking); how many it ended."""
+    import psycopg2
+
+    connection = psycopg2.connect(url or postgres_url())
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE pid <> pg_backend_pid() AND query LIKE %s",
+                (prefix.replace("%", "") + "%",),
+            )
+            row = cursor.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        connection.close()

@@ -15,7 +15,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from helpers import wait_until
-from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
+from mw_services import (
+    drop_namespace,
+    end_postgres_sessions,
+    postgres_url,
+    redis_url,
+    unique_namespace,
+)
 
 from nexios_contrib_scheduler import (
     DateTimeTrigger,
@@ -156,7 +162,7 @@ def test_postgres_claims_go_on_after_the_server_ended_their_connection(postgres_
     on a new connection."""
     state = postgres_state
     assert state.claim_many([("a", "1")], "me", fence=1) == [True]
-    ended = _end_sessions_whose_last_query_starts("WITH held AS")
+    ended = end_postgres_sessions("WITH held AS")
     assert ended >= 1, "the claims' connection was not found on the server"
     with pytest.raises(Exception, match="(?i)server closed|terminat|connection"):
         state.claim_many([("a", "2")], "me", fence=1)
@@ -191,26 +197,6 @@ def test_postgres_a_raise_waits_for_a_stopped_sessions_hold_of_the_fence_at_most
         holder.close()
     with pytest.raises(FencedError):
         state.claim_many([("a", "1")], "old", fence=1)
-
-
-def _end_sessions_whose_last_query_starts(prefix: str) -> int:
-    """Have the PostgreSQL server end the sessions whose last query starts with
-    ``prefix`` (other than this one); how many it ended."""
-    import psycopg2
-
-    connection = psycopg2.connect(postgres_url())
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE pid <> pg_backend_pid() AND query LIKE %s",
-                (prefix.replace("%", "") + "%",),
-            )
-            row = cursor.fetchone()
-            return int(row[0]) if row else 0
-    finally:
-        connection.close()
 
 
 # ---------------------------------------------------------------- with schedulers

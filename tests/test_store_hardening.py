@@ -9,6 +9,7 @@ mw_services.py), each in a namespace of its own that is dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -16,8 +17,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import redis
+from fault_services import private_redis
 from helpers import unannounced, wait_until
-from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
+from mw_services import (
+    drop_namespace,
+    end_postgres_sessions,
+    postgres_url,
+    redis_url,
+    unique_namespace,
+)
 
 from nexios_contrib_scheduler import (
     DateTimeTrigger,
@@ -27,6 +36,7 @@ from nexios_contrib_scheduler import (
 )
 from nexios_contrib_scheduler import scheduler as scheduler_module
 from nexios_contrib_scheduler.stores import leadership
+from nexios_contrib_scheduler.stores.persistence import MESSAGE_GRACE
 
 UTC = timezone.utc
 BACKENDS = ["sqlite", "postgresql", "redis"]
@@ -386,3 +396,82 @@ async def test_a_lost_message_is_found_one_grace_after_the_check_that_saw_its_co
         timeout=30,
         what="the standby to reload after the grace",
     )
+
+
+# ---------------------------------------------------------------- a listener that reconnects
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "redis"])
+async def test_a_listener_that_reconnects_reloads_every_job_only_if_a_message_was_lost(
+    kind, stores, managers, monkeypatch
+):
+    """The server ends the listeners' connections; they reconnect. Messages sent meanwhile
+    are lost, so the worker checks the other workers' counts: it reloads every job only if
+    one of them wrote something it did not hear of (it reloaded every job every time)."""
+    monkeypatch.setattr(leadership, "RESYNC_SECONDS", 3600.0)  # only the reconnect checks
+    with contextlib.ExitStack() as servers:
+        if kind == "redis":  # a server of its own: every listener on it is this test's
+            store = Store(kind, "", "", unique_namespace())
+            store.url = store.coordination = servers.enter_context(private_redis()).url
+        else:
+            store = stores(kind)
+        leader = managers(store.config(coordinated=True))
+        leader.add_job(record_run, IntervalTrigger(hours=1), args=("l",), id="l")
+        leader.add_job(record_run, IntervalTrigger(hours=1), args=("m",), id="m")
+        await leader.start()
+        follower = managers(store.config(coordinated=True))
+        await follower.start()
+        sender, receiver = leader.persistence, follower.persistence
+        assert sender is not None and receiver is not None
+        reads: list[int] = []
+        load_all = receiver.state.load_all
+
+        def counted_load_all() -> object:
+            reads.append(1)
+            return load_all()
+
+        monkeypatch.setattr(receiver.state, "load_all", counted_load_all)
+
+        async def cut_and_rejoin() -> None:
+            if kind == "redis":
+                redis.Redis.from_url(store.url).client_kill_filter(_type="pubsub")
+            else:
+                assert end_postgres_sessions(f'LISTEN "{receiver.state.channel}"') >= 1
+            # Back once it hears a message sent after the cut (one carrying no count, so
+            # that those sent while it was away are not lost messages for the check).
+            message = {"op": "changed", "job": "m", "from": sender.worker_id}
+            before = receiver.reloads
+
+            def heard() -> bool:
+                sender.state.publish(message)
+                return receiver.reloads > before
+
+            await wait_until(heard, timeout=30, what="the follower's listener to be back")
+
+        # Every write of the leader's heard first (a message lost in the cut is lost).
+        assert await leader.flush()
+        leader.modify_job("m", name="told")  # written after all the others: heard last
+        await wait_until(
+            lambda: (r := follower.registry.get("m")) is not None and r.name == "told",
+            timeout=30,
+            what="the follower to hear the leader's last change",
+        )
+        # Nothing was written meanwhile: the check finds nothing, and nothing is reloaded.
+        await cut_and_rejoin()
+        await asyncio.sleep(MESSAGE_GRACE + 1.0)  # its check after the grace is over by now
+        assert reads == []
+
+        # A change whose message was lost: found once the grace is over, without a read on
+        # the follower or a periodic check.
+        with unannounced(sender):
+            leader.modify_job("l", name="unannounced")
+            assert await leader.flush()
+        await cut_and_rejoin()
+        await wait_until(
+            lambda: (r := follower.registry.get("l")) is not None and r.name == "unannounced",
+            timeout=30,
+            what="the follower to reload after the reconnect's check",
+        )
+        assert len(reads) == 1
+        await follower.shutdown()
+        await leader.shutdown()

@@ -61,7 +61,10 @@ class Bus:
                 if isinstance(one, str):
                     owner.refresh_soon(one)
         elif op == "resync":
-            owner.refresh_soon()
+            # The listener reconnected: messages sent meanwhile are lost. The counts check
+            # finds whether any was (another worker's count above the counts heard, its
+            # grace over) and only then reloads every job.
+            owner.refresh_soon(check=True)
         elif op == "run" and isinstance(job_id, str) and owner.is_leader:
             token = f"run:{message.get('request')}"
             claimed = owner.attempt(

@@ -339,7 +339,8 @@ class StateBackend(ABC):
         """Call ``deliver`` for each message until ``stop`` is set (blocks; run it in a thread).
 
         ``ready`` is set once the messages sent from then on reach ``deliver``. After a lost
-        connection it delivers ``{"op": "resync"}``: messages may have been lost.
+        connection it delivers ``{"op": "resync"}``: messages may have been lost (the
+        worker checks the counts of the other workers' writes).
         """
 
 
