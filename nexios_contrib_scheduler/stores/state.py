@@ -1104,25 +1104,38 @@ class SqlState(StateBackend):
     def _poll_messages(
         self, deliver: Deliver, stop: threading.Event, ready: threading.Event
     ) -> None:
-        from sqlalchemy import func, select
-
-        m = self.messages_t
+        """SQLite: read the messages table every ``POLL_SECONDS``, on a connection of its
+        own, kept. A poll first asks SQLite's ``PRAGMA data_version``, which changes only
+        when another connection has committed: an idle poll is that one pragma, not a
+        query (this worker's own writes are on other connections, so they count)."""
+        table = self.messages_t.name.replace('"', '""')
+        newest = f'SELECT max(seq) FROM "{table}"'
+        newer = f'SELECT seq, payload FROM "{table}" WHERE seq > ? ORDER BY seq'
+        connection: Any = None
         last: int | None = None
+        version: object = None
         failing = False
         while not stop.is_set():
             try:
-                with self.engine.begin() as connection:
-                    if last is None:
-                        last = connection.execute(select(func.max(m.c.seq))).scalar() or 0
-                    query = select(m.c.seq, m.c.payload).where(m.c.seq > last).order_by(m.c.seq)
-                    rows = connection.execute(query).all()
+                if connection is None:
+                    proxy = self.engine.raw_connection()
+                    connection = proxy.driver_connection
+                    proxy.detach()  # this thread's alone, never handed back to the pool
+                    version = None
+                current = connection.execute("PRAGMA data_version").fetchone()[0]
+                rows: list[Any] = []
+                if last is None:
+                    last = connection.execute(newest).fetchone()[0] or 0
+                elif current != version:
+                    rows = connection.execute(newer, (last,)).fetchall()
+                version = current
                 ready.set()
                 if failing:
                     failing = False
                     deliver({"op": "resync"})
-                for row in rows:
-                    last = row.seq
-                    deliver(json.loads(row.payload))
+                for seq, payload in rows:
+                    last = seq
+                    deliver(json.loads(payload))
             except Exception as exc:
                 if not failing:
                     logger.warning(
@@ -1131,7 +1144,14 @@ class SqlState(StateBackend):
                         self.url.scrub(str(exc)),
                     )
                 failing = True
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                    connection = None
             stop.wait(POLL_SECONDS)
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def _listen_postgres(
         self, deliver: Deliver, stop: threading.Event, ready: threading.Event
