@@ -550,8 +550,10 @@ class Persistence:
         self.refresh_soon(settle=True, reconcile=True)
 
     def _take_fence(self) -> None:
-        """From now on, this worker's writes of run state carry its lease's token."""
+        """From now on, this worker's writes of run state carry its lease's token (and its
+        next settling looks for runs the workers before it left cut short)."""
         self.fence = self.leadership.token
+        self.sync.leading()
 
     def _lead(self, loaded: Loaded) -> None:
         """On the loop, with the store as read just now: settle, reconcile, fire."""

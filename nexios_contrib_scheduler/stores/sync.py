@@ -90,6 +90,9 @@ class StoreSync:
         self._io = threading.RLock()
         self._writes = 0  # writes begun by this worker
         self._settled: set[tuple[str, str]] = set()  # fires of stopped workers, settled here
+        # Whether settling looks through every job for runs cut short: once this worker
+        # leads, and whenever a worker that led or a fire's worker may have stopped since.
+        self._cut_scan_due = True
         self._written: dict[str, int] = {}  # job id -> the count at its last write
         self._op_written: dict[str, int] = {}  # ... at its last write that was not run state
         # Jobs whose run state changed and is not encoded yet, and the timer that will.
@@ -598,10 +601,14 @@ class StoreSync:
         process exists on this host (a stopped process wakes up: its runs end, and it
         reports their outcomes). Not while another worker that led is alive: its runs may
         still be going (a leader that shuts down hands over at once but lets its runs
-        finish). The leader looks again at each reload.
+        finish). The leader looks again at each reload; it goes through every job only
+        when runs may have been cut short since it last did (it has just taken the lease,
+        another leader was alive, or a stopped worker's fires were found): only a worker
+        that leads runs jobs, and this one counts its own runs in progress.
         """
         leadership = self.owner.leadership
         if leadership.other_leader_alive():
+            self._cut_scan_due = True
             return
         still_running: dict[str, int] = {}
         ended: list[tuple[str, str]] = []
@@ -616,13 +623,19 @@ class StoreSync:
             if record is not None and not fire.started:
                 reason = f"claimed by worker {fire.worker}, which stopped before running it"
                 self.ledger.not_run(record, fire_time(fire.fire), reason)
-        for record in self.registry.records():
-            cut = record.total_run_count - record.success_count - record.failure_count
-            cut -= record.current_instances + still_running.get(record.id, 0)
-            if cut > 0:
-                self.ledger.cut_short(record, cut)
+        if ended or self._cut_scan_due:
+            self._cut_scan_due = False
+            for record in self.registry.records():
+                cut = record.total_run_count - record.success_count - record.failure_count
+                cut -= record.current_instances + still_running.get(record.id, 0)
+                if cut > 0:
+                    self.ledger.cut_short(record, cut)
         for job_id, token in ended:
             self.owner.writer.end_fire(job_id, token, None)
+
+    def leading(self) -> None:
+        """This worker has taken the lease: its next settling looks through every job."""
+        self._cut_scan_due = True
 
     def forget_fire(self, job_id: str, token: str) -> bool:
         """A fire another worker reports ended: False if it was settled here already."""
