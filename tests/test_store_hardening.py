@@ -31,6 +31,7 @@ from mw_services import (
 from nexios_contrib_scheduler import (
     DateTimeTrigger,
     IntervalTrigger,
+    JobStatus,
     SchedulerConfig,
     SchedulerManager,
 )
@@ -510,3 +511,62 @@ async def test_the_leaders_periodic_settling_goes_through_every_job_only_when_ne
     reloads = persistence.reloads
     await wait_until(lambda: persistence.reloads >= reloads + 3, timeout=30, what="3 reloads")
     assert walks == [1]
+
+
+# ---------------------------------------------------------------- another worker's pause
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_a_pause_made_elsewhere_stops_a_job_the_leader_moved_on_meanwhile(
+    kind, stores, managers, monkeypatch
+):
+    """The leader's read of a job another worker paused is older than the leader's own
+    next run and move of that job (the read waits here until the leader has run it once
+    more), and the leader's later reads of it wait until the end. The pause is applied
+    from that one read: the leader stops firing the job (it left the job as it was and
+    fired it on until a later read came between two of its runs)."""
+    monkeypatch.setattr(leadership, "RESYNC_SECONDS", 3600.0)  # only the notification
+    store = stores(kind)
+    leader = managers(store.config(coordinated=True))
+    await leader.start()
+    follower = managers(store.config(coordinated=True))
+    await follower.start()
+    assert leader.persistence is not None and leader.is_leader
+    leader.add_job(record_run, IntervalTrigger(seconds=0.2), args=("t",), id="t")
+    await wait_until(lambda: RUNS.count("t") >= 2, timeout=30, what="two runs")
+    await wait_until(lambda: follower.get_job("t") is not None, timeout=30, what="the follower")
+
+    state = leader.persistence.state
+    load = state.load
+    pausing, held_back, released = threading.Event(), threading.Event(), threading.Event()
+
+    def load_then_wait_for_a_run(job_id: str) -> object:
+        if job_id != "t" or not pausing.is_set():
+            return load(job_id)
+        if held_back.is_set():
+            released.wait(60)  # a later read: it cannot apply the pause before the end
+            return load(job_id)
+        fields = load(job_id)
+        runs = RUNS.count("t")
+        deadline = time.monotonic() + 30
+        while RUNS.count("t") == runs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held_back.set()
+        return fields
+
+    monkeypatch.setattr(state, "load", load_then_wait_for_a_run)
+    try:
+        pausing.set()
+        assert follower.pause_job("t")
+        assert await follower.flush()
+        await wait_until(held_back.is_set, timeout=30, what="the leader's read of the pause")
+        await wait_until(
+            lambda: leader.get_job("t").status is JobStatus.PAUSED,
+            timeout=30,
+            what="the leader to apply the pause from its first read",
+        )
+        runs = RUNS.count("t")
+        await asyncio.sleep(1.0)  # five periods
+        assert RUNS.count("t") == runs
+    finally:
+        released.set()

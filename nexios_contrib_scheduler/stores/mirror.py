@@ -44,15 +44,16 @@ class MirrorJobStore(HeapJobStore):
     """A persistent job store's jobs in memory; its writes go through the writer.
 
     ``store`` is the persistent store (APScheduler's SQLAlchemy or Redis store, guarded),
-    used only off the event loop. ``outbox`` takes the writes; ``on_write(job_id)`` is
-    told of each, so that a reload read before it does not undo it.
+    used only off the event loop. ``outbox`` takes the writes; ``on_write(job_id, moved)``
+    is told of each (``moved``: a pass moved the job on, not a job operation), so that a
+    reload read before it does not undo it.
     """
 
     def __init__(self, store: BaseJobStore, outbox: Outbox) -> None:
         super().__init__()
         self.store: Any = store
         self.outbox = outbox
-        self.on_write: Callable[[str], None] | None = None
+        self.on_write: Callable[[str, bool], None] | None = None
         self._stored: dict[str, bytes] = {}
         self._protocol: int = getattr(store, "pickle_protocol", pickle.HIGHEST_PROTOCOL)
 
@@ -101,7 +102,7 @@ class MirrorJobStore(HeapJobStore):
             HeapJobStore.update_job(self, job)
             schedule = self._schedule(job)
             stored[job.id] = schedule[1]
-            self._noted(job.id)
+            self._noted(job.id, moved=True)
             outbox.move(job.id, expected, schedule)
         missing: set[str] = set()
         for job_id in removed:
@@ -109,7 +110,7 @@ class MirrorJobStore(HeapJobStore):
                 missing.add(job_id)
                 continue
             HeapJobStore.remove_job(self, job_id)
-            self._noted(job_id)
+            self._noted(job_id, moved=True)
             outbox.move(job_id, stored.pop(job_id, None), None)
         return missing
 
@@ -124,9 +125,9 @@ class MirrorJobStore(HeapJobStore):
         state = pickle.dumps(job.__getstate__(), self._protocol)
         return (None if when is None else datetime_to_utc_timestamp(when), state)
 
-    def _noted(self, job_id: str) -> None:
+    def _noted(self, job_id: str, moved: bool = False) -> None:
         if self.on_write is not None:
-            self.on_write(job_id)
+            self.on_write(job_id, moved)
 
     # ------------------------------------------------------------ reloads (quiet)
 

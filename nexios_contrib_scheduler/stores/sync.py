@@ -211,7 +211,10 @@ class StoreSync:
     # nothing else is taken while it is held.
 
     def note_write(self, job_id: str, run_state: bool = False) -> None:
-        """This worker changed ``job_id`` (a reload read before it leaves the job be)."""
+        """This worker changed ``job_id`` (a reload read before it leaves the job be, but
+        for a pause or removal made elsewhere: ``_apply_if_stopped``). ``run_state``: a
+        write of the runs' side (the ledger's run state, or a pass moving the job on), not
+        a job operation."""
         self._writes += 1
         self._written[job_id] = self._writes
         if not run_state:
@@ -321,7 +324,9 @@ class StoreSync:
                             del written[job_id]
                             op_written.pop(job_id, None)
                         self._apply_one(job_id, stored.get(job_id), scheduled.get(job_id))
-                    # else: this worker wrote it after the read began; it stays as it is
+                    elif op_written.get(job_id, 0) <= since:
+                        self._apply_if_stopped(job_id, stored.get(job_id), scheduled.get(job_id))
+                    # else: this worker changed it after the read began; it stays as it is
                     if held is not None:
                         held[0] += registry.get(job_id) is not None
                         held[1] += mirror.lookup_job(job_id) is not None
@@ -344,6 +349,32 @@ class StoreSync:
                     if op_written.get(job_id, since + 1) <= since:
                         del op_written[job_id]
             yield
+
+    def _apply_if_stopped(
+        self,
+        job_id: str,
+        fields: dict[str, bytes] | None,
+        scheduled: tuple[Job | None, bytes] | None,
+    ) -> None:
+        """A job this worker ran or moved on after the read began: what was read may be
+        older than those writes, so the job is left as it is, unless the read shows that
+        another worker removed or paused it (this worker's moves since were refused by
+        their guard). That is applied at once, the run state this worker holds kept, so
+        that the job's fires stop now, not one fire later."""
+        held = self.owner.jobstore.lookup_job(job_id)
+        saved = self._saved.get(job_id)
+        if held is None or held.next_run_time is None or saved is None:
+            return  # not firing here: nothing to stop
+        if fields is None and scheduled is None:
+            self._apply_one(job_id, None, None)  # removed
+            return
+        if fields is None or scheduled is None or scheduled[0] is None:
+            return
+        if scheduled[0].next_run_time is not None:
+            return  # not paused in the store
+        merged = dict(saved[1])
+        merged.update((k, fields[k]) for k in _PAUSE_FIELDS if k in fields)
+        self._apply_one(job_id, merged, scheduled)
 
     def _apply_one(
         self,
@@ -716,6 +747,10 @@ class StoreSync:
             return
         self.ledger.not_run(record, scheduled, missing.error)
         self.owner.writer.end_fire(record.id, fire_token(scheduled), None)
+
+
+#: The stored fields a pause sets (``pause_job``).
+_PAUSE_FIELDS = ("status", "paused_reason", "pending_next_run")
 
 
 def _keep_stored_view(
