@@ -20,6 +20,9 @@ from apscheduler.jobstores.redis import RedisJobStore
 
 from .records import load_keeping_unimportable
 
+#: Most jobs one command of a batch writes (HSET, ZADD, ZREM with many at once).
+PAGE = 1000
+
 logger = logging.getLogger("nexios_contrib_scheduler")
 
 
@@ -103,12 +106,17 @@ class GuardedRedisJobStore(RedisJobStore):  # type: ignore[misc]
         if deletes:
             pipe.hdel(self.jobs_key, *deletes)
             pipe.zrem(self.run_times_key, *deletes)
-        for job_id, (when, state) in puts.items():
-            pipe.hset(self.jobs_key, job_id, state)
-            if when is None:
-                pipe.zrem(self.run_times_key, job_id)
-            else:
-                pipe.zadd(self.run_times_key, {job_id: when})
+        # Many jobs to a command (a batch of adds writes thousands at once).
+        items = list(puts.items())
+        for first in range(0, len(items), PAGE):
+            page = items[first : first + PAGE]
+            pipe.hset(self.jobs_key, mapping={job_id: state for job_id, (_, state) in page})
+            due = {job_id: when for job_id, (when, _) in page if when is not None}
+            if due:
+                pipe.zadd(self.run_times_key, due)
+            paused = [job_id for job_id, (when, _) in page if when is None]
+            if paused:
+                pipe.zrem(self.run_times_key, *paused)
         if into is None:
             pipe.execute()
 

@@ -57,6 +57,7 @@ TOMBSTONE_TTL = 30 * 86400.0  # how long a removal is remembered
 WORKER_TTL = 3600.0  # when a silent worker's heartbeat is forgotten
 MESSAGE_TTL = 600.0  # how long the SQLite change table keeps a message
 POLL_SECONDS = 0.25  # how often SQLite workers look at the change table
+MANY = 1000  # most ids or fields in one Redis command of a batch
 IDLE_IN_TRANSACTION = 5.0  # PostgreSQL ends a session idle this long inside a transaction
 #: State rows per statement on PostgreSQL (given as arrays). The driver writes a statement's
 #: arrays out holding the interpreter's lock: about 4 ms for 2,000 rows, 22 ms for 10,000.
@@ -1479,8 +1480,10 @@ class RedisState(StateBackend):
             mapping: dict[Any, Any] = dict(fields)
             if mapping:
                 pipe.hset(key, mapping=mapping)
-            pipe.sadd(self.ids_key, job_id)
-            pipe.hdel(self.removed_key, job_id)
+        created = list(creates)
+        for first in range(0, len(created), MANY):  # one command for many ids
+            pipe.sadd(self.ids_key, *created[first : first + MANY])
+            pipe.hdel(self.removed_key, *created[first : first + MANY])
         for job_id, fields in changes.items():
             args: list[Any] = ["", self.writer_id, counted]
             for name, value in fields.items():
