@@ -749,8 +749,8 @@ class StoreSync:
         self.owner.writer.end_fire(record.id, fire_token(scheduled), None)
 
 
-#: The stored fields a pause sets (``pause_job``).
-_PAUSE_FIELDS = ("status", "paused_reason", "pending_next_run")
+#: The stored fields a pause sets (``pause_job``; its ``pending_next_run`` is not stored).
+_PAUSE_FIELDS = ("status", "paused_reason")
 
 
 def _keep_stored_view(
