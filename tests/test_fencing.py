@@ -252,6 +252,18 @@ async def test_a_claim_that_landed_unanswered_is_run_once(shared, managers, capl
     assert persistence.state.in_flight() == []
 
 
+async def _recorded_once(leader, job_id: str):
+    """Wait until ``leader`` records the run another worker reported; it counts it once."""
+    await wait_until(
+        lambda: leader.get_job(job_id).success_count == 1,
+        timeout=60,
+        what="the new leader to record the run the old one reported",
+    )
+    job = leader.get_job(job_id)
+    assert (job.total_run_count, job.success_count, job.failure_count) == (1, 1, 0)
+    return job
+
+
 class TestALeaderThatLostItsLease:
     async def test_its_run_ends_on_record_through_the_new_leader_never_as_cancelled(
         self, shared, managers, caplog
@@ -275,13 +287,7 @@ class TestALeaderThatLostItsLease:
         assert new.persistence.fence > token
         with caplog.at_level(logging.INFO, logger=LOGGER):
             GATES["g"].set()  # the old leader's run ends: it may write nothing
-            await wait_until(
-                lambda: new.get_job("g").success_count == 1,
-                timeout=60,
-                what="the new leader to record the run the old one reported",
-            )
-        job = new.get_job("g")
-        assert (job.total_run_count, job.success_count, job.failure_count) == (1, 1, 0)
+            job = await _recorded_once(new, "g")
         assert [r.outcome for r in job.history] == ["success"]
         assert "write refused" in caplog.text and "recorded by the leader" in caplog.text
         new.persistence.resync()  # nor does the new leader's settling take it as cut short
@@ -320,13 +326,7 @@ class TestALeaderThatLostItsLease:
         await wait_until(lambda: new.is_leader, timeout=60, what="the new leader")
         fence_raised.set()
         GATES["g"].set()
-        await wait_until(
-            lambda: new.get_job("g").success_count == 1,
-            timeout=60,
-            what="the new leader to record the run the old one reported",
-        )
-        job = new.get_job("g")
-        assert (job.total_run_count, job.success_count, job.failure_count) == (1, 1, 0)
+        await _recorded_once(new, "g")
         assert await new.persistence.flush()
         assert new.persistence.state.in_flight() == []
 
