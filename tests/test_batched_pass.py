@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -28,6 +29,8 @@ from nexios_contrib_scheduler import (
     SchedulerManager,
     current_fire,
 )
+from nexios_contrib_scheduler.stores import records
+from nexios_contrib_scheduler.stores import sync as sync_module
 
 UTC = timezone.utc
 
@@ -325,3 +328,109 @@ async def test_a_pass_s_moves_are_refused_whole_once_a_newer_leader_wrote(
     await wait_until(lambda: refusals, what="the refusal to be told")
     # Nothing of the slice was written: x was not moved on and y was not removed.
     assert after[0] == before
+
+
+# ---------------------------------------------------------------- a burst's runs first
+
+
+async def stored_run_counts(manager: SchedulerManager, ids: list[str]) -> list[Any]:
+    state = manager.persistence.state
+    loaded = [await asyncio.to_thread(state.load, job_id) for job_id in ids]
+    return [
+        records.decode(fields or {}, job_id).get("total_run_count")
+        for job_id, fields in zip(ids, loaded)
+    ]
+
+
+async def _runs_waiting_behind_a_burst(
+    store: Store, managers, monkeypatch: pytest.MonkeyPatch, hold: float
+) -> tuple[SchedulerManager, list[str], list[int], threading.Event]:
+    """A leader whose jobs a0-a2 ran and whose run state is due to be encoded, while the
+    claims of a burst of 100 one-shots b0-b99 are held back by ``gate``: the encoding is
+    looked at once, then every 5 ms. Returns the leader, the ids whose run state was
+    handed to the writer, the count of looks, and the gate."""
+    monkeypatch.setattr(sync_module, "RUN_STATE_DELAY", 3600.0)  # looked at below
+    monkeypatch.setattr(sync_module, "RUN_STATE_HOLD", hold)
+    manager = await leader(store, managers)
+    persistence, scheduler = manager.persistence, manager.apscheduler
+    sync, state = persistence.sync, persistence.state
+    handed: list[str] = []
+    hand = sync._hand
+
+    def noted_hand(record: Any) -> None:
+        handed.append(record.id)
+        hand(record)
+
+    monkeypatch.setattr(sync, "_hand", noted_hand)
+    for i in range(3):
+        trigger = IntervalTrigger(hours=1, start_now=True)
+        manager.add_job(tick, trigger, args=(f"a{i}",), id=f"a{i}")
+    await wait_until(
+        lambda: all(manager.get_job(f"a{i}").total_run_count == 1 for i in range(3)),
+        what="a0-a2 to run",
+    )
+    gate = threading.Event()
+    claim_many = state.claim_many
+
+    def gated(fires: Any, *args: Any, **kwargs: Any) -> Any:
+        if any(job_id.startswith("b") for job_id, _ in fires):
+            assert gate.wait(60), "the test never let the burst's claims through"
+        return claim_many(fires, *args, **kwargs)
+
+    monkeypatch.setattr(state, "claim_many", gated)
+    scheduler.pause()
+    due = datetime.now(UTC)
+    for i in range(100):
+        manager.add_job(tick, DateTimeTrigger(due), args=(f"b{i}",), id=f"b{i}")
+    scheduler.resume()
+    await wait_until(
+        lambda: persistence.writer.runs_waiting() >= 100,
+        what="the burst's claims to be handed over",
+    )
+    assert handed == []
+    looks = [0]
+    encode = sync._encode_run_state
+
+    def look() -> None:
+        looks[0] += 1
+        encode()
+
+    monkeypatch.setattr(sync, "_encode_run_state", look)
+    monkeypatch.setattr(sync_module, "RUN_STATE_DELAY", 0.02)
+    sync._run_state_timer.cancel()  # the one due in an hour
+    look()  # a0-a2's run state is due now
+    return manager, handed, looks, gate
+
+
+async def test_run_state_is_encoded_after_a_burst_s_runs_have_started(store, managers, monkeypatch):
+    manager, handed, looks, gate = await _runs_waiting_behind_a_burst(
+        store, managers, monkeypatch, hold=3600.0
+    )
+    try:
+        await wait_until(lambda: looks[0] >= 5, what="the run state to be looked at again")
+        assert handed == []  # held: 100 runs are still to start
+    finally:
+        gate.set()
+    await wait_until(
+        lambda: all(len(FIRES[f"b{i}"]) == 1 for i in range(100)), what="the burst to run"
+    )
+    await wait_until(
+        lambda: {"a0", "a1", "a2"} <= set(handed), what="a0-a2's run state to be handed over"
+    )
+    assert await manager.flush()
+    assert await stored_run_counts(manager, ["a0", "a1", "a2"]) == [1, 1, 1]
+
+
+async def test_run_state_waits_for_a_burst_at_most_the_hold(store, managers, monkeypatch):
+    manager, handed, _, gate = await _runs_waiting_behind_a_burst(
+        store, managers, monkeypatch, hold=0.3
+    )
+    try:
+        await wait_until(
+            lambda: {"a0", "a1", "a2"} <= set(handed), what="a0-a2's run state to be handed over"
+        )
+        assert manager.persistence.writer.runs_waiting() >= 100  # the burst still waits
+    finally:
+        gate.set()
+    assert await manager.flush()
+    assert await stored_run_counts(manager, ["a0", "a1", "a2"]) == [1, 1, 1]

@@ -52,6 +52,10 @@ FLUSH_BEFORE_READ = 5.0  # longest a reload waits for this worker's run state to
 #: ``RUN_STATE_SLICE`` jobs per turn of the event loop: a burst of runs starts first.
 RUN_STATE_DELAY = 0.1
 RUN_STATE_SLICE = 64
+#: While more than ``RUN_STATE_SLICE`` fires handed over to be claimed have runs still to
+#: start (a burst, not the steady flow of a busy scheduler), the encoding waits, up to this
+#: long after the oldest change it holds: the loop starts the burst's runs first.
+RUN_STATE_HOLD = 1.0
 #: Jobs of a reload merged per turn of the event loop (about 2-5 ms of work).
 APPLY_SLICE = 200
 
@@ -99,6 +103,7 @@ class StoreSync:
         self._run_state_due: dict[str, JobRecord] = {}
         self._run_state_timer: asyncio.TimerHandle | None = None
         self._run_state_loop: asyncio.AbstractEventLoop | None = None
+        self._run_state_since = 0.0  # loop time of the oldest change not encoded
         self._ends_due: dict[str, list[tuple[str, RunRecord | None]]] = {}
         # Fires whose run started and whose start waits for the run state that counts it.
         self._starts_due: dict[str, list[str]] = {}
@@ -147,6 +152,8 @@ class StoreSync:
             return False
         # Noted now, so that a reload read before the write leaves the job's run state be.
         self.note_write(record.id, run_state=True)
+        if not self._run_state_due:
+            self._run_state_since = loop.time()
         self._run_state_due[record.id] = record
         if self._run_state_timer is None:
             self._run_state_timer = loop.call_later(RUN_STATE_DELAY, self._encode_run_state)
@@ -155,13 +162,22 @@ class StoreSync:
 
     def _encode_run_state(self) -> None:
         """Hand the run state of up to ``RUN_STATE_SLICE`` jobs to the writer; the rest in
-        the next turns of the loop."""
+        the next turns of the loop. Put off while a burst of claimed fires has runs still
+        to start (up to ``RUN_STATE_HOLD``): the encoding would delay them."""
         self._run_state_timer = None
-        due = self._run_state_due
+        due, loop = self._run_state_due, self._run_state_loop
+        if loop is None or loop.is_closed():
+            return
+        if (
+            due
+            and loop.time() - self._run_state_since < RUN_STATE_HOLD
+            and self.owner.writer.runs_waiting() > RUN_STATE_SLICE
+        ):
+            self._run_state_timer = loop.call_later(RUN_STATE_DELAY / 4, self._encode_run_state)
+            return
         for _ in range(min(RUN_STATE_SLICE, len(due))):
             self._hand(due.pop(next(iter(due))))
-        loop = self._run_state_loop
-        if due and loop is not None and not loop.is_closed():
+        if due:
             self._run_state_timer = loop.call_later(0, self._encode_run_state)
 
     def hand_run_state(self) -> None:

@@ -373,6 +373,11 @@ class Writer:
                     return
                 self._claim_lock.wait(left)
 
+    def runs_waiting(self) -> int:
+        """How many fires handed over to be claimed have runs still to start."""
+        with self._claim_lock:
+            return self._claims_handed - self._claims_started
+
     def _runs_started(self, count: int) -> None:
         """On the loop, a turn after ``count`` claims were answered: their runs are under way."""
         with self._claim_lock:
