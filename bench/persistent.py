@@ -28,7 +28,7 @@ from collections import Counter, defaultdict, deque
 from datetime import datetime, timezone
 from typing import Any
 
-from .stats import CpuMeter, Heartbeat, percentile
+from .stats import CpuMeter, Heartbeat, percentile, stalls
 from .stores import Place, PrivateRedis, aps_bulk_fill, aps_jobstore, idle_interval
 from .systems import MAX_CONCURRENT_JOBS, idle_job
 
@@ -403,7 +403,7 @@ async def probe(system_key: str, params: Params) -> Result:
             await _timed(page, int(params["pages"]), params["budget"])
         )
     result["admin_items"] = items[-1]
-    result["stall_list"] = heartbeat.end()
+    result.update(stalls(heartbeat, "stall_list"))
     heartbeat.stop()
     await _bounded_stop(system)
     return result
@@ -552,7 +552,7 @@ async def adds(system_key: str, params: Params) -> Result:
     elapsed = time.perf_counter() - began
     await system.durable()  # the loop is watched until every add is in the store
     written = time.perf_counter() - began
-    result: Result = {"added": added, "seconds": elapsed, "stall": heartbeat.end()}
+    result: Result = {"added": added, "seconds": elapsed, **stalls(heartbeat)}
     heartbeat.stop()
     result["adds_per_s"] = added / elapsed if elapsed else math.nan
     result["durable_per_s"] = added / written if written else math.nan
@@ -608,7 +608,7 @@ async def burst(system_key: str, params: Params) -> Result:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(_done.wait(), timeout=float(params["timeout"]))
     await asyncio.sleep(float(params["linger"]))  # late duplicates, if any
-    result["stall"] = heartbeat.end()
+    result.update(stalls(heartbeat))
     heartbeat.stop()
     await _bounded_stop(system)
     result["runs"] = len(_calls)
@@ -650,7 +650,7 @@ async def fires(system_key: str, params: Params) -> Result:
     start = time.time()
     end = start + float(params["window"])
     await asyncio.sleep(end - time.time() + float(params["grace"]))
-    result["stall"] = heartbeat.end()
+    result.update(stalls(heartbeat))
     heartbeat.stop()
     await _bounded_stop(system)
     seen: Counter[tuple[str, int]] = Counter()
@@ -718,12 +718,12 @@ async def restart(system_key: str, params: Params) -> Result:
         await asyncio.to_thread(server.start)
         up_at = time.time()
         await asyncio.sleep(float(params["recover"]))
-        stall = heartbeat.end()
+        stall = stalls(heartbeat)
         heartbeat.stop()
         after = [called for _, _, called in _fires if called > up_at]
         await _bounded_stop(system)
         return {
-            "stall": stall,
+            **stall,
             "fires_before": sum(1 for _, _, called in _fires if called < down_at),
             "fires_after": len(after),
             "resumed_s": (min(after) - up_at) if after else f"> {params['recover']:g} s",

@@ -85,6 +85,7 @@ def _store_rows(plan: PersistentPlan, store: str) -> list[Row | str]:
         (f"burst of {n_burst}: duplicates", "p_burst", "duplicates", {}, "count"),
         (f"burst of {n_burst}: start lateness p99", "p_burst", "late_p99", {}, "ms"),
         (f"longest loop stall: adding {adds['jobs']:,} jobs", "p_adds", "stall", {}, "ms"),
+        *_gc_rows(f"adding {adds['jobs']:,} jobs", "p_adds", "stall"),
         (
             f"longest loop stall: listing {large:,} jobs",
             "p_probe",
@@ -92,11 +93,14 @@ def _store_rows(plan: PersistentPlan, store: str) -> list[Row | str]:
             {"size": large},
             "ms",
         ),
+        *_gc_rows(f"listing {large:,} jobs", "p_probe", "stall_list", {"size": large}),
         (f"longest loop stall: burst of {n_burst}", "p_burst", "stall", {}, "ms"),
+        *_gc_rows(f"burst of {n_burst}", "p_burst", "stall"),
     ]
     if store == "redis":
         rows += [
             ("longest loop stall: store restart", "p_restart", "stall", {}, "ms"),
+            *_gc_rows("store restart", "p_restart", "stall"),
             ("first fire after the restart", "p_restart", "resumed_s", {}, "s"),
         ]
     if store == "postgresql":
@@ -112,6 +116,16 @@ def _store_rows(plan: PersistentPlan, store: str) -> list[Row | str]:
     return rows
 
 
+def _gc_rows(what: str, workload: str, key: str, match: dict[str, Any] | None = None) -> list[Row]:
+    """The stall's two parts: the longest garbage collection in the window, and the
+    longest stall outside collections (what the code did)."""
+    match = match or {}
+    return [
+        (f"longest garbage collection: {what}", workload, f"{key}_gc", match, "ms"),
+        (f"longest stall outside collections: {what}", workload, f"{key}_outside_gc", match, "ms"),
+    ]
+
+
 def _memory_rows(plan: PersistentPlan) -> list[Row | str]:
     n = f"{plan.burst['jobs']:,}"
     return [
@@ -119,6 +133,7 @@ def _memory_rows(plan: PersistentPlan) -> list[Row | str]:
         (f"burst of {n}: runs", "p_burst", "runs", {}, "count"),
         (f"burst of {n}: start lateness p99", "p_burst", "late_p99", {}, "ms"),
         (f"longest loop stall: burst of {n}", "p_burst", "stall", {}, "ms"),
+        *_gc_rows(f"burst of {n}", "p_burst", "stall"),
     ]
 
 
@@ -293,7 +308,11 @@ def persistent_notes(plan: PersistentPlan) -> list[str]:
         "adds ending at each count.",
         "Loop stall: the longest lateness (wall clock) of a 1 ms heartbeat callback on the "
         "loop; a blocking store call counts whole. Burst: one-shots due at one whole second "
-        "set after timing a few adds; lateness = first call minus due time.",
+        "set after timing a few adds; lateness = first call minus due time. Longest "
+        "garbage collection: the longest single collection of the interpreter's cycle "
+        "collector in the same window (gc.callbacks); it holds the interpreter's lock, so "
+        "it stalls the loop whichever thread set it off. Longest stall outside "
+        "collections: each beat's lateness less the collections since the beat before.",
         "Steady fires: interval jobs of 1 s; scheduled times from current_fire() (this "
         "package) and the submission events (raw APScheduler); a gap is a fire due in the "
         "window that did not run.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import statistics
 import time
@@ -33,6 +34,12 @@ class Heartbeat:
     loop doing anything; ``longest_busy`` counts only the part of each delay that the loop's
     thread spent on the CPU, which is what a stall caused by the scheduler looks like. It is
     a plain timer callback (no task, no future) so that it costs the loop little.
+
+    It also times the interpreter's garbage collections (``gc.callbacks``): a collection
+    holds the interpreter's lock, so it stalls the loop whichever thread set it off.
+    ``gc_longest`` is the longest one while recording; ``longest_outside_gc`` the longest
+    lateness less the time collections took since the beat before, i.e. what the code on
+    the loop (or a thread holding the lock) did besides collecting.
     """
 
     PERIOD = 0.001
@@ -41,6 +48,12 @@ class Heartbeat:
         self.recording = False
         self.longest = 0.0
         self.longest_busy = 0.0
+        self.gc_longest = 0.0
+        self.longest_outside_gc = 0.0
+        self._gc_began = 0.0
+        self._gc_counted_from = 0.0
+        self._gc_running = False
+        self._gc_since_beat = 0.0
         self._cpu = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -51,6 +64,22 @@ class Heartbeat:
         self._due = self._loop.time() + self.PERIOD
         self._cpu = time.thread_time()
         self._handle = self._loop.call_at(self._due, self._beat)
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        # Called in the thread that set the collection off. The loop can run between the
+        # end of a collection and the "stop" call (the calling thread may hand over the
+        # interpreter's lock first), so a beat counts a collection still under way too.
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_began = self._gc_counted_from = now
+            self._gc_running = True
+            return
+        self._gc_running = False
+        self._gc_since_beat += now - self._gc_counted_from
+        took = now - self._gc_began
+        if self.recording and took > self.gc_longest:
+            self.gc_longest = took
 
     def begin(self) -> None:
         """Start recording (and forget what was seen before). A beat already late when
@@ -58,6 +87,9 @@ class Heartbeat:
         counts from now: only what happens after ``begin`` is recorded."""
         self.longest = 0.0
         self.longest_busy = 0.0
+        self.gc_longest = 0.0
+        self.longest_outside_gc = 0.0
+        self._gc_since_beat = 0.0
         self.recording = True
         if self._loop is not None:
             self._due = max(self._due, self._loop.time())
@@ -72,6 +104,8 @@ class Heartbeat:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def _beat(self) -> None:
         loop = self._loop
@@ -85,9 +119,29 @@ class Heartbeat:
                 self.longest = late
             if busy > self.longest_busy:
                 self.longest_busy = busy
+            collecting = self._gc_since_beat
+            if self._gc_running:  # ended, its "stop" not called yet: counted up to now
+                counted_to = time.perf_counter()
+                collecting += counted_to - self._gc_counted_from
+                self._gc_counted_from = counted_to
+            outside = max(0.0, late - collecting)
+            if outside > self.longest_outside_gc:
+                self.longest_outside_gc = outside
+        self._gc_since_beat = 0.0
         self._cpu = cpu
         self._due = now + self.PERIOD
         self._handle = loop.call_at(self._due, self._beat)
+
+
+def stalls(heartbeat: Heartbeat, key: str = "stall") -> dict[str, float]:
+    """End ``heartbeat``'s window: the longest stall under ``key``, the longest garbage
+    collection in it under ``key_gc`` and the longest stall outside collections under
+    ``key_outside_gc``."""
+    return {
+        key: heartbeat.end(),
+        f"{key}_gc": heartbeat.gc_longest,
+        f"{key}_outside_gc": heartbeat.longest_outside_gc,
+    }
 
 
 class CpuMeter:

@@ -123,3 +123,38 @@ async def test_the_loop_stall_heartbeat_counts_only_what_follows_begin():
         assert heartbeat.end() >= 0.25
     finally:
         heartbeat.stop()
+
+
+async def test_the_heartbeat_tells_garbage_collections_from_other_stalls() -> None:
+    """A full collection inside the window counts as a stall and as a collection, not as
+    a stall outside collections; a blocking call counts outside them."""
+    import asyncio
+    import gc
+    import time
+
+    sys.path.insert(0, str(ROOT))
+    from bench.stats import Heartbeat, stalls
+
+    heap = [[i] for i in range(600_000)]  # a collection walks them: tens of ms
+    heartbeat = Heartbeat()
+    heartbeat.start()
+    try:
+        await asyncio.sleep(0.01)
+        heartbeat.begin()
+        await asyncio.sleep(0.01)
+        gc.collect()
+        await asyncio.sleep(0.01)
+        figures = stalls(heartbeat)
+        assert figures["stall_gc"] > 0.005
+        assert figures["stall"] >= 0.9 * figures["stall_gc"]  # the beat was due after it began
+        assert figures["stall_outside_gc"] < figures["stall_gc"] / 2
+        heartbeat.begin()
+        await asyncio.sleep(0.01)
+        time.sleep(0.3)
+        await asyncio.sleep(0.01)
+        figures = stalls(heartbeat)
+        assert figures["stall_outside_gc"] >= 0.25
+    finally:
+        heartbeat.stop()
+    assert heartbeat._on_gc not in gc.callbacks
+    del heap
