@@ -7,8 +7,11 @@ replaced through its own extension points; what it does stays APScheduler's:
 * adding a job does not cost a wake-up each: a wake-up is only needed when the new job is
   due before the armed timer, and the wake-ups asked for before the loop gets to them are
   served by one pass;
-* a pass submits due jobs in slices (``slice_size`` jobs or ``slice_time`` seconds) and lets
-  the event loop run between slices, so a thousand jobs due at once do not stall the app;
+* a pass submits due jobs in slices (at most ``slice_size`` jobs or ``slice_time`` seconds)
+  and lets the event loop run between slices, so a thousand jobs due at once do not stall
+  the app; during a burst each slice is sized (``pacer``) so that it and the first steps of
+  the runs it starts take about ``pacing.TURN_BUDGET`` of the loop's time (with claims, the
+  runs start as the claims are answered, and the writer paces those instead);
   while such a burst is being started, the listener events of the passes (and the
   executor's bookkeeping of finished runs) wait until every due job has started;
 * with a persistent store (whose jobs the scheduler reads from memory, ``MirrorJobStore``),
@@ -68,14 +71,17 @@ from apscheduler.util import (
 )
 
 from . import clock
+from .pacing import Pacer
 from .stores.memory import HeapJobStore
 
 # What ``add_job`` learns about a callable for a given number of positional arguments and
 # keyword names: its textual reference (None if it has none) and its default name.
 _CallableFacts = tuple[str | None, str]
 _FACTS_LIMIT = 512
-# Held-back pass events sent per loop turn once a burst has started.
+# Held-back pass events sent per loop turn once a burst has started: at most this many,
+# for at most this long (the listeners' work is done as each one is sent).
 _EVENTS_SLICE = 256
+_EVENTS_TIME = 0.002
 # A due job ready to be submitted: the job, its executor, its run times, the fire after them.
 _Due = tuple[Job, Any, list[datetime], datetime | None]
 
@@ -87,7 +93,8 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     first the call is lost and the scheduler believes it is still running.
     """
 
-    #: Most due jobs a pass submits before it lets the event loop run.
+    #: Most due jobs a pass submits before it lets the event loop run (during a burst the
+    #: ``pacer`` may take fewer).
     slice_size = 64
     #: Longest a pass runs (seconds) before it lets the event loop run.
     slice_time = 0.002
@@ -113,12 +120,16 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     # ... because the slice was full: a burst of due jobs is being started, and what can
     # wait (listener events, the runs' bookkeeping) waits for it.
     _bursting = False
+    _continuing = False  # the next pass carries on a burst, one turn of the loop later
+    _pass_count = 0  # the due jobs the last pass handled
     _listened = 0  # the event kinds some listener takes
     _state: int = STATE_STOPPED
 
     def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
         self._callable_facts: dict[tuple[Any, int, tuple[str, ...], bool], _CallableFacts] = {}
         self._held_events: list[SchedulerEvent] = []
+        #: Sizes the slices of a burst from what the slices before cost the loop.
+        self.pacer = Pacer()
         super().__init__(gconfig or {}, **options)
 
     # ------------------------------------------------------------ lifecycle
@@ -195,11 +206,21 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     def _wake(self) -> None:
         self._wake_pending = False
+        continuing, self._continuing = self._continuing, False
         if self._eventloop is None or self.state == STATE_STOPPED:
             return
         self._stop_timer()
+        # With claims (a persistent store), the runs start when their claims are answered,
+        # and the answers are paced (the writer's ``answer_pacer``): a pass only hands its
+        # fires over, and smaller slices would only mean more claims written.
+        pacer = self.pacer if self.claim_fires is None else None
         try:
-            wait_seconds = self._process_jobs(self.slice_size)
+            limit = (
+                self.slice_size if pacer is None else pacer.next_size(continuing, self.slice_size)
+            )
+            wait_seconds = self._process_jobs(limit)
+            if pacer is not None:
+                pacer.took(self._pass_count)
         except Exception:
             # Whatever went wrong, the timer is armed again: the scheduler never stops.
             self._logger.exception(
@@ -209,7 +230,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
             wait_seconds = float(self.jobstore_retry_interval)
         if self._more_due and self.state == STATE_RUNNING:
             # More jobs are due: carry on once the loop has had its turn.
-            self._wake_pending = True
+            self._wake_pending = self._continuing = True
             self._eventloop.call_soon(self._wake)
             return
         self._start_timer(wait_seconds)
@@ -441,6 +462,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         """
         self.last_pass_time = datetime.now(timezone.utc)
         self._more_due = self._bursting = False
+        self._pass_count = 0
         if self.state == STATE_PAUSED:
             self._logger.debug("Scheduler is paused -- not processing jobs")
             return None
@@ -496,6 +518,8 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
                     next_wakeup_time is None or store_next < next_wakeup_time
                 ):
                     next_wakeup_time = store_next.astimezone(self.timezone)
+        if limit is not None:
+            self._pass_count = limit - room
         self._send(events, hold=self._bursting, all_now=limit is None)
         if self.state == STATE_PAUSED or next_wakeup_time is None:
             return None
@@ -519,9 +543,14 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
             return  # a burst started again: the pass that ends it sends them
         held = self._held_events
         count = len(held) if everything else _EVENTS_SLICE
-        self._held_events = held[count:]
+        stop = None if everything else time.perf_counter() + _EVENTS_TIME
+        sent = 0
         for event in held[:count]:
+            if stop is not None and sent and time.perf_counter() > stop:
+                break
             self._dispatch_event(event)
+            sent += 1
+        self._held_events = held[sent:]
         if self._held_events and self._eventloop is not None:
             self._eventloop.call_soon(self._send_held)
 

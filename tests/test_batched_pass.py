@@ -154,6 +154,7 @@ async def test_a_burst_of_one_shots_is_claimed_and_moved_in_batches(store, manag
     scheduler = manager.apscheduler
     # Slices end by their size only, so that the count below does not depend on speed.
     monkeypatch.setattr(scheduler, "slice_time", 60.0)
+    monkeypatch.setattr(scheduler.pacer, "budget", math.inf)
     writes = Writes(manager, monkeypatch)
     scheduler.pause()  # every job is added before the pass that starts them
     due = datetime.now(UTC)

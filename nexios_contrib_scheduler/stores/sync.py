@@ -49,9 +49,11 @@ logger = logging.getLogger("nexios_contrib_scheduler")
 FLUSH_BEFORE_READ = 5.0  # longest a reload waits for this worker's run state to be written
 #: Run state is encoded for the writer this long after a run changed it, once per job
 #: however many changes came meanwhile (a run's start and end are one write), in slices of
-#: ``RUN_STATE_SLICE`` jobs per turn of the event loop: a burst of runs starts first.
+#: at most ``RUN_STATE_SLICE`` jobs and ``RUN_STATE_TIME`` seconds per turn of the event
+#: loop: a burst of runs starts first, and the app's requests are served in between.
 RUN_STATE_DELAY = 0.1
 RUN_STATE_SLICE = 64
+RUN_STATE_TIME = 0.002
 #: While more than ``RUN_STATE_SLICE`` fires handed over to be claimed have runs still to
 #: start (a burst, not the steady flow of a busy scheduler), the encoding waits, up to this
 #: long after the oldest change it holds: the loop starts the burst's runs first.
@@ -175,7 +177,10 @@ class StoreSync:
         ):
             self._run_state_timer = loop.call_later(RUN_STATE_DELAY / 4, self._encode_run_state)
             return
-        for _ in range(min(RUN_STATE_SLICE, len(due))):
+        stop = time.perf_counter() + RUN_STATE_TIME
+        for count in range(min(RUN_STATE_SLICE, len(due))):
+            if count and time.perf_counter() > stop:
+                break
             self._hand(due.pop(next(iter(due))))
         if due:
             self._run_state_timer = loop.call_later(0, self._encode_run_state)

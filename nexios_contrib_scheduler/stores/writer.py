@@ -38,11 +38,13 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..jobs import RunRecord
+from ..pacing import Pacer
 from .fires import fire_time
 from .state import FencedError, Message
 
@@ -61,7 +63,8 @@ CLAIMS_WAIT = 1.0
 #: Longest a batch waits for the runs of the claims answered before it to start (the runs
 #: come first: a batch written meanwhile would hold the interpreter's lock for long spells).
 RUNS_FIRST_WAIT = 0.5
-#: Most claims answered in one turn of the event loop (their runs start in the next turn).
+#: Most claims answered in one turn of the event loop (their runs start in the next turn);
+#: fewer when their runs cost more than ``pacing.TURN_BUDGET`` (``Writer.answer_pacer``).
 ANSWER_SLICE = 100
 
 #: A job's schedule as APScheduler stores it: its next run as a UTC timestamp (None:
@@ -171,6 +174,18 @@ class Batch:
         self.messages += newer.messages
 
 
+@dataclass
+class _Answers:
+    """A batch of claims written (or not) and what the store answered, answered on the loop
+    a slice at a time; ``next``: the first claim not answered yet."""
+
+    claims: list[Claim]
+    answers: list[bool] | None  # None: not written (``failed`` says why)
+    failed: str | None
+    fenced: bool
+    next: int = 0
+
+
 class Writer:
     """One thread that makes one worker's writes to the store, in batches."""
 
@@ -190,6 +205,10 @@ class Writer:
         self._claims_handed = 0
         self._claims_done = 0
         self._claims_started = 0  # of them, answered on the loop, their runs under way
+        #: Sizes the slices of claims answered per turn of the loop (on the loop only).
+        self.answer_pacer = Pacer()
+        self._to_answer: deque[_Answers] = deque()  # on the loop only
+        self._answering = False  # a slice of answers is due in the loop's next turn
         # Fires whose claim was sent and got no answer (the write may have landed): when
         # tried again, the store takes this worker's own earlier claim as the claim.
         self._unanswered: set[tuple[str, str]] = set()
@@ -301,6 +320,10 @@ class Writer:
     # ------------------------------------------------------------ the thread
 
     def start(self, name: str) -> None:
+        # Answers queued on a loop that has gone (a stop, then a start on a new loop): their
+        # runs went with it.
+        self._to_answer.clear()
+        self._answering = False
         with self._lock:
             self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -475,33 +498,54 @@ class Writer:
         failed: str | None,
         fenced: bool = False,
     ) -> None:
-        """Answer the claims' futures on the event loop, ``ANSWER_SLICE`` at a time: the
-        runs of one slice take their first steps before the next slice is answered, so that
-        a burst of claims does not start thousands of runs in one turn of the loop."""
+        """Answer the claims' futures on the event loop (from any thread), after those
+        answered before them."""
+        self.owner.call_soon(self._queue_answers, _Answers(claims, answers, failed, fenced))
 
-        def settle(start: int) -> None:
-            end = min(start + ANSWER_SLICE, len(claims))
+    def _queue_answers(self, answers: _Answers) -> None:
+        self._to_answer.append(answers)
+        if not self._answering:
+            self._answering = True
+            self._settle(False)
+
+    def _settle(self, continuing: bool) -> None:
+        """One slice of the queued answers (at most ``ANSWER_SLICE``, fewer when their runs
+        cost the loop more than ``TURN_BUDGET``; ``continuing``: the slice before was one
+        turn ago): the runs of one slice take their first steps before the next slice is
+        answered, so that a burst of claims, however many batches it was written in, does
+        not start thousands of runs in one turn of the loop."""
+        pacer, queue = self.answer_pacer, self._to_answer
+        loop = asyncio.get_running_loop()
+        room = pacer.next_size(continuing, ANSWER_SLICE)
+        done = 0
+        while queue and done < room:
+            batch = queue[0]
+            start = batch.next
+            end = min(start + room - done, len(batch.claims))
             for index in range(start, end):
-                job_id, token, future = claims[index]
+                job_id, token, future = batch.claims[index]
                 if future.done():
                     continue
-                if answers is None:
-                    future.set_exception(ClaimError(failed or "not claimed"))
+                if batch.answers is None:
+                    future.set_exception(ClaimError(batch.failed or "not claimed"))
                     continue
-                future.set_result(answers[index])
-                if not answers[index] and not fenced:
+                future.set_result(batch.answers[index])
+                if not batch.answers[index] and not batch.fenced:
                     logger.info(
                         "job %s fire at %s was already run by another worker",
                         job_id,
                         fire_time(token).isoformat(),
                     )
-            loop = asyncio.get_running_loop()
-            if end < len(claims):
-                loop.call_soon(settle, end)  # after the runs this slice woke
-            else:
-                loop.call_soon(self._runs_started, len(claims))
-
-        self.owner.call_soon(settle, 0)
+            done += end - start
+            batch.next = end
+            if end == len(batch.claims):
+                queue.popleft()
+                loop.call_soon(self._runs_started, len(batch.claims))  # after their runs woke
+        pacer.took(done)
+        if queue:
+            loop.call_soon(self._settle, True)  # after the runs this slice woke
+        else:
+            self._answering = False
 
     def _write_moves(self, batch: Batch) -> None:
         owner = self.owner
