@@ -130,3 +130,41 @@ async def test_a_burst_of_costly_runs_starts_a_few_per_turn() -> None:
     continuing = [size for carried_on, size in sizes if carried_on]
     assert continuing, sizes
     assert set(continuing) == {4}, sizes
+
+
+async def test_answers_go_on_after_one_that_cannot_be_given(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A claim whose future belongs to a loop that has closed (a stop, then a start on a
+    new loop) is passed over: the answers queued after it are still given."""
+    import asyncio
+    import threading
+
+    config = SchedulerConfig(jobstore=f"sqlite:///{tmp_path / 'jobs.db'}", shutdown_timeout=2)
+    manager = SchedulerManager(config=config)
+    await manager.start()
+    try:
+        writer = manager.persistence.writer
+        gone = asyncio.new_event_loop()
+        stale = gone.create_future()
+        stale.add_done_callback(lambda _: None)  # answering it schedules this: refused
+        gone.close()
+        loop = asyncio.get_running_loop()
+        first = [loop.create_future() for _ in range(150)]
+        later = [loop.create_future() for _ in range(5)]
+
+        def from_the_claims_thread() -> None:
+            claims = [("gone", "t0", stale)] + [("a", f"t{i}", f) for i, f in enumerate(first)]
+            writer._answer(claims, [True] * len(claims), None)
+            writer._answer([("b", f"t{i}", f) for i, f in enumerate(later)], None, "refused")
+
+        thread = threading.Thread(target=from_the_claims_thread)
+        thread.start()
+        thread.join()
+        await wait_until(lambda: all(f.done() for f in first + later), what="the answers")
+        assert all(f.result() is True for f in first)
+        assert all(isinstance(f.exception(), Exception) for f in later)
+        assert "refused" in str(later[0].exception())
+        third = loop.create_future()
+        writer._answer([("c", "t0", third)], [False], None)
+        assert await asyncio.wait_for(third, 5) is False  # the queue is served still
+    finally:
+        await manager.shutdown()

@@ -518,34 +518,26 @@ class Writer:
         loop = asyncio.get_running_loop()
         room = pacer.next_size(continuing, ANSWER_SLICE)
         done = 0
-        while queue and done < room:
-            batch = queue[0]
-            start = batch.next
-            end = min(start + room - done, len(batch.claims))
-            for index in range(start, end):
-                job_id, token, future = batch.claims[index]
-                if future.done():
-                    continue
-                if batch.answers is None:
-                    future.set_exception(ClaimError(batch.failed or "not claimed"))
-                    continue
-                future.set_result(batch.answers[index])
-                if not batch.answers[index] and not batch.fenced:
-                    logger.info(
-                        "job %s fire at %s was already run by another worker",
-                        job_id,
-                        fire_time(token).isoformat(),
-                    )
-            done += end - start
-            batch.next = end
-            if end == len(batch.claims):
-                queue.popleft()
-                loop.call_soon(self._runs_started, len(batch.claims))  # after their runs woke
-        pacer.took(done)
-        if queue:
-            loop.call_soon(self._settle, True)  # after the runs this slice woke
-        else:
-            self._answering = False
+        try:
+            while queue and done < room:
+                batch = queue[0]
+                end = min(batch.next + room - done, len(batch.claims))
+                while batch.next < end:
+                    index = batch.next
+                    batch.next += 1  # past it even if answering it raises
+                    done += 1
+                    _answer_one(batch, index)
+                if batch.next == len(batch.claims):
+                    queue.popleft()
+                    # After the runs this batch woke.
+                    loop.call_soon(self._runs_started, len(batch.claims))
+        finally:
+            # Whatever happened, the queue goes on being served (or is marked idle).
+            pacer.took(done)
+            if queue:
+                loop.call_soon(self._settle, True)  # after the runs this slice woke
+            else:
+                self._answering = False
 
     def _write_moves(self, batch: Batch) -> None:
         owner = self.owner
@@ -581,6 +573,27 @@ class Writer:
             self._refused_starts.discard((job_id, token))
             if run is not None:
                 owner.bus.report_outcome(job_id, token, run, counted=counted)
+
+
+def _answer_one(batch: _Answers, index: int) -> None:
+    """Answer the claim ``index`` of ``batch`` (unless its future is done already)."""
+    job_id, token, future = batch.claims[index]
+    if future.done():
+        return
+    try:
+        if batch.answers is None:
+            future.set_exception(ClaimError(batch.failed or "not claimed"))
+            return
+        future.set_result(batch.answers[index])
+    except RuntimeError as exc:  # its loop has closed (a stop, then a start on a new loop)
+        logger.debug("claim of job %s not answered: %s", job_id, exc)
+        return
+    if not batch.answers[index] and not batch.fenced:
+        logger.info(
+            "job %s fire at %s was already run by another worker",
+            job_id,
+            fire_time(token).isoformat(),
+        )
 
 
 class ClaimError(Exception):
