@@ -294,11 +294,6 @@ async def probe(extra: str) -> list[str]:
             finally:
                 drop_namespace(kind, namespace)
             done.append(f"{kind} store fired")
-            if kind == "redis":
-                from redis.utils import HIREDIS_AVAILABLE
-
-                assert HIREDIS_AVAILABLE, "[redis] did not bring hiredis, or redis-py ignores it"
-                done.append("redis-py uses hiredis")
             continue
         try:
             SchedulerManager(config=SchedulerConfig(jobstore=url))
