@@ -588,6 +588,10 @@ class StoreSync:
         creates goes through the writer, which writes them together. ``present``: the jobs
         the store holds (from a full reload; None: not known); a declared job it lacks and
         did not remove (the store lost its data) is written again from this worker's view."""
+        with self.owner.writer.gathering():  # one transaction, however slow the loop is
+            self._reconcile(removed, present)
+
+    def _reconcile(self, removed: dict[str, float], present: set[str] | None) -> None:
         now = utcnow()
         for job_id, declared in self._definitions.items():
             declared_at = declared.created_at.timestamp()

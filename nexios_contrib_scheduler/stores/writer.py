@@ -35,11 +35,12 @@ which records it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,8 @@ CLAIMS_WAIT = 1.0
 #: Longest a batch waits for the runs of the claims answered before it to start (the runs
 #: come first: a batch written meanwhile would hold the interpreter's lock for long spells).
 RUNS_FIRST_WAIT = 0.5
+#: Longest the thread waits for a ``gathering()`` block to end before it writes anyway.
+HOLD_MAX = 1.0
 #: Most claims answered in one turn of the event loop (their runs start in the next turn);
 #: fewer when their runs cost more than ``pacing.TURN_BUDGET`` (``Writer.answer_pacer``).
 ANSWER_SLICE = 100
@@ -193,6 +196,7 @@ class Writer:
         self.owner = owner
         self._lock = threading.Condition()
         self._pending = Batch()
+        self._holds = 0  # ``gathering()`` blocks under way
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._refused_starts: set[tuple[str, str]] = set()
@@ -319,6 +323,20 @@ class Writer:
 
     # ------------------------------------------------------------ the thread
 
+    @contextlib.contextmanager
+    def gathering(self) -> Iterator[None]:
+        """What is handed over inside the block is written together: the thread does not
+        take a batch until the block ends (or ``HOLD_MAX`` seconds have passed), however
+        long handing it over takes (the jobs declared at start-up, on a loaded machine)."""
+        with self._lock:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holds -= 1
+                self._lock.notify_all()
+
     def start(self, name: str) -> None:
         # Answers queued on a loop that has gone (a stop, then a start on a new loop): their
         # runs went with it.
@@ -364,6 +382,12 @@ class Writer:
                     return
                 if not self._stopped:
                     self._lock.wait(GATHER_SECONDS)  # let what comes with it gather
+                    held_until = time.monotonic() + HOLD_MAX
+                    while self._holds and not self._stopped:  # ``gathering()``
+                        left = held_until - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._lock.wait(left)
                 batch, self._pending = self._pending, Batch()
                 upto = self._handed
             self._let_runs_start()
