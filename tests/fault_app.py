@@ -21,6 +21,7 @@ deploy. The admin router is mounted without a guard (loopback only, for the test
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -62,6 +63,8 @@ config = SchedulerConfig(
 )
 app = NexiosApp()
 scheduler = setup_scheduler(app, config)
+# The test asks for every thread's stack (SIGUSR1) when it fails: where a stuck worker is.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 app.mount_router(scheduler_router(allow_unauthenticated=True))
 
 

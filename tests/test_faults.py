@@ -185,6 +185,15 @@ class Cluster:
                 worker.proc.kill()
                 worker.proc.wait()
 
+    def dump_stacks(self) -> None:
+        """Every live worker writes its threads' stacks to its log (a failed test's report)."""
+        alive = self.alive()
+        for worker in alive:
+            worker.proc.send_signal(signal.SIGCONT)
+            worker.proc.send_signal(signal.SIGUSR1)
+        if alive:
+            time.sleep(1.0)
+
     def logs(self) -> list[str]:
         return [line for w in self.workers for line in w.log.read_text().splitlines()]
 
@@ -430,7 +439,9 @@ def private_rd() -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[[str], Cluster]]:
+def make_cluster(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], Cluster]]:
     """Builds the cluster for a store URL (``sqlite`` for SQLite and a lock file)."""
     made: list[tuple[Cluster, str, str]] = []
 
@@ -457,6 +468,12 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[[str], Cluster]]:
         return cluster
 
     yield make
+    report = getattr(request.node, "report_call", None)
+    for cluster, _, _ in made:
+        if report is not None and report.failed:  # where each worker was when it failed
+            cluster.dump_stacks()
+            for worker in cluster.workers:
+                print(f"--- worker pid {worker.pid}:\n{worker.log.read_text()[-12000:]}")
     for cluster, store, namespace in made:
         cluster.stop()
         if not store.startswith("sqlite"):
