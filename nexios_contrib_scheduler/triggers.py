@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
 
@@ -320,6 +321,123 @@ class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
         return base + max(min(delay, _LAST - base), timedelta(0))
 
 
+# ---------------------------------------------------------------- compact pickles
+
+# Every job's schedule is pickled into the store when it is added and each time it moves
+# on. Pickled as objects, a schedule names five classes (its own, ``datetime``,
+# ``timezone``, ``timedelta``...), and the pickler looks each one up again on every call:
+# about 20 us for an interval schedule. Pickled as ``_restore(kind, values)``, with UTC
+# datetimes and intervals as integers (microseconds) and zones by name, it names one
+# function: about 4 us. Pickles made before this (objects with their ``__dict__``) still
+# load, and ``_restore`` and the kinds' names below stay as they are for the pickles made
+# since.
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_PACKED: dict[str, type[_Packed]] = {}  # kind -> class, filled by ``_Packed``
+
+
+def _pack_time(value: datetime | None) -> datetime | int | None:
+    """A UTC datetime as its microseconds since the epoch; any other value as it is."""
+    if type(value) is datetime and value.tzinfo is UTC and not value.fold:
+        return (value - _EPOCH) // _MICROSECOND
+    return value
+
+
+def _unpack_time(value: datetime | int | None) -> datetime | None:
+    if type(value) is int:
+        return _EPOCH + timedelta(microseconds=value)
+    return value  # type: ignore[return-value]
+
+
+def _pack_zone(value: tzinfo | None) -> tzinfo | str | None:
+    """``UTC`` as ``""``, a zone from the IANA database by its key; others as they are."""
+    if value is UTC:
+        return ""
+    key = getattr(value, "key", None)
+    if type(value) is ZoneInfo and isinstance(key, str) and ZoneInfo(key) is value:
+        return key
+    return value
+
+
+def _unpack_zone(value: tzinfo | str | None) -> tzinfo | None:
+    if value == "":
+        return UTC
+    if isinstance(value, str):
+        return ZoneInfo(value)
+    return value
+
+
+class _UtcInstant:
+    """Stands for a UTC datetime in a pickle (``compact_time``)."""
+
+    __slots__ = ("micros",)
+
+    def __init__(self, micros: int) -> None:
+        self.micros = micros
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _utc_instant, (self.micros,)
+
+
+def _utc_instant(micros: int) -> datetime:
+    """A UTC datetime pickled by ``compact_time``."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def compact_time(value: Any) -> Any:
+    """What to pickle in place of ``value``: for a UTC datetime, an object whose pickle
+    loads as that same datetime, in one call instead of three classes (4 us to pickle
+    instead of 14); any other value as it is."""
+    if type(value) is datetime and value.tzinfo is UTC and not value.fold:
+        return _UtcInstant((value - _EPOCH) // _MICROSECOND)
+    return value
+
+
+class _Packed:
+    """Pickles its instances as ``_restore(kind, values)``. A subclass names its ``kind``
+    and its ``fields``: each attribute with how it is packed, ``"time"`` (a datetime or
+    None), ``"zone"``, ``"interval"`` (a timedelta) or ``"value"`` (as it is)."""
+
+    _kind: str = ""
+    _fields: tuple[tuple[str, str], ...] = ()
+
+    def __init_subclass__(cls, kind: str = "", **rest: Any) -> None:
+        super().__init_subclass__(**rest)
+        if kind:
+            cls._kind = kind
+            _PACKED[kind] = cls
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        values: list[Any] = []
+        for name, how in self._fields:
+            value = getattr(self, name)
+            if how == "time":
+                value = _pack_time(value)
+            elif how == "zone":
+                value = _pack_zone(value)
+            elif how == "interval":
+                value = value // _MICROSECOND
+            values.append(value)
+        return _restore, (self._kind, tuple(values))
+
+
+def _restore(kind: str, values: tuple[Any, ...]) -> Any:
+    """An object pickled by ``_packed``'s ``__reduce__``."""
+    cls = _PACKED[kind]
+    obj = cls.__new__(cls)
+    state = obj.__dict__
+    for (name, how), value in zip(cls._fields, values, strict=True):
+        if how == "time":
+            value = _unpack_time(value)
+        elif how == "zone":
+            value = _unpack_zone(value)
+        elif how == "interval":
+            value = timedelta(microseconds=value)
+        state[name] = value
+    return obj
+
+
 # ---------------------------------------------------------------- interval
 
 _UNITS = ("weeks", "days", "hours", "minutes", "seconds")
@@ -330,7 +448,7 @@ _MAX_INTERVAL_SECONDS = 365_250 * 86400
 _MIN_INTERVAL = timedelta(milliseconds=10)
 
 
-class IntervalTrigger(Trigger):
+class IntervalTrigger(_Packed, Trigger, kind="interval-trigger"):
     """Fire every fixed interval.
 
     With ``start_now=True`` (the default) the job runs once as soon as it is scheduled (at
@@ -342,6 +460,12 @@ class IntervalTrigger(Trigger):
     replaces the moment of scheduling as the start of the interval grid, and the job is
     completed after the last fire before ``end_date``.
     """
+
+    _fields = (
+        ("weeks", "value"), ("days", "value"), ("hours", "value"), ("minutes", "value"),
+        ("seconds", "value"), ("start_now", "value"), ("interval", "interval"),
+        ("jitter", "value"), ("start_date", "time"), ("end_date", "time"),
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -440,8 +564,13 @@ class IntervalTrigger(Trigger):
         return data
 
 
-class IntervalSchedule(ScheduleTrigger):
+class IntervalSchedule(_Packed, ScheduleTrigger, kind="interval"):
     """Fires at ``anchor + k * interval`` (k >= 0 with start_now, else k >= 1)."""
+
+    _fields = (
+        ("interval", "interval"), ("anchor", "time"), ("start_now", "value"),
+        ("timezone", "zone"), ("jitter", "value"), ("end_date", "time"),
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -549,7 +678,11 @@ class CronTrigger(Trigger):
         return self.timezone or UTC
 
 
-class CronSchedule(ScheduleTrigger):
+class CronSchedule(_Packed, ScheduleTrigger, kind="cron"):
+    _fields = (
+        ("expression", "value"), ("timezone", "zone"), ("jitter", "value"),
+        ("start_date", "time"), ("end_date", "time"),
+    )  # fmt: skip
     start_date: datetime | None = None
 
     def __init__(
@@ -649,7 +782,9 @@ class DateTimeTrigger(Trigger):
         return [self.resolve(zone)] if count and begin is not None and when >= begin else []
 
 
-class DateSchedule(ScheduleTrigger):
+class DateSchedule(_Packed, ScheduleTrigger, kind="date"):
+    _fields = (("run_date", "time"),)
+
     def __init__(self, run_date: datetime) -> None:
         self.run_date = run_date.astimezone(UTC)
 

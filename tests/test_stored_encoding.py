@@ -186,3 +186,100 @@ class TestStorableFunctions:
         local.__module__ = __name__
         with pytest.raises(ValueError, match="not what"):
             records.check_storable(local, (), {}, "sqlite")
+
+
+# --- schedules and triggers: pickled as one call with their values packed --------------
+
+#: An ``IntervalSchedule`` and an ``IntervalTrigger`` as stored by earlier releases, which
+#: pickled them as objects with their ``__dict__``.
+SCHEDULE_STORED_BEFORE = (
+    b"\x80\x05\x95V\x01\x00\x00\x00\x00\x00\x00\x8c!nexios_contrib_scheduler.triggers\x94"
+    b"\x8c\x10IntervalSchedule\x94\x93\x94)\x81\x94}\x94(\x8c\x08interval\x94\x8c\x08datetime"
+    b"\x94\x8c\ttimedelta\x94\x93\x94K\x00KZK\x00\x87\x94R\x94\x8c\x06anchor\x94h\x06\x8c\x08"
+    b"datetime\x94\x93\x94C\n\x07\xea\x03\x1d\x00\x1e\x00\x00\x00\x00\x94h\x06\x8c\x08timezone"
+    b"\x94\x93\x94h\x08K\x00K\x00K\x00\x87\x94R\x94\x85\x94R\x94\x86\x94R\x94\x8c\tstart_now"
+    b"\x94\x89\x8c\x08timezone\x94\x8c\x08builtins\x94\x8c\x07getattr\x94\x93\x94\x8c\x08"
+    b"zoneinfo\x94\x8c\x08ZoneInfo\x94\x93\x94\x8c\t_unpickle\x94\x86\x94R\x94\x8c\x0c"
+    b"Europe/Paris\x94K\x01\x86\x94R\x94\x8c\x06jitter\x94G@\x04\x00\x00\x00\x00\x00\x00\x8c"
+    b"\x08end_date\x94h\rC\n\x07\xea\x04\x01\x00\x1e\x00\x00\x00\x00\x94h\x14\x86\x94R\x94ub."
+)
+TRIGGER_STORED_BEFORE = (
+    b"\x80\x05\x95\x1b\x01\x00\x00\x00\x00\x00\x00\x8c!nexios_contrib_scheduler.triggers\x94"
+    b"\x8c\x0fIntervalTrigger\x94\x93\x94)\x81\x94}\x94(\x8c\x05weeks\x94K\x00\x8c\x04days"
+    b"\x94K\x00\x8c\x05hours\x94K\x00\x8c\x07minutes\x94G?\xf8\x00\x00\x00\x00\x00\x00\x8c\x07"
+    b"seconds\x94K\x00\x8c\tstart_now\x94\x89\x8c\x08interval\x94\x8c\x08datetime\x94\x8c\t"
+    b"timedelta\x94\x93\x94K\x00KZK\x00\x87\x94R\x94\x8c\x06jitter\x94N\x8c\nstart_date\x94h"
+    b"\x0c\x8c\x08datetime\x94\x93\x94C\n\x07\xea\x04\x01\x08\x00\x00\x00\x00\x00\x94h\x0c\x8c"
+    b"\x08timezone\x94\x93\x94h\x0eK\x00M \x1cK\x00\x87\x94R\x94\x85\x94R\x94\x86\x94R\x94\x8c"
+    b"\x08end_date\x94Nub."
+)
+
+
+def _schedules_and_triggers() -> list[object]:
+    from nexios_contrib_scheduler import CronTrigger, DateTimeTrigger
+
+    made: list[object] = []
+    triggers = [
+        IntervalTrigger(seconds=37, start_now=False),
+        IntervalTrigger(minutes=1.5, start_date="2026-04-01T08:00:00+02:00", jitter=3),
+        IntervalTrigger(hours=2, end_date=T0 + timedelta(days=400)),
+        CronTrigger("*/5 * * * *", timezone="Europe/Paris", end_date="2031-01-01T00:00:00Z"),
+        CronTrigger("0 9 * * 1-5", jitter=10, start_date=T0),
+        DateTimeTrigger("2030-05-05T10:00:00", timezone="America/New_York"),
+    ]
+    zones = [UTC, ZoneInfo("Europe/Berlin"), timezone(timedelta(hours=5, minutes=30))]
+    for trigger in triggers:
+        made.append(trigger)
+        for zone in zones:
+            made.append(trigger.to_apscheduler(zone, T0))
+    return made
+
+
+@pytest.mark.parametrize("obj", _schedules_and_triggers(), ids=repr)
+def test_schedules_and_triggers_pickle_back_to_what_they_were(obj: object) -> None:
+    back = pickle.loads(pickle.dumps(obj, records.PROTOCOL))
+    assert type(back) is type(obj)
+    assert back.__dict__ == obj.__dict__
+    for name, value in obj.__dict__.items():
+        restored = back.__dict__[name]
+        assert type(restored) is type(value), name
+        if isinstance(value, datetime):  # the same zone, not only the same instant
+            assert restored.utcoffset() == value.utcoffset()
+            assert restored.tzinfo == value.tzinfo or restored.tzinfo is value.tzinfo, name
+    schedule = getattr(obj, "fire_times", None)
+    if schedule is not None:
+        assert back.fire_times(5, T0) == obj.fire_times(5, T0)  # type: ignore[attr-defined]
+
+
+def test_schedules_pickle_as_one_call_without_the_classes_of_their_values() -> None:
+    schedule = IntervalTrigger(seconds=37, start_now=False).to_apscheduler(UTC, T0)
+    pickled = pickle.dumps(schedule, records.PROTOCOL)
+    assert b"timedelta" not in pickled and b"datetime" not in pickled
+    assert b"IntervalSchedule" not in pickled  # one function, named once
+    assert len(pickled) < 120
+
+
+def test_schedules_and_triggers_stored_before_still_load() -> None:
+    schedule = pickle.loads(SCHEDULE_STORED_BEFORE)
+    assert schedule.interval == timedelta(seconds=90)
+    assert schedule.anchor == T0 and schedule.timezone == ZoneInfo("Europe/Paris")
+    assert schedule.jitter == 2.5 and schedule.end_date == T0 + timedelta(days=3)
+    assert schedule.next_base(None, T0) == T0 + timedelta(seconds=90)
+    again = pickle.loads(pickle.dumps(schedule, records.PROTOCOL))
+    assert again.__dict__ == schedule.__dict__
+    trigger = pickle.loads(TRIGGER_STORED_BEFORE)
+    assert trigger == IntervalTrigger(
+        minutes=1.5, start_now=False, start_date="2026-04-01T08:00:00+02:00"
+    )
+    assert pickle.loads(pickle.dumps(trigger, records.PROTOCOL)) == trigger
+
+
+def test_a_utc_time_stored_compactly_loads_as_the_same_datetime() -> None:
+    from nexios_contrib_scheduler.triggers import compact_time
+
+    for when in (T0, datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)):
+        back = pickle.loads(pickle.dumps(compact_time(when), records.PROTOCOL))
+        assert type(back) is datetime and back == when and back.tzinfo is UTC
+    paris = T0.astimezone(ZoneInfo("Europe/Paris"))
+    assert compact_time(paris) is paris  # other zones are pickled as they are
+    assert compact_time(None) is None

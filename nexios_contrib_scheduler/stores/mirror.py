@@ -22,6 +22,7 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore
 from apscheduler.util import datetime_to_utc_timestamp
 
+from ..triggers import compact_time
 from .memory import HeapJobStore
 
 logger = logging.getLogger("nexios_contrib_scheduler")
@@ -122,7 +123,9 @@ class MirrorJobStore(HeapJobStore):
 
     def _schedule(self, job: Job) -> Schedule:
         when = job.next_run_time
-        state = pickle.dumps(job.__getstate__(), self._protocol)
+        fields = job.__getstate__()
+        fields["next_run_time"] = compact_time(when)
+        state = pickle.dumps(fields, self._protocol)
         return (None if when is None else datetime_to_utc_timestamp(when), state)
 
     def _noted(self, job_id: str, moved: bool = False) -> None:
