@@ -344,12 +344,6 @@ def _pack_time(value: datetime | None) -> datetime | int | None:
     return value
 
 
-def _unpack_time(value: datetime | int | None) -> datetime | None:
-    if type(value) is int:
-        return _EPOCH + timedelta(microseconds=value)
-    return value  # type: ignore[return-value]
-
-
 def _pack_zone(value: tzinfo | None) -> tzinfo | str | None:
     """``UTC`` as ``""``, a zone from the IANA database by its key; others as they are."""
     if value is UTC:
@@ -401,12 +395,22 @@ class _Packed:
 
     _kind: str = ""
     _fields: tuple[tuple[str, str], ...] = ()
+    # From ``_fields``, for ``_restore``: the names, then those of each kind to unpack.
+    _names: tuple[str, ...] = ()
+    _times: tuple[str, ...] = ()
+    _zones: tuple[str, ...] = ()
+    _intervals: tuple[str, ...] = ()
 
     def __init_subclass__(cls, kind: str = "", **rest: Any) -> None:
         super().__init_subclass__(**rest)
         if kind:
             cls._kind = kind
             _PACKED[kind] = cls
+        fields = cls._fields
+        cls._names = tuple(name for name, _ in fields)
+        cls._times = tuple(name for name, how in fields if how == "time")
+        cls._zones = tuple(name for name, how in fields if how == "zone")
+        cls._intervals = tuple(name for name, how in fields if how == "interval")
 
     def __reduce__(self) -> tuple[Any, ...]:
         values: list[Any] = []
@@ -423,18 +427,19 @@ class _Packed:
 
 
 def _restore(kind: str, values: tuple[Any, ...]) -> Any:
-    """An object pickled by ``_packed``'s ``__reduce__``."""
+    """An object pickled by ``_Packed.__reduce__``."""
     cls = _PACKED[kind]
     obj = cls.__new__(cls)
-    state = obj.__dict__
-    for (name, how), value in zip(cls._fields, values, strict=True):
-        if how == "time":
-            value = _unpack_time(value)
-        elif how == "zone":
-            value = _unpack_zone(value)
-        elif how == "interval":
-            value = timedelta(microseconds=value)
-        state[name] = value
+    state = dict(zip(cls._names, values, strict=True))
+    for name in cls._times:
+        micros = state[name]
+        if type(micros) is int:
+            state[name] = _EPOCH + timedelta(microseconds=micros)
+    for name in cls._zones:
+        state[name] = _unpack_zone(state[name])
+    for name in cls._intervals:
+        state[name] = timedelta(microseconds=state[name])
+    obj.__dict__.update(state)
     return obj
 
 
