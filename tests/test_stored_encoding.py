@@ -283,3 +283,25 @@ def test_a_utc_time_stored_compactly_loads_as_the_same_datetime() -> None:
     paris = T0.astimezone(ZoneInfo("Europe/Paris"))
     assert compact_time(paris) is paris  # other zones are pickled as they are
     assert compact_time(None) is None
+
+
+def test_next_run_time_columns_are_what_apscheduler_writes_to_the_last_bit() -> None:
+    from apscheduler.util import datetime_to_utc_timestamp
+
+    from nexios_contrib_scheduler.stores.mirror import utc_timestamp
+
+    rng = random.Random(11)
+    zones = [
+        UTC,
+        ZoneInfo("Europe/Paris"),
+        ZoneInfo("America/New_York"),
+        timezone(-timedelta(hours=3, minutes=30)),
+    ]
+    first = datetime(1, 1, 2, tzinfo=UTC)
+    for _ in range(20_000):
+        when = first + timedelta(microseconds=rng.randrange(315_000_000_000_000_000))
+        if 2 < when.year < 9998:
+            when = when.astimezone(rng.choice(zones))
+        assert utc_timestamp(when) == datetime_to_utc_timestamp(when), when
+    naive = datetime(2026, 3, 29, 1, 30, 0, 5)
+    assert utc_timestamp(naive) == datetime_to_utc_timestamp(naive)
