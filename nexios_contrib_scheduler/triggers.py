@@ -449,6 +449,7 @@ _UNITS = ("weeks", "days", "hours", "minutes", "seconds")
 _UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 # A thousand years; longer intervals run past the last date a datetime can hold.
 _MAX_INTERVAL_SECONDS = 365_250 * 86400
+_UNIT_MAX = {unit: _MAX_INTERVAL_SECONDS / _UNIT_SECONDS[unit] for unit in _UNITS}
 # Shorter intervals would keep the event loop busy firing.
 _MIN_INTERVAL = timedelta(milliseconds=10)
 
@@ -493,6 +494,9 @@ class IntervalTrigger(_Packed, Trigger, kind="interval-trigger"):
             "seconds": seconds,
         }
         for unit, value in values.items():
+            kind = type(value)
+            if (kind is int or kind is float) and 0 <= value <= _UNIT_MAX[unit]:
+                continue  # the common case, checked in one step (NaN and inf are not)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"IntervalTrigger {unit} must be a number, not {_brief(value)}")
             # Ints are compared as they are: some are too large to become a float.
@@ -510,7 +514,14 @@ class IntervalTrigger(_Packed, Trigger, kind="interval-trigger"):
             raise TypeError(
                 f"IntervalTrigger start_now must be True or False, not {_brief(start_now)}"
             )
-        total = sum(float(values[u]) * _UNIT_SECONDS[u] for u in _UNITS)
+        # In _UNITS' order, as a sum() over them would add them.
+        total = (
+            float(weeks) * 604800
+            + float(days) * 86400
+            + float(hours) * 3600
+            + float(minutes) * 60
+            + float(seconds) * 1
+        )
         if total > _MAX_INTERVAL_SECONDS:
             raise TriggerError(
                 f"IntervalTrigger interval of {total:g} seconds is too long: at most "
