@@ -383,9 +383,8 @@ def compact_time(value: Any) -> Any:
     """What to pickle in place of ``value``: for a UTC datetime, an object whose pickle
     loads as that same datetime, in one call instead of three classes (4 us to pickle
     instead of 14); any other value as it is."""
-    if type(value) is datetime and value.tzinfo is UTC and not value.fold:
-        return _UtcInstant((value - _EPOCH) // _MICROSECOND)
-    return value
+    packed = _pack_time(value)
+    return _UtcInstant(packed) if type(packed) is int else value
 
 
 class _Packed:
@@ -434,7 +433,7 @@ def _restore(kind: str, values: tuple[Any, ...]) -> Any:
     for name in cls._times:
         micros = state[name]
         if type(micros) is int:
-            state[name] = _EPOCH + timedelta(microseconds=micros)
+            state[name] = _utc_instant(micros)
     for name in cls._zones:
         state[name] = _unpack_zone(state[name])
     for name in cls._intervals:
@@ -505,7 +504,7 @@ class IntervalTrigger(_Packed, Trigger, kind="interval-trigger"):
                     f"IntervalTrigger {unit} must be a finite number of zero or more, "
                     f"got {_brief(value)}"
                 )
-            if value > _MAX_INTERVAL_SECONDS / _UNIT_SECONDS[unit]:
+            if value > _UNIT_MAX[unit]:
                 raise TriggerError(
                     f"IntervalTrigger {unit}={_brief(value)} is too long: an interval is at "
                     f"most {_MAX_INTERVAL_SECONDS // 86400} days"
@@ -516,11 +515,11 @@ class IntervalTrigger(_Packed, Trigger, kind="interval-trigger"):
             )
         # In _UNITS' order, as a sum() over them would add them.
         total = (
-            float(weeks) * 604800
-            + float(days) * 86400
-            + float(hours) * 3600
-            + float(minutes) * 60
-            + float(seconds) * 1
+            float(weeks) * _UNIT_SECONDS["weeks"]
+            + float(days) * _UNIT_SECONDS["days"]
+            + float(hours) * _UNIT_SECONDS["hours"]
+            + float(minutes) * _UNIT_SECONDS["minutes"]
+            + float(seconds) * _UNIT_SECONDS["seconds"]
         )
         if total > _MAX_INTERVAL_SECONDS:
             raise TriggerError(
@@ -699,6 +698,7 @@ class CronSchedule(_Packed, ScheduleTrigger, kind="cron"):
         ("expression", "value"), ("timezone", "zone"), ("jitter", "value"),
         ("start_date", "time"), ("end_date", "time"),
     )  # fmt: skip
+
     start_date: datetime | None = None
 
     def __init__(
