@@ -388,6 +388,24 @@ class TestBursts:
             assert job.current_instances == 0
             assert [run.outcome for run in job.history] == ["success"]
 
+    async def test_the_bookkeeping_waits_for_a_burst_at_most_later_max_wait(self, manager):
+        # With no wait allowed, a slice's bookkeeping is done right after the next slice
+        # starts: the successes come out between the starts, never all after them.
+        manager.apscheduler.slice_size = 10
+        manager.apscheduler.slice_time = 3600.0
+        manager.executor.later_max_wait = 0.0
+        seen: list[str] = []
+        manager.add_listener(lambda event: seen.append(event.kind), ["job_started"])
+        manager.add_listener(lambda event: seen.append(event.kind), ["job_succeeded"])
+        await manager.start()
+        when = datetime.now(UTC) + timedelta(seconds=0.2)
+        jobs = [manager.add_job(noop, DateTimeTrigger(when)) for _ in range(100)]
+        await wait_until(lambda: seen.count("job_succeeded") == 100)
+        last_start = len(seen) - 1 - seen[::-1].index("job_started")
+        assert seen.index("job_succeeded") < last_start
+        assert sorted(seen) == sorted(["job_started"] * 100 + ["job_succeeded"] * 100)
+        assert {j.status for j in jobs} == {JobStatus.COMPLETED}
+
     async def test_failures_in_a_burst_are_recorded(self, manager):
         manager.apscheduler.slice_size = 10
 
