@@ -527,7 +527,10 @@ class TestIntervalGrid:
         await wait_until(lambda: job.success_count >= 6, timeout=60, what="six runs")
         scheduled = sorted(run.scheduled_time for run in job.history)
         steps = {round((b - a).total_seconds(), 3) for a, b in zip(scheduled, scheduled[1:])}
-        assert steps == {0.05}
+        # Every fire is on the 0.05 s grid. A loop woken 50 ms late (a loaded machine) finds
+        # two fires due and runs the latest (coalescing), so a step can be a multiple.
+        assert min(steps) == 0.05
+        assert all(round(step / 0.05, 6).is_integer() for step in steps), steps
 
 
 class TestConcurrencyLimit:

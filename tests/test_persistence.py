@@ -495,8 +495,10 @@ class TestWorkers:
         # What a leader sees after a pause longer than its lease: another worker holds it.
         url = postgres_url() if kind == "postgresql" else redis_url()
         namespace = unique_namespace()
+        # A lease long enough that no renewal, on a loaded machine, is late enough to lose it
+        # while the follower starts: the lease changes hands only when the test hands it.
         config = SchedulerConfig(
-            jobstore=url, coordination=url, namespace=namespace, lease_seconds=1
+            jobstore=url, coordination=url, namespace=namespace, lease_seconds=10
         )
         leader, follower = managers(config), managers(config)
         try:

@@ -203,13 +203,20 @@ class TestJobsThatRaise:
             )
             assert client.get("/ping").json() == {"jobs": 3}
             assert scheduler.running
+        # Every run that ran ended in an error. A fire can also be on record as skipped
+        # (its runs overlapped: a loaded machine) or missed (its loop was late).
         errors = {
-            j.id: (j.status, j.history[0].outcome, j.last_error) for j in scheduler.get_jobs()
+            j.id: (
+                j.status,
+                {r.outcome for r in j.history if r.outcome not in ("skipped", "missed")},
+                j.last_error,
+            )
+            for j in scheduler.get_jobs()
         }
         assert errors == {
-            "exits": (JobStatus.FAILED, "error", "SystemExit: bye"),
-            "interrupts": (JobStatus.FAILED, "error", "KeyboardInterrupt"),
-            "t": (JobStatus.FAILED, "error", "SystemExit: 2"),
+            "exits": (JobStatus.FAILED, {"error"}, "SystemExit: bye"),
+            "interrupts": (JobStatus.FAILED, {"error"}, "KeyboardInterrupt"),
+            "t": (JobStatus.FAILED, {"error"}, "SystemExit: 2"),
         }
 
 
