@@ -141,6 +141,7 @@ class SchedulerManager:
         if self.persistence is not None:
             self.persistence.attach(self._scheduler)
             self._scheduler.claim_fires = self.persistence.reserve_many
+            self._scheduler.claims_unwritten = self.persistence.claims_unwritten
 
     # ------------------------------------------------------------ lifecycle
 

@@ -18,7 +18,9 @@ replaced through its own extension points; what it does stays APScheduler's:
   a pass hands the claims of a slice's fires to the writer (``claim_fires``) before it
   submits the slice's jobs, then moves them all on (the store's ``write_back``); the writer
   writes the claims before the moves, and each run waits until its claim is written, so
-  a leader that dies in between leaves claims the next one settles;
+  a leader that dies in between leaves claims the next one settles; while claims handed
+  over are still to be written (``claims_unwritten``), the loop idles ``SLICE_YIELD``
+  between slices, so that the thread writing them gets the interpreter's lock;
 * a trigger that fails in the pass (raises, or gives a next fire time that is naive or not
   later than the last one) takes its own job out of the store, reported to
   ``on_trigger_error``; the pass goes on with the other jobs;
@@ -82,6 +84,9 @@ _FACTS_LIMIT = 512
 # for at most this long (the listeners' work is done as each one is sent).
 _EVENTS_SLICE = 256
 _EVENTS_TIME = 0.002
+#: Seconds the loop stays idle between two slices of a pass while the claims handed over
+#: are being written: long enough for the claims' thread to take the interpreter's lock.
+SLICE_YIELD = 0.0005
 # A due job ready to be submitted: the job, its executor, its run times, the fire after them.
 _Due = tuple[Job, Any, list[datetime], datetime | None]
 
@@ -111,6 +116,8 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     #: times it is about to be submitted with), before any of them is submitted: a
     #: persistent store claims them all in one write.
     claim_fires: Callable[[list[tuple[str, list[datetime]]]], None] | None = None
+    #: Whether claims handed over are still to be written (None: no claims).
+    claims_unwritten: Callable[[], bool] | None = None
 
     _eventloop: asyncio.AbstractEventLoop | None = None
     _wake_pending = False
@@ -231,7 +238,14 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         if self._more_due and self.state == STATE_RUNNING:
             # More jobs are due: carry on once the loop has had its turn.
             self._wake_pending = self._continuing = True
-            self._eventloop.call_soon(self._wake)
+            busy = self.claims_unwritten
+            if busy is not None and busy():
+                # The claims handed over are being written by another thread, which needs
+                # the interpreter's lock too: the loop waits a moment (idle, without the
+                # lock) instead of holding the lock for the next slice at once.
+                self._eventloop.call_later(SLICE_YIELD, self._wake)
+            else:
+                self._eventloop.call_soon(self._wake)
             return
         self._start_timer(wait_seconds)
 

@@ -24,7 +24,7 @@ from nexios_contrib_scheduler import (
     SchedulerConfig,
     SchedulerManager,
 )
-from nexios_contrib_scheduler.scheduler import AdapterScheduler
+from nexios_contrib_scheduler.scheduler import SLICE_YIELD, AdapterScheduler
 from nexios_contrib_scheduler.stores.memory import HeapJobStore
 
 UTC = timezone.utc
@@ -405,6 +405,47 @@ class TestBursts:
         assert seen.index("job_succeeded") < last_start
         assert sorted(seen) == sorted(["job_started"] * 100 + ["job_succeeded"] * 100)
         assert {j.status for j in jobs} == {JobStatus.COMPLETED}
+
+    async def test_while_claims_are_unwritten_the_loop_idles_between_slices(self, manager):
+        # With claims (a persistent store), another thread writes them and needs the
+        # interpreter's lock: the next slice waits SLICE_YIELD, idle, while claims handed
+        # over are unwritten, and follows at once when they are written.
+        manager.apscheduler.slice_size = 10
+        manager.apscheduler.slice_time = 3600.0
+        unwritten = [True]
+        manager.apscheduler.claims_unwritten = lambda: unwritten[0]
+        await manager.start()
+        loop = asyncio.get_running_loop()
+        wake = manager.apscheduler._wake
+        continued: list[str] = []
+        real_later, real_soon = loop.call_later, loop.call_soon
+
+        def later(delay, callback, *args, **kwargs):
+            if callback == wake:
+                continued.append("later" if delay == SLICE_YIELD else f"timer {delay}")
+            return real_later(delay, callback, *args, **kwargs)
+
+        def soon(callback, *args, **kwargs):
+            if callback == wake:
+                continued.append("soon")
+            return real_soon(callback, *args, **kwargs)
+
+        loop.call_later, loop.call_soon = later, soon  # type: ignore[method-assign]
+        try:
+            when = datetime.now(UTC) + timedelta(seconds=0.2)
+            first = [manager.add_job(noop, DateTimeTrigger(when)) for _ in range(50)]
+            await wait_until(lambda: all(j.status is JobStatus.COMPLETED for j in first))
+            yields = continued.count("later")
+            # At least five slices (the pacer may make them smaller): each continuation a yield.
+            assert yields >= 4, continued
+            unwritten[0] = False
+            when = datetime.now(UTC) + timedelta(seconds=0.2)
+            second = [manager.add_job(noop, DateTimeTrigger(when)) for _ in range(50)]
+            await wait_until(lambda: all(j.status is JobStatus.COMPLETED for j in second))
+        finally:
+            del loop.call_later, loop.call_soon
+        assert continued.count("later") == yields, continued  # no yield once written
+        assert all(j.total_run_count == 1 for j in first + second)
 
     async def test_failures_in_a_burst_are_recorded(self, manager):
         manager.apscheduler.slice_size = 10

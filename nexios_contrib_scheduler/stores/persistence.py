@@ -651,6 +651,10 @@ class Persistence:
 
     # ------------------------------------------------------------ the fire book (executor)
 
+    def claims_unwritten(self) -> bool:
+        """Whether claims handed to the writer are still to be written."""
+        return self.writer.claims_unwritten()
+
     def reserve_many(self, fires: Sequence[tuple[str, Sequence[datetime]]]) -> None:
         """In a scheduling pass, before a slice of due jobs is submitted: claim all their
         fires (job id, run times), handed to the writer, which writes them together.

@@ -280,7 +280,9 @@ class Writer:
             with self._claim_lock:
                 self._claims.extend(claims)
                 self._claims_handed += len(claims)
-                self._claim_lock.notify()
+                # All: the writer's thread may be waiting on this condition too (for runs
+                # to start), and a single wake-up could go to it instead of the claims'.
+                self._claim_lock.notify_all()
         return [future for _, _, future in claims]
 
     def publish(self, message: Message) -> None:
@@ -419,6 +421,10 @@ class Writer:
                 if left <= 0:
                     return
                 self._claim_lock.wait(left)
+
+    def claims_unwritten(self) -> bool:
+        """Whether claims handed over are still to be written (or answered)."""
+        return self._claims_done < self._claims_handed
 
     def runs_waiting(self) -> int:
         """How many fires handed over to be claimed have runs still to start."""
