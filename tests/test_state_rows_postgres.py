@@ -63,7 +63,7 @@ def test_awkward_job_ids_and_values_come_back_byte_for_byte(postgres_state):
 
 
 def test_many_pages_in_one_write(postgres_state, monkeypatch):
-    monkeypatch.setattr(state_module, "ROWS_PER_ARRAY_PAGE", 7)  # pages end mid-job
+    monkeypatch.setattr(state_module, "ROWS_PER_STATEMENT", 7)  # pages end mid-job
     jobs = {
         f"job-{i}": {f"f{k}": f"{i}:{k}".encode() * (k + 1) for k in range(5)} for i in range(40)
     }

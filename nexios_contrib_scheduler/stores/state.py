@@ -60,7 +60,7 @@ POLL_SECONDS = 0.25  # how often SQLite workers look at the change table
 MANY = 1000  # most ids or fields in one Redis command of a batch
 IDLE_IN_TRANSACTION = 5.0  # PostgreSQL ends a session idle this long inside a transaction
 #: State rows per statement on PostgreSQL (given as one ``bytea`` and their lengths).
-ROWS_PER_ARRAY_PAGE = 2_000
+ROWS_PER_STATEMENT = 2_000
 _FIELD_NAME_BYTES: dict[str, bytes] = {}  # field names as UTF-8, encoded once
 
 # What each kind of store imports, and the extra that installs it.
@@ -763,7 +763,7 @@ class SqlState(StateBackend):
                         names[name] = encoded_name
                 parts += (encoded_id, encoded_name, value)
                 lengths += (id_length, len(encoded_name), len(value))
-            if len(lengths) >= 3 * ROWS_PER_ARRAY_PAGE:
+            if len(lengths) >= 3 * ROWS_PER_STATEMENT:
                 put()
         if lengths:
             put()
