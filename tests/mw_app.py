@@ -8,7 +8,9 @@ scheduled time, when it ran, which process ran it). The test counts those rows.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sqlite3
 import time
 from datetime import datetime
@@ -42,6 +44,8 @@ config = SchedulerConfig(
 )
 app = NexiosApp()
 scheduler = setup_scheduler(app, config)
+# On SIGUSR1 the worker writes every thread's stack to its log (a failed test's report).
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def record_fire() -> None:

@@ -126,6 +126,14 @@ class Cluster:
                 pytest.fail(f"no leader within {timeout}s:\n{self.tails()}", pytrace=False)
             time.sleep(0.05)
 
+    def dump_stacks(self) -> None:
+        """Every live worker writes its threads' stacks to its log (a failed test's report)."""
+        alive = self.alive()
+        for worker in alive:
+            worker.proc.send_signal(signal.SIGUSR1)
+        if alive:
+            time.sleep(1.0)
+
     def stop(self) -> None:
         for worker in self.alive():
             worker.proc.send_signal(signal.SIGTERM)
@@ -230,6 +238,11 @@ def cluster(request, tmp_path):
     try:
         yield cluster
     finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:  # where each worker was when it failed
+            cluster.dump_stacks()
+            for worker in cluster.workers:
+                print(f"--- worker pid {worker.proc.pid}:\n{worker.log.read_text()[-12000:]}")
         cluster.stop()
         if request.param != "sqlite":
             drop_namespace(store, namespace)
