@@ -21,6 +21,7 @@ from nexios_contrib_scheduler import (
     DateTimeTrigger,
     IntervalTrigger,
     JobStatus,
+    ScheduledJob,
     SchedulerConfig,
     SchedulerManager,
 )
@@ -364,16 +365,15 @@ class TestPasses:
 class TestBursts:
     """While a burst of due jobs is being started, the runs' bookkeeping waits for it."""
 
-    async def test_every_start_comes_before_the_bookkeeping_of_the_burst(self, manager):
-        # A burst is a run of full slices (``slice_size`` jobs each). A slice cut short by
-        # ``slice_time`` is not one, and on a loaded machine 10 starts can take longer than
-        # the 2 ms it allows. The bookkeeping waits for a burst at most ``later_max_wait``,
-        # and on a loaded machine the burst's ten slices can take longer than its 0.1 s.
-        # With both limits out of the way, the machine's speed does not decide what this
-        # test sees.
+    @staticmethod
+    async def _burst(
+        manager: SchedulerManager, later_max_wait: float
+    ) -> tuple[list[str], list[ScheduledJob]]:
+        """100 one-shots due at once, in slices of 10 (not cut short by time); the kinds of
+        the started and succeeded events in the order they came, and the jobs."""
         manager.apscheduler.slice_size = 10
         manager.apscheduler.slice_time = 3600.0
-        manager.executor.later_max_wait = 3600.0
+        manager.executor.later_max_wait = later_max_wait
         seen: list[str] = []
         manager.add_listener(lambda event: seen.append(event.kind), ["job_started"])
         manager.add_listener(lambda event: seen.append(event.kind), ["job_succeeded"])
@@ -381,6 +381,16 @@ class TestBursts:
         when = datetime.now(UTC) + timedelta(seconds=0.2)
         jobs = [manager.add_job(noop, DateTimeTrigger(when)) for _ in range(100)]
         await wait_until(lambda: seen.count("job_succeeded") == 100)
+        return seen, jobs
+
+    async def test_every_start_comes_before_the_bookkeeping_of_the_burst(self, manager):
+        # A burst is a run of full slices (``slice_size`` jobs each). A slice cut short by
+        # ``slice_time`` is not one, and on a loaded machine 10 starts can take longer than
+        # the 2 ms it allows. The bookkeeping waits for a burst at most ``later_max_wait``,
+        # and on a loaded machine the burst's ten slices can take longer than its 0.1 s.
+        # With both limits out of the way, the machine's speed does not decide what this
+        # test sees.
+        seen, jobs = await self._burst(manager, later_max_wait=3600.0)
         assert seen == ["job_started"] * 100 + ["job_succeeded"] * 100
         for job in jobs:
             assert job.status is JobStatus.COMPLETED
@@ -391,16 +401,7 @@ class TestBursts:
     async def test_the_bookkeeping_waits_for_a_burst_at_most_later_max_wait(self, manager):
         # With no wait allowed, a slice's bookkeeping is done right after the next slice
         # starts: the successes come out between the starts, never all after them.
-        manager.apscheduler.slice_size = 10
-        manager.apscheduler.slice_time = 3600.0
-        manager.executor.later_max_wait = 0.0
-        seen: list[str] = []
-        manager.add_listener(lambda event: seen.append(event.kind), ["job_started"])
-        manager.add_listener(lambda event: seen.append(event.kind), ["job_succeeded"])
-        await manager.start()
-        when = datetime.now(UTC) + timedelta(seconds=0.2)
-        jobs = [manager.add_job(noop, DateTimeTrigger(when)) for _ in range(100)]
-        await wait_until(lambda: seen.count("job_succeeded") == 100)
+        seen, jobs = await self._burst(manager, later_max_wait=0.0)
         last_start = len(seen) - 1 - seen[::-1].index("job_started")
         assert seen.index("job_succeeded") < last_start
         assert sorted(seen) == sorted(["job_started"] * 100 + ["job_succeeded"] * 100)
