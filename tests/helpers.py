@@ -1,5 +1,6 @@
 """The one home of the tests' waiting helpers (and of two faults: ``unannounced``, a lost
-notification, and ``FailingFirst``, a store that went away and came back).
+notification, and ``FailingFirst``, a store that went away and came back), and of
+``report_workers``, what a failed test's worker processes say.
 
 A wait only bounds how long a test is willing to wait for something that must happen; it
 never judges speed. Timeouts are generous because the machine running the suite may be
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
 
 POLL_INTERVAL = 0.005
 
@@ -81,3 +85,24 @@ class FailingFirst:
             self.left -= 1
             raise ConnectionError("the store went away")
         return self.real(*args, **kwargs)
+
+
+class WorkerProcess(Protocol):
+    """A worker the multi-worker and fault suites start: its process and its log."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def report_workers(workers: Iterable[WorkerProcess]) -> None:
+    """For a failed test's report: every live worker (woken if stopped) writes its threads'
+    stacks to its log (``faulthandler`` on SIGUSR1), then the tail of each log is printed."""
+    workers = list(workers)
+    alive = [worker for worker in workers if worker.proc.poll() is None]
+    for worker in alive:
+        worker.proc.send_signal(signal.SIGCONT)
+        worker.proc.send_signal(signal.SIGUSR1)
+    if alive:
+        time.sleep(1.0)
+    for worker in workers:
+        print(f"--- worker pid {worker.proc.pid}:\n{worker.log.read_text()[-12000:]}")

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 from fault_services import PrivatePostgres, PrivateRedis, free_port, private_postgres, private_redis
-from helpers import wait_for
+from helpers import report_workers, wait_for
 from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
 
 HERE = Path(__file__).resolve().parent
@@ -184,15 +184,6 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 worker.proc.kill()
                 worker.proc.wait()
-
-    def dump_stacks(self) -> None:
-        """Every live worker writes its threads' stacks to its log (a failed test's report)."""
-        alive = self.alive()
-        for worker in alive:
-            worker.proc.send_signal(signal.SIGCONT)
-            worker.proc.send_signal(signal.SIGUSR1)
-        if alive:
-            time.sleep(1.0)
 
     def logs(self) -> list[str]:
         return [line for w in self.workers for line in w.log.read_text().splitlines()]
@@ -471,9 +462,7 @@ def make_cluster(
     report = getattr(request.node, "report_call", None)
     for cluster, _, _ in made:
         if report is not None and report.failed:  # where each worker was when it failed
-            cluster.dump_stacks()
-            for worker in cluster.workers:
-                print(f"--- worker pid {worker.pid}:\n{worker.log.read_text()[-12000:]}")
+            report_workers(cluster.workers)
     for cluster, store, namespace in made:
         cluster.stop()
         if not store.startswith("sqlite"):

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import report_workers, wait_for
 from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
 
 HERE = Path(__file__).resolve().parent
@@ -125,14 +125,6 @@ class Cluster:
             if time.monotonic() > deadline:
                 pytest.fail(f"no leader within {timeout}s:\n{self.tails()}", pytrace=False)
             time.sleep(0.05)
-
-    def dump_stacks(self) -> None:
-        """Every live worker writes its threads' stacks to its log (a failed test's report)."""
-        alive = self.alive()
-        for worker in alive:
-            worker.proc.send_signal(signal.SIGUSR1)
-        if alive:
-            time.sleep(1.0)
 
     def stop(self) -> None:
         for worker in self.alive():
@@ -240,9 +232,7 @@ def cluster(request, tmp_path):
     finally:
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed:  # where each worker was when it failed
-            cluster.dump_stacks()
-            for worker in cluster.workers:
-                print(f"--- worker pid {worker.proc.pid}:\n{worker.log.read_text()[-12000:]}")
+            report_workers(cluster.workers)
         cluster.stop()
         if request.param != "sqlite":
             drop_namespace(store, namespace)
