@@ -544,6 +544,10 @@ class SqlState(StateBackend):
 
         return sqlite_insert(table)
 
+    def _quote(self, table: Any) -> str:
+        """``table``'s name as SQL writes it."""
+        return str(self.engine.dialect.identifier_preparer.quote(table.name))
+
     def open(self) -> None:
         tables = [
             self.state_t,
@@ -677,7 +681,7 @@ class SqlState(StateBackend):
         self._counted_to(counted)
 
     def _create_rows(self, connection: Any, jobs: Mapping[str, Mapping[str, bytes]]) -> None:
-        from .sqlalchemy_store import execute_paged
+        from .sqlalchemy_store import execute_rows
 
         t, r = self.state_t, self.removed_t
         ids = list(jobs)
@@ -688,13 +692,11 @@ class SqlState(StateBackend):
         if self.postgres:
             self._put_rows_postgres(connection, jobs, only_stored=False)
             return
-        rows = [
-            {"job_id": job_id, "field": k, "value": v}
-            for job_id, fields in jobs.items()
-            for k, v in fields.items()
-        ]
-        if rows:
-            execute_paged(connection, t.insert(), rows)
+        execute_rows(
+            connection,
+            f"INSERT INTO {self._quote(t)} (job_id, field, value) VALUES (?, ?, ?)",
+            ((job_id, k, v) for job_id, fields in jobs.items() for k, v in fields.items()),
+        )
 
     def _put_rows_postgres(
         self, connection: Any, jobs: Mapping[str, Mapping[str, bytes]], only_stored: bool
@@ -770,9 +772,9 @@ class SqlState(StateBackend):
 
     def _update_fields(self, connection: Any, updates: Mapping[str, Mapping[str, bytes]]) -> None:
         """Change fields of the jobs still stored (a job removed meanwhile is left out)."""
-        from sqlalchemy import and_, bindparam, select
+        from sqlalchemy import select
 
-        from .sqlalchemy_store import execute_paged
+        from .sqlalchemy_store import execute_rows
 
         if self.postgres:
             self._put_rows_postgres(connection, updates, only_stored=True)
@@ -784,25 +786,28 @@ class SqlState(StateBackend):
             query = select(t.c.job_id, t.c.field).where(t.c.job_id.in_(ids[start : start + 1000]))
             for row in connection.execute(query):
                 stored.setdefault(row.job_id, set()).add(row.field)
-        old, new = [], []
-        for job_id, fields in updates.items():
-            have = stored.get(job_id)
-            if not have:
-                continue  # removed meanwhile
-            for name, value in fields.items():
-                if name in have:
-                    old.append({"j": job_id, "f": name, "v": value})
-                else:
-                    new.append({"job_id": job_id, "field": name, "value": value})
-        if old:
-            statement = (
-                t.update()
-                .where(and_(t.c.job_id == bindparam("j"), t.c.field == bindparam("f")))
-                .values(value=bindparam("v"))
-            )
-            execute_paged(connection, statement, old)
-        if new:
-            execute_paged(connection, t.insert(), new)
+        table = self._quote(t)
+        execute_rows(
+            connection,
+            f"UPDATE {table} SET value = ? WHERE job_id = ? AND field = ?",
+            (
+                (value, job_id, name)
+                for job_id, fields in updates.items()
+                for name, value in fields.items()
+                if name in stored.get(job_id, ())
+            ),
+        )
+        execute_rows(  # fields new to a job stored before they existed
+            connection,
+            f"INSERT INTO {table} (job_id, field, value) VALUES (?, ?, ?)",
+            (
+                (job_id, name, value)
+                for job_id, fields in updates.items()
+                if job_id in stored
+                for name, value in fields.items()
+                if name not in stored[job_id]
+            ),
+        )
 
     def _delete_rows(self, connection: Any, deletes: Mapping[str, float]) -> None:
         t, r, i = self.state_t, self.removed_t, self.inflight_t
