@@ -72,6 +72,20 @@ def execute_rows(connection: Any, sql: str, rows: Iterable[tuple[Any, ...]]) -> 
         cursor.close()
 
 
+def execute_values(connection: Any, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """PostgreSQL: ``sql``, whose ``VALUES %s`` takes a page of ``rows`` at a time, in the
+    connection's transaction (psycopg2's ``execute_values``). Only a page of rows is alive
+    at a time, as tuples of plain values (see ``execute_rows``), where SQLAlchemy's
+    executemany holds a dictionary per row, with a driver object for each binary value."""
+    from psycopg2.extras import execute_values as driver_execute_values
+
+    cursor = connection.connection.cursor()
+    try:
+        driver_execute_values(cursor, sql, rows, page_size=ROWS_PER_EXECUTE // 4)
+    finally:
+        cursor.close()
+
+
 def execute_paged(connection: Any, statement: Any, rows: Sequence[Mapping[str, Any]]) -> int:
     """``connection.execute(statement, rows)`` in pages of ``ROWS_PER_EXECUTE`` rows, in the
     connection's transaction; the rows matched in all (-1 where the driver cannot tell)."""
@@ -149,29 +163,18 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
                 connection.execute(table.delete().where(table.c.id.in_(chunk)))
-        if puts and self.engine.dialect.name == "sqlite":
-            table_name = self._quoted()
-            execute_rows(
-                connection,
-                f"INSERT INTO {table_name} (id, next_run_time, job_state) VALUES (?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET next_run_time = excluded.next_run_time,"
-                " job_state = excluded.job_state",
-                ((job_id, when, state) for job_id, (when, state) in puts.items()),
-            )
-        elif puts:
-            rows = [
-                {"id": job_id, "next_run_time": when, "job_state": state}
-                for job_id, (when, state) in puts.items()
-            ]
-            insert = self._upsert()
-            statement = insert.on_conflict_do_update(
-                index_elements=[table.c.id],
-                set_={
-                    "next_run_time": insert.excluded.next_run_time,
-                    "job_state": insert.excluded.job_state,
-                },
-            )
-            execute_paged(connection, statement, rows)
+        if not puts:
+            return
+        upsert = (
+            f"INSERT INTO {self._quoted()} (id, next_run_time, job_state) VALUES {{}}"
+            " ON CONFLICT (id) DO UPDATE SET next_run_time = excluded.next_run_time,"
+            " job_state = excluded.job_state"
+        )
+        rows = ((job_id, when, state) for job_id, (when, state) in puts.items())
+        if self.engine.dialect.name == "sqlite":
+            execute_rows(connection, upsert.format("(?, ?, ?)"), rows)
+        else:
+            execute_values(connection, upsert.format("%s"), rows)
 
     def move_schedules(
         self,
@@ -271,12 +274,3 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             }
             written += connection.execute(self._move_statement, params).rowcount
         return written
-
-    def _upsert(self) -> Any:
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            return pg_insert(self.jobs_t)
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(self.jobs_t)
