@@ -118,8 +118,9 @@ def test_a_large_write_leaves_nothing_for_the_oldest_generation(sql_state):
     store.move_schedules({"warm": (b"w", (now, b"w2"))}, None)
     jobs = {f"job-{i}": _fields(i) for i in range(300)}  # 8,400 state rows
     schedules = {f"job-{i}": (now + i, b"s" * 300) for i in range(2000)}
-    moves = {
-        job_id: (b"s" * 300, (when + 1, b"t" * 300)) for job_id, (when, _) in schedules.items()
+    moves: dict[str, tuple[bytes, tuple[float, bytes] | None]] = {
+        job_id: (b"s" * 300, (when + 1, b"t" * 300) if i % 2 else None)  # moved or deleted
+        for i, (job_id, (when, _)) in enumerate(schedules.items())
     }
 
     def write() -> None:

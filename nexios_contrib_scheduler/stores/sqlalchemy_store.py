@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from typing import Any
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from .records import load_keeping_unimportable
@@ -30,11 +30,8 @@ logger = logging.getLogger("nexios_contrib_scheduler")
 
 #: Ids per ``IN`` list.
 _CHUNK = 1000
-#: Rows given to one executemany call. A call keeps its rows' bound parameters alive until
-#: it returns; pages of this size let them go page by page, instead of piling up (and
-#: surviving into the garbage collector's oldest generation, whose full collections, with
-#: the interpreter stopped, grow with everything alive) for a write of many jobs at once.
-ROWS_PER_EXECUTE = 2000
+#: Rows per statement of ``execute_values`` (PostgreSQL).
+ROWS_PER_VALUES_PAGE = 500
 
 
 #: A pass's moves per statement on PostgreSQL (given as arrays; two pickled jobs a row): the
@@ -81,19 +78,9 @@ def execute_values(connection: Any, sql: str, rows: Iterable[tuple[Any, ...]]) -
 
     cursor = connection.connection.cursor()
     try:
-        driver_execute_values(cursor, sql, rows, page_size=ROWS_PER_EXECUTE // 4)
+        driver_execute_values(cursor, sql, rows, page_size=ROWS_PER_VALUES_PAGE)
     finally:
         cursor.close()
-
-
-def execute_paged(connection: Any, statement: Any, rows: Sequence[Mapping[str, Any]]) -> int:
-    """``connection.execute(statement, rows)`` in pages of ``ROWS_PER_EXECUTE`` rows, in the
-    connection's transaction; the rows matched in all (-1 where the driver cannot tell)."""
-    total = 0
-    for start in range(0, len(rows), ROWS_PER_EXECUTE):
-        count = connection.execute(statement, rows[start : start + ROWS_PER_EXECUTE]).rowcount
-        total = -1 if total < 0 or count is None or count < 0 else total + count
-    return total
 
 
 class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
@@ -105,7 +92,7 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         #: ``check(connection, token)``: raises FencedError in a transaction a newer token
         #: has overtaken (the state backend's).
         self.fence_check: Callable[[Any, int | None], None] | None = None
-        self._move_statement: Any = None
+        self._move_statements: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         # APScheduler's shows the engine's URL, whose query may hold credentials.
@@ -186,26 +173,19 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         were kept as another worker left them."""
         if self.engine.dialect.name == "sqlite":
             return self._move_sqlite(moves, fence)
-        # PostgreSQL:
-        updates, deletes = [], []
-        for job_id, (expected, schedule) in moves.items():
-            if schedule is None:
-                deletes.append({"b_id": job_id, "b_expected": expected})
-            else:
-                when, state = schedule
-                updates.append(
-                    {"b_id": job_id, "b_expected": expected, "b_next": when, "b_state": state}
-                )
-        table = self.jobs_t
-        guard = and_(table.c.id == bindparam("b_id"), table.c.job_state == bindparam("b_expected"))
-        kept = 0
+        # PostgreSQL: the updates, then the deletes, a page of each per statement.
+        updates = [(job_id, move) for job_id, move in moves.items() if move[1] is not None]
+        deletes = [(job_id, move[0]) for job_id, move in moves.items() if move[1] is None]
+        written = 0
         with self.engine.begin() as connection:
-            if updates:
-                kept = len(updates) - self._move_postgres(connection, updates)
-            if deletes:
-                execute_paged(connection, table.delete().where(guard), deletes)
+            for start in range(0, len(updates), MOVES_PER_ARRAY_PAGE):
+                page = updates[start : start + MOVES_PER_ARRAY_PAGE]
+                written += self._move_page(connection, "update", page)
+            for start in range(0, len(deletes), MOVES_PER_ARRAY_PAGE):
+                self._move_page(connection, "delete", deletes[start : start + MOVES_PER_ARRAY_PAGE])
             if self.fence_check is not None:  # last: the fence's row is locked until commit
                 self.fence_check(connection, fence)
+        kept = len(updates) - written
         if kept > 0:
             logger.debug("%d job(s) changed by another worker during a pass; kept", kept)
         return kept
@@ -248,29 +228,36 @@ class GuardedSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     def _quoted(self) -> str:
         return str(self.engine.dialect.identifier_preparer.quote(self.jobs_t.name))
 
-    def _move_postgres(self, connection: Any, updates: list[dict[str, Any]]) -> int:
-        """PostgreSQL: the guarded updates of a pass, a page per statement given as
-        arrays (no parameter set per row); how many rows were updated."""
+    def _move_page(self, connection: Any, kind: str, page: Sequence[tuple[str, Any]]) -> int:
+        """PostgreSQL: one page of a pass's guarded updates (``(id, (expected, (next run
+        time, state)))``) or deletes (``(id, expected)``), given as arrays: no parameter set
+        (a dictionary, a driver object per binary value) per row. The rows changed."""
         from sqlalchemy import text
 
-        if self._move_statement is None:
-            table = self.engine.dialect.identifier_preparer.quote(self.jobs_t.name)
-            self._move_statement = text(
-                f"UPDATE {table} AS j SET next_run_time = u.next_run_time,"
-                f" job_state = u.job_state FROM unnest("
-                f"CAST(:ids AS text[]), CAST(:expected AS bytea[]),"
-                f" CAST(:next_run_times AS double precision[]), CAST(:states AS bytea[])"
-                f") AS u(id, expected, next_run_time, job_state)"
-                f" WHERE j.id = u.id AND j.job_state = u.expected"
-            )
-        written = 0
-        for start in range(0, len(updates), MOVES_PER_ARRAY_PAGE):
-            page = updates[start : start + MOVES_PER_ARRAY_PAGE]
-            params = {
-                "ids": [row["b_id"] for row in page],
-                "expected": [row["b_expected"] for row in page],
-                "next_run_times": [row["b_next"] for row in page],
-                "states": [row["b_state"] for row in page],
-            }
-            written += connection.execute(self._move_statement, params).rowcount
-        return written
+        statement = self._move_statements.get(kind)
+        if statement is None:
+            table = self._quoted()
+            if kind == "update":
+                statement = text(
+                    f"UPDATE {table} AS j SET next_run_time = u.next_run_time,"
+                    f" job_state = u.job_state FROM unnest("
+                    f"CAST(:ids AS text[]), CAST(:expected AS bytea[]),"
+                    f" CAST(:next_run_times AS double precision[]), CAST(:states AS bytea[])"
+                    f") AS u(id, expected, next_run_time, job_state)"
+                    f" WHERE j.id = u.id AND j.job_state = u.expected"
+                )
+            else:
+                statement = text(
+                    f"DELETE FROM {table} AS j USING unnest("
+                    f"CAST(:ids AS text[]), CAST(:expected AS bytea[])) AS u(id, expected)"
+                    f" WHERE j.id = u.id AND j.job_state = u.expected"
+                )
+            self._move_statements[kind] = statement
+        params: dict[str, list[Any]] = {"ids": [job_id for job_id, _ in page]}
+        if kind == "update":
+            params["expected"] = [expected for _, (expected, _) in page]
+            params["next_run_times"] = [schedule[0] for _, (_, schedule) in page]
+            params["states"] = [schedule[1] for _, (_, schedule) in page]
+        else:
+            params["expected"] = [expected for _, expected in page]
+        return int(connection.execute(statement, params).rowcount)
