@@ -2,7 +2,7 @@
 
 APScheduler's own memory store keeps a list sorted by next run time, so every add, update
 and removal shifts the list (O(n)); with 100,000 jobs that dominates adding a job. Here the
-jobs sit in a heap of ``(timestamp, id, job)`` entries beside an id index:
+jobs sit in a heap of ``(timestamp, id)`` entries beside an id index:
 
 * add and update push a new entry (O(log n)); the entry the index no longer points to is
   dead and is dropped when it reaches the top of the heap, or all at once when dead entries
@@ -14,6 +14,10 @@ jobs sit in a heap of ``(timestamp, id, job)`` entries beside an id index:
 
 The order APScheduler promises is kept: due jobs and ``get_all_jobs`` come by next run time,
 then id, paused jobs last.
+
+An entry holds no job (the jobs are in a dict by id): a tuple of a number and a string is
+one the garbage collector stops tracking at its first look, so a job costs its full
+collections, which stop the interpreter, one object fewer.
 """
 
 from __future__ import annotations
@@ -25,10 +29,9 @@ from heapq import heapify, heappop, heappush
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
 
-# (next run as a UTC timestamp or None when paused, job id, job). Two entries for the same
-# id and timestamp (a dead one and its replacement) compare equal, never by the job itself:
-# Job.__eq__ compares ids.
-_Entry = tuple[float | None, str, Job]
+# (next run as a UTC timestamp or None when paused, job id). An entry is live while the
+# index holds that very object: a dead one and its replacement can be equal.
+_Entry = tuple[float | None, str]
 
 # Rebuild the heap when dead entries outnumber live ones, and at least this many are dead.
 _COMPACT_AT = 1024
@@ -52,6 +55,7 @@ class HeapJobStore(BaseJobStore):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__()
+        self._jobs: dict[str, Job] = {}
         self._index: dict[str, _Entry] = {}
         self._heap: list[_Entry] = []
         self._taken: dict[str, _Entry] = {}
@@ -60,14 +64,13 @@ class HeapJobStore(BaseJobStore):  # type: ignore[misc]
     # ------------------------------------------------------------ reads
 
     def lookup_job(self, job_id: str) -> Job | None:
-        entry = self._index.get(job_id)
-        return None if entry is None else entry[2]
+        return self._jobs.get(job_id)
 
     def get_due_jobs(self, now: datetime, limit: int | None = None) -> list[Job]:
         """Jobs due at ``now``, earliest first; at most ``limit`` of them if given."""
         self._put_back()
         stamp = now.timestamp()
-        heap, index, taken = self._heap, self._index, self._taken
+        heap, index, taken, held = self._heap, self._index, self._taken, self._jobs
         jobs: list[Job] = []
         most = len(index) if limit is None else limit
         while heap and heap[0][0] <= stamp and len(jobs) < most:  # type: ignore[operator]
@@ -77,7 +80,7 @@ class HeapJobStore(BaseJobStore):  # type: ignore[misc]
                 self._dead -= 1
                 continue
             taken[job_id] = entry
-            jobs.append(entry[2])
+            jobs.append(held[job_id])
         return jobs
 
     def get_next_run_time(self) -> datetime | None:
@@ -86,7 +89,7 @@ class HeapJobStore(BaseJobStore):  # type: ignore[misc]
         while heap and index.get(heap[0][1]) is not heap[0]:
             heappop(heap)
             self._dead -= 1
-        return heap[0][2].next_run_time if heap else None
+        return self._jobs[heap[0][1]].next_run_time if heap else None
 
     def job_ids(self) -> KeysView[str]:
         """The ids of the jobs held (a live view)."""
@@ -94,15 +97,17 @@ class HeapJobStore(BaseJobStore):  # type: ignore[misc]
 
     def get_all_jobs(self) -> list[Job]:
         """Every job, by next run time then id; paused jobs last."""
-        return [entry[2] for entry in sorted(self._index.values(), key=_order)]
+        held = self._jobs
+        return [held[entry[1]] for entry in sorted(self._index.values(), key=_order)]
 
     # ------------------------------------------------------------ writes
 
     def add_job(self, job: Job) -> None:
         if job.id in self._index:
             raise ConflictingIdError(job.id)
-        entry = (_timestamp(job.next_run_time), job.id, job)
+        entry = (_timestamp(job.next_run_time), job.id)
         self._index[job.id] = entry
+        self._jobs[job.id] = job
         if entry[0] is not None:
             heappush(self._heap, entry)
 
@@ -110,8 +115,9 @@ class HeapJobStore(BaseJobStore):  # type: ignore[misc]
         old = self._index.get(job.id)
         if old is None:
             raise JobLookupError(job.id)
-        entry = (_timestamp(job.next_run_time), job.id, job)
+        entry = (_timestamp(job.next_run_time), job.id)
         self._index[job.id] = entry
+        self._jobs[job.id] = job
         self._retire(old)
         if entry[0] is not None:
             heappush(self._heap, entry)
@@ -121,10 +127,12 @@ class HeapJobStore(BaseJobStore):  # type: ignore[misc]
         old = self._index.pop(job_id, None)
         if old is None:
             raise JobLookupError(job_id)
+        del self._jobs[job_id]
         self._retire(old)
         self._compact_if_needed()
 
     def remove_all_jobs(self) -> None:
+        self._jobs = {}
         self._index = {}
         self._heap = []
         self._taken = {}

@@ -87,7 +87,7 @@ class StoreSync:
         self.ledger = ledger
         self.history_size = history_size
         # job id -> (the record as last written or read, its stored fields)
-        self._saved: dict[str, tuple[JobRecord, dict[str, bytes]]] = {}
+        self._saved = _Saved()
         self._declarations: dict[str, JobRecord] = {}
         self._definitions: dict[str, JobRecord] = {}
         self._failing: set[str] = set()
@@ -776,6 +776,34 @@ class StoreSync:
 
 #: The stored fields a pause sets (``pause_job``; its ``pending_next_run`` is not stored).
 _PAUSE_FIELDS = ("status", "paused_reason")
+
+
+class _Saved:
+    """Job id -> (the record as last written or read, its stored fields), kept as two
+    dicts and read as a pair made on the spot: a pair kept per job would be one more
+    object per job for the garbage collector (one holding the record is tracked), whose
+    full collections stop the interpreter for a time that grows with every such object."""
+
+    __slots__ = ("_fields", "_records")
+
+    def __init__(self) -> None:
+        self._records: dict[str, JobRecord] = {}
+        self._fields: dict[str, dict[str, bytes]] = {}
+
+    def get(self, job_id: str) -> tuple[JobRecord, dict[str, bytes]] | None:
+        record = self._records.get(job_id)
+        return None if record is None else (record, self._fields[job_id])
+
+    def __setitem__(self, job_id: str, saved: tuple[JobRecord, dict[str, bytes]]) -> None:
+        self._records[job_id], self._fields[job_id] = saved
+
+    def __delitem__(self, job_id: str) -> None:
+        del self._records[job_id], self._fields[job_id]
+
+    def pop(self, job_id: str, default: None = None) -> None:
+        """Forget ``job_id`` if saved."""
+        if self._records.pop(job_id, None) is not None:
+            del self._fields[job_id]
 
 
 def _keep_stored_view(
