@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mw_services import drop_namespace, postgres_url, unique_namespace
+from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
 
 from nexios_contrib_scheduler.stores.state import SqlState, open_state
 from nexios_contrib_scheduler.stores.urls import parse_jobstore
@@ -135,3 +135,35 @@ def test_a_large_write_leaves_nothing_for_the_oldest_generation(sql_state):
     # left about 24,000 survivors, PostgreSQL's 2,000 schedules about 2,600.
     assert survivors < 1_000
     assert state.load_all()["job-7"]["new"] == b"x"
+
+
+@pytest.fixture
+def redis_state() -> Iterator[Any]:
+    namespace = unique_namespace()
+    backend = open_state(parse_jobstore(redis_url()), namespace)
+    backend.make_jobstore()
+    backend.open()
+    yield backend
+    backend.close()
+    drop_namespace(redis_url(), namespace)
+
+
+def test_redis_writes_of_many_jobs_leave_nothing_for_the_oldest_generation(redis_state):
+    """A write's job hashes go as a script call per page of jobs, not a command or two per
+    job held in the pipeline until it is sent; a job gone meanwhile gets no fields back."""
+    state = redis_state
+    state.write_ops({"warm": _fields(0), "gone": {"x": b"1"}}, {}, {})
+    state.write_ops({}, {}, {"gone": time.time()})
+    jobs = {f"job-{i}": _fields(i) for i in range(1000)}
+    changes = {job_id: {"f0": b"changed", "new": b"x"} for job_id in [*jobs, "gone"]}
+
+    def write() -> None:
+        state.write_ops(jobs, {}, {})
+        state.write_ops({}, changes, {})
+
+    survivors = _survivors_of_young_collections(write)
+    # A command per job (two for a new one): about 2,000 survivors for this write.
+    assert survivors < 1_000
+    stored = state.load_all()
+    assert "gone" not in stored
+    assert stored["job-7"] == {**_fields(7), "f0": b"changed", "new": b"x"}

@@ -1246,6 +1246,23 @@ if counted > tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') then
 end
 """
 
+# Many jobs' state hashes, each replaced (``replace`` '1') or changed if it exists ('0').
+# KEYS: the jobs' state hashes. ARGV: replace, then for each job in turn its number of
+# fields and those fields (name, value, name, value, ...).
+_PUT_MANY = """
+local replace = ARGV[1] == '1'
+local at = 2
+for _, key in ipairs(KEYS) do
+  local count = tonumber(ARGV[at])
+  local last = at + 2 * count
+  if replace then redis.call('DEL', key) end
+  if count > 0 and (replace or redis.call('EXISTS', key) == 1) then
+    redis.call('HSET', key, unpack(ARGV, at + 1, last))
+  end
+  at = last + 1
+end
+"""
+
 # KEYS: fence, the job's state hash, the change counts (by writer).
 # ARGV: token, writer id, count, field, value, field, value, ...
 _UPDATE_IF_PRESENT = (
@@ -1391,6 +1408,7 @@ class RedisState(StateBackend):
         self._end_fires_script = client.register_script(_END_FIRES)
         self._raise_fence_script = client.register_script(_RAISE_FENCE)
         self._claim_many_script = client.register_script(_CLAIM_MANY)
+        self._put_many_script = client.register_script(_PUT_MANY)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}state:{job_id}"
@@ -1505,22 +1523,12 @@ class RedisState(StateBackend):
         pipe = self.client.pipeline(transaction=True)
         counted = self._next_count()
         self._count_script(keys=[self.changes_key], args=[self.writer_id, counted], client=pipe)
-        for job_id, fields in creates.items():
-            key = self._key(job_id)
-            pipe.delete(key)
-            mapping: dict[Any, Any] = dict(fields)
-            if mapping:
-                pipe.hset(key, mapping=mapping)
+        self._put_many(pipe, creates, replace=True)
         created = list(creates)
         for first in range(0, len(created), MANY):  # one command for many ids
             pipe.sadd(self.ids_key, *created[first : first + MANY])
             pipe.hdel(self.removed_key, *created[first : first + MANY])
-        for job_id, fields in changes.items():
-            args: list[Any] = ["", self.writer_id, counted]
-            for name, value in fields.items():
-                args += [name, value]
-            keys = [self.fence_key, self._key(job_id), self.changes_key]
-            self._update_script(keys=keys, args=args, client=pipe)
+        self._put_many(pipe, changes, replace=False)  # of the jobs still stored
         for job_id, removed_at in deletes.items():
             pipe.delete(self._key(job_id))
             pipe.srem(self.ids_key, job_id)
@@ -1531,6 +1539,25 @@ class RedisState(StateBackend):
             also(pipe)
         pipe.execute()
         self._counted_to(counted)
+
+    def _put_many(self, pipe: Any, jobs: Mapping[str, Mapping[str, bytes]], replace: bool) -> None:
+        """Queue on ``pipe`` the writes of ``jobs``' fields: ``replace`` each job's hash, or
+        change the fields of each job still stored. A command per page of jobs (about
+        ``MANY`` values), not one or two per job: a pipeline holds every command queued
+        until it is sent, so a write of thousands of jobs would hold thousands of objects
+        long enough for the garbage collector to move them into its oldest generation."""
+        keys: list[str] = []
+        args: list[Any] = ["1" if replace else "0"]
+        for job_id, fields in jobs.items():
+            keys.append(self._key(job_id))
+            args.append(len(fields))
+            for name, value in fields.items():
+                args += (name, value)
+            if len(args) >= MANY:
+                self._put_many_script(keys=keys, args=args, client=pipe)
+                keys, args = [], [args[0]]
+        if keys:
+            self._put_many_script(keys=keys, args=args, client=pipe)
 
     def change_counts(self) -> dict[str, int]:
         raw = cast(Mapping[Any, Any], self.client.hgetall(self.changes_key))
