@@ -7,8 +7,11 @@ with a message naming it; it is never skipped. ``NEXIOS_SCHEDULER_TEST_POSTGRES`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -76,6 +79,25 @@ def drop_namespace(url: str, namespace: str) -> None:
             for (table,) in cursor.fetchall():
                 cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
         connection.close()
+
+
+@contextlib.contextmanager
+def opened_state(url: str) -> Iterator[tuple[Any, Any]]:
+    """A state backend on ``url`` and its APScheduler job store, open, in a namespace of
+    their own; closed and the namespace dropped afterwards (a SQLite file is left where
+    ``url`` put it)."""
+    from nexios_contrib_scheduler.stores.state import open_state
+    from nexios_contrib_scheduler.stores.urls import parse_jobstore
+
+    namespace = unique_namespace()
+    backend = open_state(parse_jobstore(url), namespace)
+    store = backend.make_jobstore()
+    backend.open()
+    try:
+        yield backend, store
+    finally:
+        backend.close()
+        drop_namespace(url, namespace)
 
 
 def end_postgres_sessions(prefix: str, url: str | None = None) -> int:

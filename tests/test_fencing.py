@@ -18,6 +18,7 @@ from helpers import wait_until
 from mw_services import (
     drop_namespace,
     end_postgres_sessions,
+    opened_state,
     postgres_url,
     redis_url,
     unique_namespace,
@@ -32,8 +33,7 @@ from nexios_contrib_scheduler import (
     current_fire,
 )
 from nexios_contrib_scheduler.stores.fires import fire_token
-from nexios_contrib_scheduler.stores.state import FencedError, open_state
-from nexios_contrib_scheduler.stores.urls import parse_jobstore
+from nexios_contrib_scheduler.stores.state import FencedError
 
 UTC = timezone.utc
 LOGGER = "nexios_contrib_scheduler"
@@ -69,15 +69,8 @@ def _url(kind: str, tmp_path) -> str:
 @pytest.fixture(params=["sqlite", "postgresql", "redis"])
 def state(request, tmp_path):
     """A state backend, open, in a namespace of its own."""
-    namespace = unique_namespace()
-    url = _url(request.param, tmp_path)
-    backend = open_state(parse_jobstore(url), namespace)
-    backend.make_jobstore()
-    backend.open()
-    yield backend
-    backend.close()
-    if request.param != "sqlite":
-        drop_namespace(url, namespace)
+    with opened_state(_url(request.param, tmp_path)) as (backend, _):
+        yield backend
 
 
 FIELDS = {"success_count": b"\x80\x05K\x01."}
@@ -147,13 +140,8 @@ class TestTheStoreRefusesAnOlderToken:
 
 @pytest.fixture
 def postgres_state():
-    namespace = unique_namespace()
-    backend = open_state(parse_jobstore(postgres_url()), namespace)
-    backend.make_jobstore()
-    backend.open()
-    yield backend
-    backend.close()
-    drop_namespace(postgres_url(), namespace)
+    with opened_state(postgres_url()) as (backend, _):
+        yield backend
 
 
 def test_postgres_claims_go_on_after_the_server_ended_their_connection(postgres_state):

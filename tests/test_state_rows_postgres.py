@@ -8,11 +8,10 @@ import random
 from collections.abc import Iterator
 
 import pytest
-from mw_services import drop_namespace, postgres_url, unique_namespace
+from mw_services import opened_state, postgres_url
 
 from nexios_contrib_scheduler.stores import state as state_module
-from nexios_contrib_scheduler.stores.state import SqlState, open_state
-from nexios_contrib_scheduler.stores.urls import parse_jobstore
+from nexios_contrib_scheduler.stores.state import SqlState
 
 #: Job ids a byte-and-length encoding could get wrong: separators of the lengths, quotes,
 #: backslashes, characters of two to four bytes in UTF-8, an empty id, a long one.
@@ -33,14 +32,9 @@ AWKWARD_IDS = [
 
 @pytest.fixture
 def postgres_state() -> Iterator[SqlState]:
-    namespace = unique_namespace()
-    backend = open_state(parse_jobstore(postgres_url()), namespace)
-    assert isinstance(backend, SqlState)
-    backend.make_jobstore()
-    backend.open()
-    yield backend
-    backend.close()
-    drop_namespace(postgres_url(), namespace)
+    with opened_state(postgres_url()) as (backend, _):
+        assert isinstance(backend, SqlState)
+        yield backend
 
 
 def _fields(rng: random.Random, size: int) -> dict[str, bytes]:

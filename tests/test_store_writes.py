@@ -1,6 +1,6 @@
 """Writes of many rows to SQLite and PostgreSQL go to the driver with each row made as the
 driver takes it (SQLite's ``executemany``, psycopg2's ``execute_values``), not as
-SQLAlchemy's parameter dictionaries: what goes in comes back byte for byte, a pass's
+SQLAlchemy's parameter dictionaries, and Redis's as a script call per page of jobs: what goes in comes back byte for byte, a pass's
 guarded moves keep what another worker changed, and a large write leaves (almost) nothing
 behind for the garbage collector's oldest generation, whose full collections stop the
 event loop. Against the real servers."""
@@ -14,38 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mw_services import drop_namespace, postgres_url, redis_url, unique_namespace
+from mw_services import opened_state, postgres_url, redis_url
 
-from nexios_contrib_scheduler.stores.state import SqlState, open_state
-from nexios_contrib_scheduler.stores.urls import parse_jobstore
+from nexios_contrib_scheduler.stores.state import SqlState
 
 AWKWARD_IDS = ["plain", "with,comma", 'quote\'d "twice"', "tab\tand\nnewline", "日本語", ""]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def sql_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SqlState, Any]]:
-    if request.param == "sqlite":
-        url, namespace = f"sqlite:///{tmp_path / 'jobs.db'}", "t"
-    else:
-        url, namespace = postgres_url(), unique_namespace()
-    backend = open_state(parse_jobstore(url), namespace)
-    assert isinstance(backend, SqlState)
-    store = backend.make_jobstore()
-    backend.open()
-    yield backend, store
-    backend.close()
-    if request.param == "postgresql":
-        drop_namespace(url, namespace)
+    url = f"sqlite:///{tmp_path / 'jobs.db'}" if request.param == "sqlite" else postgres_url()
+    with opened_state(url) as (backend, store):
+        assert isinstance(backend, SqlState)
+        yield backend, store
 
 
 @pytest.fixture
 def sqlite_state(tmp_path: Path) -> Iterator[tuple[SqlState, Any]]:
-    backend = open_state(parse_jobstore(f"sqlite:///{tmp_path / 'jobs.db'}"), "t")
-    assert isinstance(backend, SqlState)
-    store = backend.make_jobstore()
-    backend.open()
-    yield backend, store
-    backend.close()
+    with opened_state(f"sqlite:///{tmp_path / 'jobs.db'}") as (backend, store):
+        assert isinstance(backend, SqlState)
+        yield backend, store
 
 
 def _fields(i: int) -> dict[str, bytes]:
@@ -139,13 +127,8 @@ def test_a_large_write_leaves_nothing_for_the_oldest_generation(sql_state):
 
 @pytest.fixture
 def redis_state() -> Iterator[Any]:
-    namespace = unique_namespace()
-    backend = open_state(parse_jobstore(redis_url()), namespace)
-    backend.make_jobstore()
-    backend.open()
-    yield backend
-    backend.close()
-    drop_namespace(redis_url(), namespace)
+    with opened_state(redis_url()) as (backend, _):
+        yield backend
 
 
 def test_redis_writes_of_many_jobs_leave_nothing_for_the_oldest_generation(redis_state):

@@ -717,7 +717,7 @@ class SqlState(StateBackend):
         key = "stored" if only_stored else "any"
         statement = self._put_statements.get(key)
         if statement is None:
-            table = self.engine.dialect.identifier_preparer.quote(self.state_t.name)
+            table = self._quote(self.state_t)
             only = (
                 f" WHERE EXISTS (SELECT 1 FROM {table} AS s WHERE s.job_id = u.job_id)"
                 if only_stored
@@ -926,9 +926,8 @@ class SqlState(StateBackend):
         from sqlalchemy import text
 
         if self._claim_statement is None:
-            quote = self.engine.dialect.identifier_preparer.quote
             fence_t, fires_t, inflight_t = (
-                quote(t.name) for t in (self.fence_t, self.fires_t, self.inflight_t)
+                self._quote(t) for t in (self.fence_t, self.fires_t, self.inflight_t)
             )
             # The first row (no job) says the fence held; the others are the claimed fires.
             self._claim_statement = text(
