@@ -431,7 +431,7 @@ class StoreSync:
                 self.registry.pop(job_id)
                 record.status = JobStatus.CANCELLED
                 record.pending_next_run = None
-                self._saved.pop(job_id, None)
+                self._saved.pop(job_id)
             return
         if record is None:
             record = self._declarations.pop(job_id, None)
@@ -603,7 +603,7 @@ class StoreSync:
                         declared.name,
                         job_id,
                     )
-                    self._saved.pop(job_id, None)  # written whole, as a new job
+                    self._saved.pop(job_id)  # written whole, as a new job
                     _define(record, declared)
                     self.owner.schedule(record, now)
                     self.registry.changed(record)
@@ -800,7 +800,7 @@ class _Saved:
     def __delitem__(self, job_id: str) -> None:
         del self._records[job_id], self._fields[job_id]
 
-    def pop(self, job_id: str, default: None = None) -> None:
+    def pop(self, job_id: str) -> None:
         """Forget ``job_id`` if saved."""
         if self._records.pop(job_id, None) is not None:
             del self._fields[job_id]
