@@ -142,6 +142,7 @@ class SchedulerManager:
             self.persistence.attach(self._scheduler)
             self._scheduler.claim_fires = self.persistence.reserve_many
             self._scheduler.claims_unwritten = self.persistence.claims_unwritten
+            self._scheduler.runs_waiting = self.persistence.runs_waiting
 
     # ------------------------------------------------------------ lifecycle
 

@@ -20,7 +20,8 @@ replaced through its own extension points; what it does stays APScheduler's:
   writes the claims before the moves, and each run waits until its claim is written, so
   a leader that dies in between leaves claims the next one settles; while claims handed
   over are still to be written (``claims_unwritten``), the loop idles ``SLICE_YIELD``
-  between slices, so that the thread writing them gets the interpreter's lock;
+  between slices, so that the thread writing them gets the interpreter's lock; the burst
+  lasts until its runs have started (``runs_waiting``), not only until its last pass;
 * a trigger that fails in the pass (raises, or gives a next fire time that is naive or not
   later than the last one) takes its own job out of the store, reported to
   ``on_trigger_error``; the pass goes on with the other jobs;
@@ -87,6 +88,9 @@ _EVENTS_TIME = 0.002
 #: Seconds the loop stays idle between two slices of a pass while the claims handed over
 #: are being written: long enough for the claims' thread to take the interpreter's lock.
 SLICE_YIELD = 0.0005
+#: Runs waiting for their claims beyond which a burst counts as still being started
+#: (``bursting``); a few are in flight whenever fires are due a few milliseconds apart.
+BURST_RUNS = 64
 # A due job ready to be submitted: the job, its executor, its run times, the fire after them.
 _Due = tuple[Job, Any, list[datetime], datetime | None]
 
@@ -118,6 +122,8 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     claim_fires: Callable[[list[tuple[str, list[datetime]]]], None] | None = None
     #: Whether claims handed over are still to be written (None: no claims).
     claims_unwritten: Callable[[], bool] | None = None
+    #: How many fires handed over to be claimed have runs still to start (None: no claims).
+    runs_waiting: Callable[[], int] | None = None
 
     _eventloop: asyncio.AbstractEventLoop | None = None
     _wake_pending = False
@@ -438,8 +444,14 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     @property
     def bursting(self) -> bool:
-        """True while a burst of due jobs is being started (what can wait, waits)."""
-        return self._bursting
+        """True while a burst of due jobs is being started (what can wait, waits): a pass
+        stopped at the end of a full slice, or, with claims, more than ``BURST_RUNS`` runs
+        still wait for their claims to be answered (the passes of a burst end before most
+        of its runs start)."""
+        if self._bursting:
+            return True
+        waiting = self.runs_waiting
+        return waiting is not None and waiting() > BURST_RUNS
 
     # ------------------------------------------------------------ for a hand-moved clock
 

@@ -435,3 +435,73 @@ async def test_run_state_waits_for_a_burst_at_most_the_hold(store, managers, mon
         gate.set()
     assert await manager.flush()
     assert await stored_run_counts(manager, ["a0", "a1", "a2"]) == [1, 1, 1]
+
+
+RELEASE: dict[str, asyncio.Event] = {}
+
+
+async def held(label: str) -> None:
+    """A run that lasts until the test releases it."""
+    FIRES[label].append(current_fire())
+    await RELEASE[label].wait()
+
+
+async def test_a_run_s_bookkeeping_waits_for_the_runs_of_a_burst_s_claims(
+    store, managers, monkeypatch
+):
+    # With claims, the passes of a burst end before most of its runs start: the runs wait
+    # for their claims. A run that ends meanwhile has its bookkeeping (counters, history,
+    # listeners) wait until they have started, as it does during the passes themselves.
+    manager = await leader(store, managers)
+    manager.executor.later_max_wait = 3600.0  # the wait is bounded; not what is tested
+    persistence, scheduler = manager.persistence, manager.apscheduler
+    RELEASE["long"] = asyncio.Event()
+    try:
+        long_job = manager.add_job(held, IntervalTrigger(hours=1, start_now=True), args=("long",))
+        await wait_until(lambda: len(FIRES["long"]) == 1, what="the long run to start")
+        gate = threading.Event()
+        state = persistence.state
+        claim_many = state.claim_many
+
+        def gated(fires: Any, *args: Any, **kwargs: Any) -> Any:
+            if any(job_id.startswith("b") for job_id, _ in fires):
+                assert gate.wait(60), "the test never let the burst's claims through"
+            return claim_many(fires, *args, **kwargs)
+
+        monkeypatch.setattr(state, "claim_many", gated)
+        scheduler.pause()
+        due = datetime.now(UTC)
+        for i in range(100):
+            manager.add_job(tick, DateTimeTrigger(due), args=(f"b{i}",), id=f"b{i}")
+        scheduler.resume()
+        try:
+            await wait_until(
+                lambda: persistence.runs_waiting() >= 100,
+                what="the burst's claims to be handed over",
+            )
+            await wait_until(  # each moved on: out of APScheduler's store
+                lambda: all(scheduler.get_job(f"b{i}") is None for i in range(100)),
+                what="the burst's passes to end",
+            )
+            assert scheduler.bursting  # its runs are still to start
+            RELEASE["long"].set()
+            tasks = manager.executor.tasks
+            # A run's task leaves ``tasks`` after its end was handed to the bookkeeping.
+            await wait_until(
+                lambda: long_job.id not in {record.id for record in tasks.values()},
+                what="the long run to end",
+            )
+            assert long_job.success_count == 0  # its bookkeeping waits for the burst
+            assert long_job.current_instances == 1
+        finally:
+            gate.set()
+        await wait_until(
+            lambda: all(len(FIRES[f"b{i}"]) == 1 for i in range(100)), what="the burst to run"
+        )
+        await wait_until(
+            lambda: long_job.success_count == 1, what="the long run's bookkeeping after the burst"
+        )
+        assert not scheduler.bursting
+        assert long_job.current_instances == 0
+    finally:
+        RELEASE.clear()

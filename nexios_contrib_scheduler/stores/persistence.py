@@ -655,6 +655,10 @@ class Persistence:
         """Whether claims handed to the writer are still to be written."""
         return self.writer.claims_unwritten()
 
+    def runs_waiting(self) -> int:
+        """How many fires handed to the writer to be claimed have runs still to start."""
+        return self.writer.runs_waiting()
+
     def reserve_many(self, fires: Sequence[tuple[str, Sequence[datetime]]]) -> None:
         """In a scheduling pass, before a slice of due jobs is submitted: claim all their
         fires (job id, run times), handed to the writer, which writes them together.

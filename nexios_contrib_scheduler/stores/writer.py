@@ -344,6 +344,8 @@ class Writer:
         # runs went with it.
         self._to_answer.clear()
         self._answering = False
+        with self._claim_lock:
+            self._claims_started = self._claims_handed  # no run of the old loop is to start
         with self._lock:
             self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
