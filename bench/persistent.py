@@ -701,9 +701,9 @@ async def restart(system_key: str, params: Params) -> Result:
         for i in range(int(params["jobs"])):
             system.add_idle(i)
         ticks = int(params["ticks"])
-        base = time.time() + 1.0
+        first = time.time() + 1.0
         for i in range(ticks):
-            system.add_tick(f"tick-{i}", base + i / ticks)
+            system.add_tick(f"tick-{i}", first + i / ticks)
         await asyncio.sleep(float(params["settle"]))
         heartbeat = Heartbeat()
         heartbeat.start()

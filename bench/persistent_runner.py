@@ -43,6 +43,10 @@ class PersistentPlan:
     limits: dict[str, float]  # seconds per step, by workload ("fill_<size>" for fills)
     parallel: int = 1
     standby: dict[str, Any] = field(default_factory=dict)
+    #: Workloads that measure lateness: their chains run one at a time, after the others
+    #: (a lateness measured while other chains load the same server and the same cores
+    #: measures those chains as much as the scheduler).
+    alone: tuple[str, ...] = ("p_burst", "p_fires", "p_restart")
 
 
 PERSISTENT_FULL = PersistentPlan(
@@ -283,12 +287,19 @@ def run_persistent(
             except Exception as exc:  # leave the run going; say what was left behind
                 log(f"could not remove namespace {place.namespace} on {chain.store}: {exc}")
 
+    def runs_alone(chain: Chain) -> bool:
+        return any(step.workload in plan.alone for step in chain.steps)
+
+    alone = [chain for chain in chains if runs_alone(chain)]
+    shared = [chain for chain in chains if not runs_alone(chain)]
     if plan.parallel <= 1:
-        for chain in chains:
+        for chain in shared:
             execute(chain)
     else:
         with ThreadPoolExecutor(max_workers=plan.parallel) as pool:
-            list(pool.map(execute, chains))
+            list(pool.map(execute, shared))
+    for chain in alone:
+        execute(chain)
 
 
 __all__ = ["PERSISTENT_FULL", "PERSISTENT_QUICK", "STORES", "run_persistent"]

@@ -158,3 +158,45 @@ async def test_the_heartbeat_tells_garbage_collections_from_other_stalls() -> No
         heartbeat.stop()
     assert heartbeat._on_gc not in gc.callbacks
     del heap
+
+
+def test_the_lateness_workloads_run_alone_after_the_others(monkeypatch) -> None:
+    """Chains that measure lateness (bursts, steady fires, restarts) run one at a time,
+    once every other chain has run, however many the others run side by side."""
+    import dataclasses
+    import threading
+    import time
+
+    sys.path.insert(0, str(ROOT))
+    from bench import persistent_runner
+    from bench.runner import QUICK, Results
+
+    running: list[str] = []
+    overlaps: list[tuple[str, list[str]]] = []
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def fake_step(step, place):
+        with lock:
+            if step.workload in persistent_runner.PERSISTENT_QUICK.alone and running:
+                overlaps.append((step.workload, list(running)))
+            if running and any(w in persistent_runner.PERSISTENT_QUICK.alone for w in running):
+                overlaps.append((step.workload, list(running)))
+            running.append(step.workload)
+            order.append(step.workload)
+        time.sleep(0.002)
+        with lock:
+            running.remove(step.workload)
+        return {"fill_s": 0.01} if step.workload == "p_fill" else {}
+
+    monkeypatch.setattr(persistent_runner, "run_step", fake_step)
+    plan = dataclasses.replace(persistent_runner.PERSISTENT_QUICK, parallel=4)
+    results = Results(QUICK, [])
+    stores = ["sqlite", "postgresql", "redis"]
+    urls = {"postgresql": postgres_url(), "redis": redis_url()}
+    persistent_runner.run_persistent(plan, stores, urls, results, lambda line: None)
+    assert results.failures == []
+    alone = [i for i, w in enumerate(order) if w in plan.alone]
+    assert alone and alone == list(range(len(order) - len(alone), len(order)))
+    assert {order[i] for i in alone} == {"p_burst", "p_fires", "p_restart"}
+    assert overlaps == []
