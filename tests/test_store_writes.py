@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mw_services import opened_state, postgres_url, redis_url
 
-from nexios_contrib_scheduler.stores.state import SqlState
+from nexios_contrib_scheduler.stores.state import FencedError, SqlState
 
 AWKWARD_IDS = ["plain", "with,comma", 'quote\'d "twice"', "tab\tand\nnewline", "日本語", ""]
 
@@ -150,3 +150,42 @@ def test_redis_writes_of_many_jobs_leave_nothing_for_the_oldest_generation(redis
     stored = state.load_all()
     assert "gone" not in stored
     assert stored["job-7"] == {**_fields(7), "f0": b"changed", "new": b"x"}
+
+
+def test_redis_run_state_goes_as_a_few_script_calls_with_each_job_s_fires(redis_state):
+    """A write of run state (jobs' fields, fires started, fires ended) is a script call
+    per page of about ``MANY`` values, not one or two per job; a job gone meanwhile gets no
+    fields back; a write with an older fencing token changes nothing."""
+    state = redis_state
+    jobs = {f"job-{i}": _fields(i) for i in range(1500)}
+    state.write_ops(jobs, {}, {})
+    fires = [(job_id, "2026-12-01T10:00:00") for job_id in jobs]
+    assert state.claim_many(fires, "worker-a", None) == [True] * len(fires)
+    state.raise_fence(5)
+    calls = [0]
+    script = state._run_state_script
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return script(*args, **kwargs)
+
+    state._run_state_script = counted
+    updates = {job_id: {"f0": b"ran", "runs": b"1"} for job_id in [*jobs, "gone"]}
+    with pytest.raises(FencedError):
+        state.write_run_state(updates, fires, fires[:500], fence=4)
+    assert state.load_all()["job-3"] == _fields(3)
+    assert {f.started for f in state.in_flight()} == {False}
+
+    def write() -> None:
+        state.write_run_state(updates, fires, fires[:500], fence=5)
+
+    calls[0] = 0
+    survivors = _survivors_of_young_collections(write)
+    assert calls[0] <= 10  # 1,500 jobs' fields, starts and ends: a few pages, not 3,500
+    assert survivors < 1_000
+    stored = state.load_all()
+    assert "gone" not in stored
+    assert stored["job-3"] == {**_fields(3), "f0": b"ran", "runs": b"1"}
+    in_flight = state.in_flight()
+    assert sorted(f.job_id for f in in_flight) == sorted(j for j, _ in fires[500:])
+    assert {f.started for f in in_flight} == {True}

@@ -1342,6 +1342,45 @@ return 1
 """
 )
 
+# A page of a write of run state: fires started, fires ended, and the run state of jobs
+# still stored.
+# KEYS: fence, the in-flight hash, the change counts, then each job's state hash.
+# ARGV: token, writer id, count, the number of fires started and of fires ended, their
+# in-flight fields, then for each job its number of fields and those fields.
+_RUN_STATE_MANY = (
+    _FENCE
+    + """
+local starts, ends = tonumber(ARGV[4]), tonumber(ARGV[5])
+local at = 6
+for n = at, at + starts - 1 do
+  local entry = redis.call('HGET', KEYS[2], ARGV[n])
+  if entry then
+    local value = cjson.decode(entry)
+    value['started'] = true
+    redis.call('HSET', KEYS[2], ARGV[n], cjson.encode(value))
+  end
+end
+at = at + starts
+if ends > 0 then redis.call('HDEL', KEYS[2], unpack(ARGV, at, at + ends - 1)) end
+at = at + ends
+local wrote = false
+for k = 4, #KEYS do
+  local count = tonumber(ARGV[at])
+  local last = at + 2 * count
+  if count > 0 and redis.call('EXISTS', KEYS[k]) == 1 then
+    redis.call('HSET', KEYS[k], unpack(ARGV, at + 1, last))
+    wrote = true
+  end
+  at = last + 1
+end
+local counted = tonumber(ARGV[3])
+if wrote and counted > tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0') then
+  redis.call('HSET', KEYS[3], ARGV[2], counted)
+end
+return 1
+"""
+)
+
 # KEYS: fence. ARGV: token.
 _RAISE_FENCE = (
     _FENCE
@@ -1408,6 +1447,7 @@ class RedisState(StateBackend):
         self._raise_fence_script = client.register_script(_RAISE_FENCE)
         self._claim_many_script = client.register_script(_CLAIM_MANY)
         self._put_many_script = client.register_script(_PUT_MANY)
+        self._run_state_script = client.register_script(_RUN_STATE_MANY)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}state:{job_id}"
@@ -1609,25 +1649,64 @@ class RedisState(StateBackend):
         ended: Sequence[tuple[str, str]],
         fence: int | None = None,
     ) -> None:
-        token = _token(fence)
-        pipe = self.client.pipeline(transaction=False)
         counted = self._next_count() if updates else 0
-        for job_id, fields in updates.items():
-            args: list[Any] = [token, self.writer_id, counted]
-            for name, value in fields.items():
-                args += [name, value]
-            keys = [self.fence_key, self._key(job_id), self.changes_key]
-            self._update_script(keys=keys, args=args, client=pipe)
-        for job_id, fire in started:
-            keys = [self.fence_key, self.inflight_key]
-            self._start_fire_script(keys=keys, args=[token, f"{job_id}\x1f{fire}"], client=pipe)
-        if ended:
-            keys = [self.fence_key, self.inflight_key]
-            args = [token, *(f"{j}\x1f{f}" for j, f in ended)]
-            self._end_fires_script(keys=keys, args=args, client=pipe)
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in self._run_state_pages(updates, started, ended, _token(fence), counted):
+            self._run_state_script(keys=keys, args=args, client=pipe)
         for answer in pipe.execute():
             _fenced(answer, fence)
         self._counted_to(counted)
+
+    def _run_state_pages(
+        self,
+        updates: Mapping[str, Mapping[str, bytes]],
+        started: Sequence[tuple[str, str]],
+        ended: Sequence[tuple[str, str]],
+        token: str,
+        counted: int,
+    ) -> Iterator[tuple[list[str], list[Any]]]:
+        """A write of run state as script calls of about ``MANY`` values each, not a call
+        per job (a pipeline holds every call until it is sent). A job's fires started and
+        ended go in the same call as its fields: the store holds a run's start and the
+        run state that counts it both or neither. Built with a few lists per call and no
+        object per job, which the garbage collector would have to look at."""
+        page_of: dict[str, int] = {}
+        sizes = [0]
+
+        def place(job_id: str, size: int) -> int:
+            page = page_of.get(job_id)
+            if page is None:
+                if sizes[-1] >= MANY:
+                    sizes.append(0)
+                page = page_of[job_id] = len(sizes) - 1
+            sizes[page] += size
+            return page
+
+        for job_id, fields in updates.items():
+            place(job_id, 1 + 2 * len(fields))
+        for job_id, _ in (*started, *ended):
+            place(job_id, 1)
+        count = len(sizes)
+        keys: list[list[str]] = [[self.fence_key, self.inflight_key, self.changes_key]]
+        keys += [list(keys[0]) for _ in range(count - 1)]
+        starts: list[list[str]] = [[] for _ in range(count)]
+        ends: list[list[str]] = [[] for _ in range(count)]
+        values: list[list[Any]] = [[] for _ in range(count)]
+        for job_id, fire in started:
+            starts[page_of[job_id]].append(f"{job_id}\x1f{fire}")
+        for job_id, fire in ended:
+            ends[page_of[job_id]].append(f"{job_id}\x1f{fire}")
+        for job_id, fields in updates.items():
+            page = page_of[job_id]
+            keys[page].append(self._key(job_id))
+            values[page].append(len(fields))
+            for name, value in fields.items():
+                values[page] += (name, value)
+        for page in range(count):
+            if len(keys[page]) == 3 and not starts[page] and not ends[page]:
+                continue  # nothing to write (an empty write)
+            head = [token, self.writer_id, counted, len(starts[page]), len(ends[page])]
+            yield keys[page], [*head, *starts[page], *ends[page], *values[page]]
 
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         keys = [self.fence_key, self.inflight_key]
