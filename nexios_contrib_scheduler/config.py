@@ -15,6 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .errors import ConfigError
 from .stores.urls import StoreURL, check_namespace, parse_coordination, parse_jobstore, redact
 
+#: The longest ``claim_ahead``: a fire claimed ahead by a leader that dies before it is due
+#: is recorded as not run, where one not yet claimed is run late by the next leader.
+MAX_CLAIM_AHEAD = 1.0
 DEFAULT_JOB_DEFAULTS: dict[str, Any] = {
     "max_instances": 3,
     "misfire_grace_time": 30,
@@ -254,6 +257,9 @@ class SchedulerConfig:
     ``redis://`` URL (workers on several hosts). The leader holds a lease of
     ``lease_seconds``; when it dies another worker takes over within that time.
     ``namespace`` prefixes the tables and keys the scheduler keeps in the store.
+    ``claim_ahead`` is how many seconds before a fire is due the leader claims it in a
+    persistent store, so that its run starts on time instead of waiting for the store
+    (``0``: each fire is claimed when it is due).
     """
 
     timezone: str | tzinfo = "UTC"
@@ -266,6 +272,7 @@ class SchedulerConfig:
     coordination: str | None = None
     lease_seconds: float = 10.0
     namespace: str = "nexios_scheduler"
+    claim_ahead: float = 0.1
 
     def __post_init__(self) -> None:
         self.tzinfo: tzinfo = resolve_timezone(self.timezone)
@@ -318,6 +325,13 @@ class SchedulerConfig:
         if not (math.isfinite(seconds) and seconds >= 1):
             raise ConfigError(f"lease_seconds must be at least 1 second, got {seconds!r}")
         self.namespace = check_namespace(self.namespace)
+        ahead = self.claim_ahead
+        if isinstance(ahead, bool) or not isinstance(ahead, (int, float)):
+            raise TypeError(f"claim_ahead must be a number of seconds, not {ahead!r}")
+        if not (math.isfinite(ahead) and 0 <= ahead <= MAX_CLAIM_AHEAD):
+            raise ConfigError(
+                f"claim_ahead must be between 0 and {MAX_CLAIM_AHEAD:g} seconds, got {ahead!r}"
+            )
 
     def __repr__(self) -> str:
         # The dataclass's own repr, with the credentials in the store URLs masked.

@@ -143,6 +143,8 @@ class SchedulerManager:
             self._scheduler.claim_fires = self.persistence.reserve_many
             self._scheduler.claims_unwritten = self.persistence.claims_unwritten
             self._scheduler.runs_waiting = self.persistence.runs_waiting
+            self._scheduler.claim_ahead = float(self.config.claim_ahead)
+            self._scheduler.end_unused_claims = self.persistence.give_back_unused
 
     # ------------------------------------------------------------ lifecycle
 

@@ -88,6 +88,13 @@ _EVENTS_TIME = 0.002
 #: Seconds the loop stays idle between two slices of a pass while the claims handed over
 #: are being written: long enough for the claims' thread to take the interpreter's lock.
 SLICE_YIELD = 0.0005
+#: Most fires claimed ahead by one pass, and handed over per turn of the loop.
+CLAIM_AHEAD_MOST = 4096
+CLAIM_AHEAD_SLICE = 256
+# A timer may fire this early (seconds) and still count as on time for claiming ahead.
+_AHEAD_SLACK = 0.001
+# Seconds after the last fire claimed ahead is due that unused claims are looked for.
+_UNUSED_AFTER = 0.5
 #: Runs waiting for their claims beyond which a burst counts as still being started
 #: (``bursting``); a few are in flight whenever fires are due a few milliseconds apart.
 BURST_RUNS = 64
@@ -124,6 +131,12 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     claims_unwritten: Callable[[], bool] | None = None
     #: How many fires handed over to be claimed have runs still to start (None: no claims).
     runs_waiting: Callable[[], int] | None = None
+    #: Seconds before a fire is due that its claim is handed over (``claim_fires``), so that
+    #: its run need not wait for the store; 0: claimed in the pass that submits it.
+    claim_ahead = 0.0
+    #: Called after each pass that started no burst: claims made ahead whose fires were not
+    #: submitted (the job was paused, changed or removed meanwhile) are given back.
+    end_unused_claims: Callable[[], None] | None = None
 
     _eventloop: asyncio.AbstractEventLoop | None = None
     _wake_pending = False
@@ -134,6 +147,8 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     # wait (listener events, the runs' bookkeeping) waits for it.
     _bursting = False
     _continuing = False  # the next pass carries on a burst, one turn of the loop later
+    _ahead_until = 0.0  # fires due up to this UTC timestamp were claimed ahead
+    _unused_handle: asyncio.TimerHandle | None = None  # the next look for unused claims
     _pass_count = 0  # the due jobs the last pass handled
     _listened = 0  # the event kinds some listener takes
     _state: int = STATE_STOPPED
@@ -196,6 +211,10 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
             self._dispatch_event(event)
         BaseScheduler.shutdown(self, wait=False)
         self._stop_timer()
+        if self._unused_handle is not None:
+            self._unused_handle.cancel()
+            self._unused_handle = None
+        self._ahead_until = 0.0
         self._eventloop = None
 
     # ------------------------------------------------------------ waking up
@@ -253,7 +272,82 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
             else:
                 self._eventloop.call_soon(self._wake)
             return
+        if (
+            wait_seconds is not None
+            and self.claim_ahead > 0
+            and self.claim_fires is not None
+            and self.state == STATE_RUNNING
+        ):
+            wait_seconds = self._claim_ahead(wait_seconds)
+        if self.end_unused_claims is not None:
+            self._give_back_unused()
         self._start_timer(wait_seconds)
+
+    def _claim_ahead(self, wait: float) -> float:
+        """Hand over the claims of the fires due within ``claim_ahead`` seconds (not claimed
+        ahead yet), so that their runs start when they are due, not once the store has
+        answered. Returns the seconds to wait: until ``claim_ahead`` before the next fire
+        if it is further away, so as to claim it ahead then."""
+        ahead = self.claim_ahead
+        if wait > ahead + _AHEAD_SLACK:
+            return wait - ahead
+        now = clock.utcnow()
+        horizon = now + timedelta(seconds=ahead)
+        after = max(now.timestamp(), self._ahead_until)
+        fires: list[tuple[str, list[datetime]]] = []
+        with self._jobstores_lock:
+            for store in self._jobstores.values():
+                if isinstance(store, HeapJobStore):
+                    for job in store.peek_due(horizon, CLAIM_AHEAD_MOST):
+                        when = job.next_run_time
+                        if when is not None and when.timestamp() > after:
+                            fires.append((job.id, [when]))
+        self._ahead_until = max(self._ahead_until, horizon.timestamp())
+        if fires:
+            self._hand_ahead(fires)
+            self._look_for_unused_claims(ahead + _UNUSED_AFTER)
+        return wait
+
+    def _look_for_unused_claims(self, delay: float) -> None:
+        """Look for claims made ahead and not used ``delay`` seconds from now (and at the
+        end of each pass): a job paused or removed before its fire leaves no pass to do it."""
+        loop = self._eventloop
+        if loop is None:
+            return
+        at = loop.time() + delay
+        handle = self._unused_handle
+        if handle is not None and not handle.cancelled() and handle.when() >= at:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._unused_handle = loop.call_at(at, self._unused_timer)
+
+    def _unused_timer(self) -> None:
+        self._unused_handle = None
+        self._give_back_unused()
+
+    def _give_back_unused(self) -> None:
+        unused = self.end_unused_claims
+        if unused is not None:
+            try:
+                unused()
+            except Exception:
+                self._logger.exception("Error giving back the claims of fires not submitted")
+
+    def _hand_ahead(self, fires: list[tuple[str, list[datetime]]]) -> None:
+        """``claim_fires`` a slice at a time, one turn of the loop apart."""
+        claim = self.claim_fires
+        if claim is None or self.state != STATE_RUNNING:
+            return
+        try:
+            claim(fires[:CLAIM_AHEAD_SLICE])
+        except Exception:
+            # Only a shortcut: each fire is then claimed as it is submitted.
+            self._logger.exception("Error claiming %d fire(s) ahead", len(fires))
+            return
+        rest = fires[CLAIM_AHEAD_SLICE:]
+        if rest and self._eventloop is not None:
+            self._eventloop.call_soon(self._hand_ahead, rest)
 
     def _wake_for(self, when: datetime | None) -> None:
         """Wake up for a job due at ``when``, unless the armed timer fires first anyway."""
@@ -467,6 +561,15 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     def run_due(self) -> None:
         """One whole scheduling pass now: submit every job due at the clock's time."""
         self._process_jobs()
+
+    def submit_fire(self, job: Job, run_time: datetime) -> None:
+        """Submit one fire of ``job`` to its executor outside a pass, without moving the job
+        on (a worker that lost the lease runs a fire it claimed ahead while it led).
+        Raises ``LookupError`` for an unknown executor, and ``MaxInstancesReachedError``."""
+        executor = self._executors.get(job.executor)
+        if executor is None:
+            raise LookupError(f"no executor {job.executor!r}")
+        executor.submit_job(job, [run_time])
 
     def next_due_time(self) -> datetime | None:
         """When the earliest job in any of the job stores is due; None if none is."""

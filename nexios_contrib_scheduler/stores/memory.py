@@ -83,6 +83,13 @@ class HeapJobStore(BaseJobStore):  # type: ignore[misc]
             jobs.append(held[job_id])
         return jobs
 
+    def peek_due(self, when: datetime, limit: int) -> list[Job]:
+        """The jobs due by ``when``, earliest first, at most ``limit``; they stay in the heap
+        (``get_due_jobs`` hands them out until written back)."""
+        jobs = self.get_due_jobs(when, limit)
+        self._put_back()
+        return jobs
+
     def get_next_run_time(self) -> datetime | None:
         self._put_back()
         heap, index = self._heap, self._index

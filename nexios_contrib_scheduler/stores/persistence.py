@@ -37,7 +37,7 @@ from ..jobs import JobRecord, RunRecord
 from ..ledger import RunLedger
 from ..registry import JobRegistry
 from .bus import Bus
-from .fires import fire_token
+from .fires import fire_time, fire_token
 from .leadership import Leadership, running_here
 from .mirror import MirrorJobStore
 from .records import MissingFunction
@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from ..scheduler import AdapterScheduler
 
 logger = logging.getLogger("nexios_contrib_scheduler")
+
+#: Longest a stopping leader waits for its last writes (the claims it gives back among
+#: them) before it gives back the lease.
+GIVE_BACK_WAIT = 5.0
 #: Longest start() waits for its listening thread to hear messages before it reads.
 LISTEN_WAIT = 2.0
 #: How long a message may take to come (SQLite's are polled four times a second): a
@@ -253,6 +257,7 @@ class Persistence:
             return
         self._stopping = True
         self._leading = False
+        self._give_back_all()
         self.leadership.halt()
         threads, self._threads = self._threads, []
         await asyncio.to_thread(self.leave, threads)
@@ -274,6 +279,8 @@ class Persistence:
         """Wait for the threads to end, then give the lease back (saying so)."""
         for thread in threads:
             thread.join(timeout=10)
+        # The claims given back are in the store before the next leader can take over.
+        self.writer.flush(GIVE_BACK_WAIT)
         try:
             if self.leadership.release():
                 self.bus.released()
@@ -577,6 +584,7 @@ class Persistence:
         scheduler = self.scheduler
         if scheduler.state == STATE_RUNNING:
             scheduler.pause()
+        self._run_claimed_ahead()
         if not self._stopping:
             logger.warning(
                 "scheduler worker %s lost the lease: standing by, runs in progress go on",
@@ -664,6 +672,8 @@ class Persistence:
         fires (job id, run times), handed to the writer, which writes them together.
         ``reserve`` hands each claim over as its fire is submitted; one never submitted
         (``max_instances`` reached) is ended by ``ended``, as it is recorded skipped."""
+        if self._stopping or not self.is_leader:
+            return  # each fire is then claimed as it is submitted, if it is
         reserved, registry = self._reserved, self.registry
         wanted: dict[tuple[str, str], None] = {}
         for job_id, run_times in fires:
@@ -705,6 +715,87 @@ class Persistence:
     def _end_if_claimed(self, job_id: str, token: str, claim: asyncio.Future[bool]) -> None:
         if not claim.cancelled() and claim.exception() is None and claim.result():
             self.writer.end_fire(job_id, token, None)
+
+    # ------------------------------------------------------------ claims made ahead
+
+    def give_back_unused(self) -> None:
+        """After a pass: give back the claims made ahead (``claim_ahead``) of fires that are
+        due and were not submitted, because their job was paused, changed or removed before
+        they came; a later fire at the same time (a job resumed) can then be claimed again.
+        A fire not yet due, or due and not yet submitted, keeps its claim."""
+        reserved = self._reserved
+        if not reserved:
+            return
+        now = utcnow().timestamp()
+        lookup = self.jobstore.lookup_job
+        unused: list[tuple[str, str]] = []
+        for key in reserved:
+            job_id, token = key
+            at = int(token) / 1_000_000
+            if at > now:
+                continue
+            job = lookup(job_id)
+            following = None if job is None else job.next_run_time
+            if following is None or following.timestamp() > at:
+                unused.append(key)
+        for key in unused:
+            self._give_back(key, reserved.pop(key))
+
+    def _give_back_all(self) -> None:
+        """Stopping: give back every claim made ahead and not used (under the lease, before
+        it is released, so that the next leader runs those fires)."""
+        reserved, self._reserved = self._reserved, {}
+        for key, claim in reserved.items():
+            self._give_back(key, claim)
+
+    def _give_back(self, key: tuple[str, str], claim: asyncio.Future[bool]) -> None:
+        if claim.done():
+            self._release_if_claimed(key, claim)
+        else:
+            claim.add_done_callback(functools.partial(self._release_if_claimed, key))
+
+    def _release_if_claimed(self, key: tuple[str, str], claim: asyncio.Future[bool]) -> None:
+        if not claim.cancelled() and claim.exception() is None and claim.result():
+            self.writer.release(*key)
+
+    def _run_claimed_ahead(self) -> None:
+        """This worker lost the lease: the fires it claimed ahead are its own to run (no
+        other worker can claim them), so it runs each when it is due, as a run it started
+        while it led; a new leader skips them, as claimed."""
+        if not self._reserved:
+            return
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        for key in list(self._reserved):
+            delay = max(0.0, int(key[1]) / 1_000_000 - now)
+            loop.call_later(delay, self._run_left, key)
+
+    def _run_left(self, key: tuple[str, str]) -> None:
+        claim = self._reserved.get(key)
+        if claim is None or self.is_leader:
+            return  # used or given back meanwhile, or leading again: the pass runs it
+        job_id, token = key
+        job = self.jobstore.lookup_job(job_id)
+        if job is None or not self.running or self._stopping:
+            self._give_back(key, self._reserved.pop(key))
+            return
+        scheduled = fire_time(token)
+        logger.info(
+            "job %s fire at %s: claimed ahead while this worker led; run here",
+            job_id,
+            scheduled.isoformat(),
+        )
+        try:
+            self.scheduler.submit_fire(job, scheduled)
+        except Exception as exc:
+            logger.warning(
+                "job %s fire at %s, claimed ahead while this worker led, not run: %s",
+                job_id,
+                scheduled.isoformat(),
+                exc,
+            )
+            if key in self._reserved:
+                self._give_back(key, self._reserved.pop(key))
 
     def record_outcome(
         self, job_id: str, token: str, run: RunRecord, counted: bool, worker: str

@@ -287,6 +287,13 @@ class StateBackend(ABC):
         """Forget these ``(job id, token)`` fires in flight: they ended or were settled."""
 
     @abstractmethod
+    def release_fires(self, fires: Sequence[tuple[str, str]], worker_id: str) -> None:
+        """Give back fires ``worker_id`` claimed and will not run: each one's claim and its
+        entry in flight are deleted, if they are still that worker's and its run has not
+        started, so that the fire can be claimed again. Not fenced: a worker that lost the
+        lease may still give back what it will not run."""
+
+    @abstractmethod
     def in_flight(self) -> list[InFlight]:
         """The fires claimed (with ``track``) and not yet ended."""
 
@@ -1024,6 +1031,25 @@ class SqlState(StateBackend):
         with self.fenced(fence) as connection:
             connection.execute(statement, [{"j": j, "f": f} for j, f in fires])
 
+    def release_fires(self, fires: Sequence[tuple[str, str]], worker_id: str) -> None:
+        from sqlalchemy import and_, bindparam, exists, select
+
+        if not fires:
+            return
+        f, i = self.fires_t, self.inflight_t
+        rows = [{"j": j, "t": t, "w": worker_id} for j, t in fires]
+        fire = and_(i.c.job_id == bindparam("j"), i.c.fire == bindparam("t"))
+        started = exists(select(i.c.job_id).where(fire, i.c.started.is_(True)))
+        claim = and_(
+            f.c.job_id == bindparam("j"), f.c.fire == bindparam("t"), f.c.worker == bindparam("w")
+        )
+        with self.engine.begin() as connection:
+            # The claim, unless its run started (its entry in flight may be gone with its job).
+            connection.execute(f.delete().where(claim, ~started), rows)
+            connection.execute(
+                i.delete().where(fire, i.c.worker == bindparam("w"), i.c.started.is_(False)), rows
+            )
+
     def raise_fence(self, fence: int, lock_wait: float | None = None) -> None:
         from sqlalchemy import text
 
@@ -1381,6 +1407,27 @@ return 1
 """
 )
 
+# Fires a worker gives back (not fenced). KEYS: the in-flight hash, then each fire's key.
+# ARGV: worker id, then each fire's in-flight field. A fire is given back if its entry in
+# flight is the worker's and its run has not started (or it has no entry), and its key is
+# still the worker's.
+_RELEASE = """
+for n = 2, #KEYS do
+  local field = ARGV[n]
+  local entry = redis.call('HGET', KEYS[1], field)
+  local mine = true
+  if entry then
+    local value = cjson.decode(entry)
+    mine = value['worker'] == ARGV[1] and not value['started']
+  end
+  if mine and redis.call('GET', KEYS[n]) == ARGV[1] then
+    redis.call('DEL', KEYS[n])
+    if entry then redis.call('HDEL', KEYS[1], field) end
+  end
+end
+return 1
+"""
+
 # KEYS: fence. ARGV: token.
 _RAISE_FENCE = (
     _FENCE
@@ -1448,6 +1495,7 @@ class RedisState(StateBackend):
         self._claim_many_script = client.register_script(_CLAIM_MANY)
         self._put_many_script = client.register_script(_PUT_MANY)
         self._run_state_script = client.register_script(_RUN_STATE_MANY)
+        self._release_script = client.register_script(_RELEASE)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}state:{job_id}"
@@ -1720,6 +1768,12 @@ class RedisState(StateBackend):
         keys = [self.fence_key, self.inflight_key]
         args = [_token(fence), *(f"{j}\x1f{t}" for j, t in fires)]
         _fenced(self._end_fires_script(keys=keys, args=args), fence)
+
+    def release_fires(self, fires: Sequence[tuple[str, str]], worker_id: str) -> None:
+        for start in range(0, len(fires), MANY):
+            page = fires[start : start + MANY]
+            keys = [self.inflight_key, *(f"{self.prefix}fire:{j}:{t}" for j, t in page)]
+            self._release_script(keys=keys, args=[worker_id, *(f"{j}\x1f{t}" for j, t in page)])
 
     def raise_fence(self, fence: int, lock_wait: float | None = None) -> None:
         _fenced(self._raise_fence_script(keys=[self.fence_key], args=[_token(fence)]), fence)

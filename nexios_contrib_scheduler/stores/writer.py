@@ -13,7 +13,9 @@ Redis), in this order:
 2. the pass's moves: each job moved on only if its stored schedule is the one this worker
    last read or wrote (a job changed by another worker meanwhile keeps that change), fenced,
    once the claims handed over before them are written;
-3. run state: the fires started and ended, the ledger's changes, fenced.
+3. run state: the fires started and ended, the ledger's changes, fenced;
+4. fires given back: claims (made ahead of their fires) this worker will not use, deleted
+   if they are still its own and their runs have not started (not fenced).
 
 The claims of fires go their own way, in a second thread, so that a run waits for its
 claim only (``claim`` hands back a future), not for the moves and run state before it:
@@ -95,9 +97,12 @@ class Batch:
     started: list[tuple[str, str]] = field(default_factory=list)
     ended: list[tuple[str, str, RunRecord | None]] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)  # sent after the writes
+    released: list[tuple[str, str]] = field(default_factory=list)  # fires given back
 
     def __bool__(self) -> bool:
-        return bool(self.has_ops() or self.moves or self.has_run_state() or self.messages)
+        return bool(
+            self.has_ops() or self.moves or self.has_run_state() or self.messages or self.released
+        )
 
     def has_ops(self) -> bool:
         return bool(self.creates or self.changes or self.deletes or self.puts or self.unschedules)
@@ -175,6 +180,7 @@ class Batch:
         self.started += newer.started
         self.ended += newer.ended
         self.messages += newer.messages
+        self.released += newer.released
 
 
 @dataclass
@@ -289,6 +295,10 @@ class Writer:
         """A message for the other workers, sent after the writes handed over before it
         (a job added and then asked to run reaches the leader in that order)."""
         self._hand(lambda batch: batch.messages.append(message))
+
+    def release(self, job_id: str, token: str) -> None:
+        """Give back a fire this worker claimed and will not run (not fenced)."""
+        self._hand(lambda batch: batch.released.append((job_id, token)))
 
     def start_fire(self, job_id: str, token: str) -> None:
         self._hand(lambda batch: batch.started.append((job_id, token)))
@@ -453,6 +463,9 @@ class Writer:
                 self._write_moves(batch)
             if batch.has_run_state():
                 self._write_run_state(batch)
+            if batch.released:
+                owner.state.release_fires(batch.released, owner.worker_id)
+                batch.released = []
             while batch.messages:
                 owner.state.publish(batch.messages[0])
                 del batch.messages[0]
