@@ -343,33 +343,13 @@ async def stored_run_counts(manager: SchedulerManager, ids: list[str]) -> list[A
     ]
 
 
-async def _runs_waiting_behind_a_burst(
-    store: Store, managers, monkeypatch: pytest.MonkeyPatch, hold: float
-) -> tuple[SchedulerManager, list[str], list[int], threading.Event]:
-    """A leader whose jobs a0-a2 ran and whose run state is due to be encoded, while the
-    claims of a burst of 100 one-shots b0-b99 are held back by ``gate``: the encoding is
-    looked at once, then every 5 ms. Returns the leader, the ids whose run state was
-    handed to the writer, the count of looks, and the gate."""
-    monkeypatch.setattr(sync_module, "RUN_STATE_DELAY", 3600.0)  # looked at below
-    monkeypatch.setattr(sync_module, "RUN_STATE_HOLD", hold)
-    manager = await leader(store, managers)
+async def _burst_behind_a_gate(
+    manager: SchedulerManager, monkeypatch: pytest.MonkeyPatch
+) -> threading.Event:
+    """100 one-shots b0-b99 due now, whose claims are held back until the returned gate is
+    set; returns once their claims are handed over (their runs wait for them)."""
     persistence, scheduler = manager.persistence, manager.apscheduler
-    sync, state = persistence.sync, persistence.state
-    handed: list[str] = []
-    hand = sync._hand
-
-    def noted_hand(record: Any) -> None:
-        handed.append(record.id)
-        hand(record)
-
-    monkeypatch.setattr(sync, "_hand", noted_hand)
-    for i in range(3):
-        trigger = IntervalTrigger(hours=1, start_now=True)
-        manager.add_job(tick, trigger, args=(f"a{i}",), id=f"a{i}")
-    await wait_until(
-        lambda: all(manager.get_job(f"a{i}").total_run_count == 1 for i in range(3)),
-        what="a0-a2 to run",
-    )
+    state = persistence.state
     gate = threading.Event()
     claim_many = state.claim_many
 
@@ -385,9 +365,38 @@ async def _runs_waiting_behind_a_burst(
         manager.add_job(tick, DateTimeTrigger(due), args=(f"b{i}",), id=f"b{i}")
     scheduler.resume()
     await wait_until(
-        lambda: persistence.writer.runs_waiting() >= 100,
-        what="the burst's claims to be handed over",
+        lambda: persistence.runs_waiting() >= 100, what="the burst's claims to be handed over"
     )
+    return gate
+
+
+async def _runs_waiting_behind_a_burst(
+    store: Store, managers, monkeypatch: pytest.MonkeyPatch, hold: float
+) -> tuple[SchedulerManager, list[str], list[int], threading.Event]:
+    """A leader whose jobs a0-a2 ran and whose run state is due to be encoded, while the
+    claims of a burst of 100 one-shots b0-b99 are held back by ``gate``: the encoding is
+    looked at once, then every 5 ms. Returns the leader, the ids whose run state was
+    handed to the writer, the count of looks, and the gate."""
+    monkeypatch.setattr(sync_module, "RUN_STATE_DELAY", 3600.0)  # looked at below
+    monkeypatch.setattr(sync_module, "RUN_STATE_HOLD", hold)
+    manager = await leader(store, managers)
+    sync = manager.persistence.sync
+    handed: list[str] = []
+    hand = sync._hand
+
+    def noted_hand(record: Any) -> None:
+        handed.append(record.id)
+        hand(record)
+
+    monkeypatch.setattr(sync, "_hand", noted_hand)
+    for i in range(3):
+        trigger = IntervalTrigger(hours=1, start_now=True)
+        manager.add_job(tick, trigger, args=(f"a{i}",), id=f"a{i}")
+    await wait_until(
+        lambda: all(manager.get_job(f"a{i}").total_run_count == 1 for i in range(3)),
+        what="a0-a2 to run",
+    )
+    gate = await _burst_behind_a_gate(manager, monkeypatch)
     assert handed == []
     looks = [0]
     encode = sync._encode_run_state
@@ -454,31 +463,13 @@ async def test_a_run_s_bookkeeping_waits_for_the_runs_of_a_burst_s_claims(
     # listeners) wait until they have started, as it does during the passes themselves.
     manager = await leader(store, managers)
     manager.executor.later_max_wait = 3600.0  # the wait is bounded; not what is tested
-    persistence, scheduler = manager.persistence, manager.apscheduler
+    scheduler = manager.apscheduler
     RELEASE["long"] = asyncio.Event()
     try:
         long_job = manager.add_job(held, IntervalTrigger(hours=1, start_now=True), args=("long",))
         await wait_until(lambda: len(FIRES["long"]) == 1, what="the long run to start")
-        gate = threading.Event()
-        state = persistence.state
-        claim_many = state.claim_many
-
-        def gated(fires: Any, *args: Any, **kwargs: Any) -> Any:
-            if any(job_id.startswith("b") for job_id, _ in fires):
-                assert gate.wait(60), "the test never let the burst's claims through"
-            return claim_many(fires, *args, **kwargs)
-
-        monkeypatch.setattr(state, "claim_many", gated)
-        scheduler.pause()
-        due = datetime.now(UTC)
-        for i in range(100):
-            manager.add_job(tick, DateTimeTrigger(due), args=(f"b{i}",), id=f"b{i}")
-        scheduler.resume()
+        gate = await _burst_behind_a_gate(manager, monkeypatch)
         try:
-            await wait_until(
-                lambda: persistence.runs_waiting() >= 100,
-                what="the burst's claims to be handed over",
-            )
             await wait_until(  # each moved on: out of APScheduler's store
                 lambda: all(scheduler.get_job(f"b{i}") is None for i in range(100)),
                 what="the burst's passes to end",
