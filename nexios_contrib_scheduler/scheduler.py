@@ -279,8 +279,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
             and self.state == STATE_RUNNING
         ):
             wait_seconds = self._claim_ahead(wait_seconds)
-        if self.end_unused_claims is not None:
-            self._give_back_unused()
+        self._give_back_unused()
         self._start_timer(wait_seconds)
 
     def _claim_ahead(self, wait: float) -> float:

@@ -731,7 +731,7 @@ class Persistence:
         unused: list[tuple[str, str]] = []
         for key in reserved:
             job_id, token = key
-            at = int(token) / 1_000_000
+            at = fire_time(token).timestamp()
             if at > now:
                 continue
             job = lookup(job_id)
@@ -767,7 +767,7 @@ class Persistence:
         loop = asyncio.get_running_loop()
         now = time.time()
         for key in list(self._reserved):
-            delay = max(0.0, int(key[1]) / 1_000_000 - now)
+            delay = max(0.0, fire_time(key[1]).timestamp() - now)
             loop.call_later(delay, self._run_left, key)
 
     def _run_left(self, key: tuple[str, str]) -> None:

@@ -1446,6 +1446,11 @@ return 1
 )
 
 
+def _in_flight_field(job_id: str, token: str) -> str:
+    """A fire's field in the in-flight hash (``RedisState.in_flight`` splits it back)."""
+    return f"{job_id}\x1f{token}"
+
+
 def _fenced(result: Any, fence: int | None) -> int:
     """A script's answer; raises ``FencedError`` for -1 (refused by the fence)."""
     value = int(result)
@@ -1499,6 +1504,10 @@ class RedisState(StateBackend):
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}state:{job_id}"
+
+    def _fire_key(self, job_id: str, token: str) -> str:
+        """The key of a fire's claim (its value: the worker that claimed it)."""
+        return f"{self.prefix}fire:{job_id}:{token}"
 
     def make_jobstore(self) -> BaseJobStore:
         from redis.connection import parse_url
@@ -1659,8 +1668,8 @@ class RedisState(StateBackend):
     def claim(
         self, job_id: str, token: str, worker_id: str, fence: int | None = None, track: bool = False
     ) -> bool:
-        key = f"{self.prefix}fire:{job_id}:{token}"
-        field = f"{job_id}\x1f{token}" if track else ""
+        key = self._fire_key(job_id, token)
+        field = _in_flight_field(job_id, token) if track else ""
         entry = json.dumps({"worker": worker_id, "started": False, "at": time.time()})
         keys = [self.fence_key, key, self.inflight_key]
         args: list[Any] = [_token(fence), worker_id, int(CLAIM_TTL), field, entry]
@@ -1681,8 +1690,12 @@ class RedisState(StateBackend):
         again = set(retried)
         args: list[Any] = [_token(fence), worker_id, int(CLAIM_TTL)]
         for job_id, token in unique:
-            keys.append(f"{self.prefix}fire:{job_id}:{token}")
-            args += [f"{job_id}\x1f{token}", entry, "1" if (job_id, token) in again else "0"]
+            keys.append(self._fire_key(job_id, token))
+            args += [
+                _in_flight_field(job_id, token),
+                entry,
+                "1" if (job_id, token) in again else "0",
+            ]
         answer = self._claim_many_script(keys=keys, args=args)
         if not isinstance(answer, list):
             _fenced(answer, fence)
@@ -1741,9 +1754,9 @@ class RedisState(StateBackend):
         ends: list[list[str]] = [[] for _ in range(count)]
         values: list[list[Any]] = [[] for _ in range(count)]
         for job_id, fire in started:
-            starts[page_of[job_id]].append(f"{job_id}\x1f{fire}")
+            starts[page_of[job_id]].append(_in_flight_field(job_id, fire))
         for job_id, fire in ended:
-            ends[page_of[job_id]].append(f"{job_id}\x1f{fire}")
+            ends[page_of[job_id]].append(_in_flight_field(job_id, fire))
         for job_id, fields in updates.items():
             page = page_of[job_id]
             keys[page].append(self._key(job_id))
@@ -1759,21 +1772,26 @@ class RedisState(StateBackend):
     def start_fire(self, job_id: str, token: str, fence: int | None = None) -> None:
         keys = [self.fence_key, self.inflight_key]
         _fenced(
-            self._start_fire_script(keys=keys, args=[_token(fence), f"{job_id}\x1f{token}"]), fence
+            self._start_fire_script(
+                keys=keys, args=[_token(fence), _in_flight_field(job_id, token)]
+            ),
+            fence,
         )
 
     def end_fires(self, fires: Sequence[tuple[str, str]], fence: int | None = None) -> None:
         if not fires:
             return
         keys = [self.fence_key, self.inflight_key]
-        args = [_token(fence), *(f"{j}\x1f{t}" for j, t in fires)]
+        args = [_token(fence), *(_in_flight_field(j, t) for j, t in fires)]
         _fenced(self._end_fires_script(keys=keys, args=args), fence)
 
     def release_fires(self, fires: Sequence[tuple[str, str]], worker_id: str) -> None:
         for start in range(0, len(fires), MANY):
             page = fires[start : start + MANY]
-            keys = [self.inflight_key, *(f"{self.prefix}fire:{j}:{t}" for j, t in page)]
-            self._release_script(keys=keys, args=[worker_id, *(f"{j}\x1f{t}" for j, t in page)])
+            keys = [self.inflight_key, *(self._fire_key(j, t) for j, t in page)]
+            self._release_script(
+                keys=keys, args=[worker_id, *(_in_flight_field(j, t) for j, t in page)]
+            )
 
     def raise_fence(self, fence: int, lock_wait: float | None = None) -> None:
         _fenced(self._raise_fence_script(keys=[self.fence_key], args=[_token(fence)]), fence)
