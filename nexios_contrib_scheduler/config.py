@@ -236,6 +236,43 @@ def check_job_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def check_executors(values: object) -> dict[str, Any]:
+    """The remote engines by name: each a ``RemoteExecutor``; ``"default"`` is this process."""
+    from .executors import RemoteExecutor
+
+    if not isinstance(values, Mapping):
+        raise TypeError(f"executors must be a mapping of names to executors, not {values!r}")
+    checked: dict[str, Any] = {}
+    for name, executor in values.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"an executor's name must be a non-empty string, not {name!r}")
+        if name == "default":
+            raise ConfigError(
+                "the executor 'default' is this process; name a remote engine otherwise "
+                "(executors={'celery': ..., 'arq': ...})"
+            )
+        if not isinstance(executor, RemoteExecutor):
+            raise TypeError(
+                f"executors[{name!r}] must be a remote engine's executor (ArqExecutor, "
+                f"CeleryExecutor), not {type(executor).__name__}"
+            )
+        checked[name] = executor
+    return checked
+
+
+def check_executor(name: object, configured: Mapping[str, Any]) -> str:
+    """A job's ``executor``: ``"default"`` or one of the configured engines."""
+    if not isinstance(name, str):
+        raise TypeError(f"executor must be the name of an executor, not {name!r}")
+    if name != "default" and name not in configured:
+        known = ", ".join(repr(n) for n in ("default", *configured))
+        raise ConfigError(
+            f"no executor {name!r}; configured: {known} "
+            "(remote engines are named in SchedulerConfig(executors=...))"
+        )
+    return name
+
+
 @dataclass
 class SchedulerConfig:
     """How the scheduler behaves; every field has a production-ready default.
@@ -260,6 +297,10 @@ class SchedulerConfig:
     ``claim_ahead`` is how many seconds before a fire is due the leader claims it in a
     persistent store, so that its run starts on time instead of waiting for the store
     (``0``: each fire is claimed when it is due).
+
+    ``executors`` names remote engines a job can send its fires to, by
+    ``add_job(..., executor=name)``: ``{"arq": ArqExecutor(RedisSettings())}``. The
+    executor of a job that names none is ``"default"``: this process.
     """
 
     timezone: str | tzinfo = "UTC"
@@ -273,6 +314,7 @@ class SchedulerConfig:
     lease_seconds: float = 10.0
     namespace: str = "nexios_scheduler"
     claim_ahead: float = 0.1
+    executors: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tzinfo: tzinfo = resolve_timezone(self.timezone)
@@ -309,6 +351,7 @@ class SchedulerConfig:
         if self.history_size < 0:
             raise ConfigError(f"history_size must be zero or more, got {self.history_size}")
         self._check_stores()
+        self.executors = check_executors(self.executors)
 
     def _check_stores(self) -> None:
         self.jobstore_url: StoreURL | None = parse_jobstore(self.jobstore)

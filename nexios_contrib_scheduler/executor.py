@@ -11,6 +11,7 @@ fire as it is submitted, before the pass moves the job on, then its start and en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -102,7 +103,7 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         self,
         registry: JobRegistry,
         ledger: RunLedger,
-        slots: Callable[[], asyncio.Semaphore],
+        slots: Callable[[], contextlib.AbstractAsyncContextManager[Any]],
         fires: Fires,
         find: Find | None = None,
     ) -> None:
@@ -205,18 +206,29 @@ class JobExecutor(AsyncIOExecutor):  # type: ignore[misc]
         outcome: Outcome,
         error: str | None,
         exc: BaseException | None = None,
+        *,
+        end: datetime | None = None,
+        worker: str | None = None,
     ) -> None:
-        end = utcnow()
-        self._after(self.ledger.finished, record, scheduled, start, outcome, error, exc, end)
+        """A run ended (``end``: now if not given; ``worker``: where it ran, if elsewhere)."""
+        end = utcnow() if end is None else end
+        self._after(
+            self.ledger.finished, record, scheduled, start, outcome, error, exc, end, worker
+        )
         if scheduled is not None:
             self._ran[id(asyncio.current_task())] = True
-            run = RunRecord(scheduled, start, end, outcome, error)
+            run = RunRecord(scheduled, start, end, outcome, error, worker)
             self._after(self._fires.ended, record, scheduled, run)
 
     def _succeeded(
         self, record: JobRecord, scheduled: datetime | None, start: datetime
     ) -> JobExecutionEvent | None:
         self._finished(record, scheduled, start, "success", None)
+        return self._executed_event(record, scheduled)
+
+    def _executed_event(
+        self, record: JobRecord, scheduled: datetime | None
+    ) -> JobExecutionEvent | None:
         if self._listened(EVENT_JOB_EXECUTED):
             return JobExecutionEvent(EVENT_JOB_EXECUTED, record.id, None, scheduled)
         return None  # nobody listens: not worth building

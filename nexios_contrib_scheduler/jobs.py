@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from .clock import utcnow as utcnow  # re-exported: the executor and manager read time here
 from .config import JobStatus
+from .executors import RemoteTask
 from .triggers import ScheduleTrigger, Trigger
 
-Outcome = Literal["success", "error", "timeout", "missed", "skipped", "cancelled"]
+#: ``sent``: a fire sent to a remote engine whose outcome did not come back.
+Outcome = Literal["success", "error", "timeout", "missed", "skipped", "cancelled", "sent"]
 
 FAILURE_OUTCOMES: frozenset[str] = frozenset({"error", "timeout", "missed", "cancelled", "skipped"})
 
@@ -36,12 +39,22 @@ class RunRecord:
     end: datetime | None
     outcome: Outcome
     error: str | None = None
+    #: The remote engine's worker that ran it (``executor=``); None for a run here.
+    worker: str | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as a constructor call: a third of the time of the state dict a slotted
         # dataclass pickles by default, and a run's history is written with each run.
         # Records pickled the old way still load (through the dataclass's __setstate__).
-        return (RunRecord, (self.scheduled_time, self.start, self.end, self.outcome, self.error))
+        values: tuple[Any, ...] = (self.scheduled_time, self.start, self.end, self.outcome)
+        values += (self.error,) if self.worker is None else (self.error, self.worker)
+        return (RunRecord, values)
+
+    def __setstate__(self, state: Sequence[Any]) -> None:
+        # Records pickled the old way: the dataclass's state, the fields' values in order,
+        # without the fields added since (``worker``), which take their defaults.
+        for name, value in itertools.zip_longest(_RUN_FIELDS, state[: len(_RUN_FIELDS)]):
+            object.__setattr__(self, name, value)
 
     @property
     def duration(self) -> float | None:
@@ -58,8 +71,11 @@ class RunRecord:
             "duration": self.duration,
             "outcome": self.outcome,
             "error": self.error,
+            "worker": self.worker,
         }
 
+
+_RUN_FIELDS = tuple(f.name for f in fields(RunRecord))
 
 # The history of a job that has not run yet: one shared empty deque instead of an empty
 # deque of its own per job (an empty deque takes about 760 bytes). ``record`` replaces it.
@@ -89,6 +105,9 @@ class JobRecord:
     timeout: float | None = None
     pause_on_failure: bool = False
     max_runs: int | None = None
+    #: The executor that runs the job's fires: ``"default"`` (this process) or an engine
+    #: named in ``SchedulerConfig(executors=...)``.
+    executor: str = "default"
     status: JobStatus = JobStatus.ACTIVE
     #: Paused by ``pause_on_failure`` after a failed run (the status stays FAILED).
     failure_paused: bool = False
@@ -188,6 +207,12 @@ class ScheduledJob:
         return self._record.max_runs
 
     @property
+    def executor(self) -> str:
+        """Where the job's fires run: ``"default"`` (this process) or a remote engine's name
+        from ``SchedulerConfig(executors=...)``."""
+        return self._record.executor
+
+    @property
     def status(self) -> JobStatus:
         return self._record.status
 
@@ -285,6 +310,7 @@ class ScheduledJob:
             "timeout": record.timeout,
             "pause_on_failure": record.pause_on_failure,
             "max_runs": record.max_runs,
+            "executor": record.executor,
             "status": record.status.value,
             "paused_reason": record.paused_reason,
             "next_run_time": _iso(self.next_run_time),
@@ -325,6 +351,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def _func_name(func: Callable[..., Any]) -> str:
+    if isinstance(func, RemoteTask):
+        return func.ref
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", None) or repr(func)
     return f"{module}:{qualname}" if module else qualname

@@ -89,6 +89,22 @@ class RunLedger:
         self.registry.ran(record)
         self.listeners.job_event("job_started", record, scheduled)
 
+    def adopted(self, record: JobRecord, scheduled: datetime, worker: str, counted: bool) -> None:
+        """A fire that ``worker`` (stopped) claimed, and may have sent to a remote engine,
+        is followed here to its outcome: in progress until then. ``counted``: the stored
+        run state counts its run already (the store holds its start)."""
+        if not counted:
+            record.total_run_count += 1
+        record.current_instances += 1
+        self.registry.ran(record)
+        logger.info(
+            "job %r (%s): fire at %s, claimed by worker %s (stopped), is followed here",
+            record.name,
+            record.id,
+            scheduled.isoformat(),
+            worker,
+        )
+
     def finished(
         self,
         record: JobRecord,
@@ -98,10 +114,31 @@ class RunLedger:
         error: str | None,
         exc: BaseException | None = None,
         end: datetime | None = None,
+        worker: str | None = None,
     ) -> None:
         record.current_instances -= 1
         end = utcnow() if end is None else end
-        run = RunRecord(scheduled, start, end, outcome, error)
+        # A fire sent to a remote engine was counted as a run when sent. Whether it ran is
+        # not known (``sent``: its outcome did not come back) or it did not (``missed``:
+        # the engine did not start it within its grace): it is not counted after all, so
+        # that the runs counted are those known to have started (a run counted and never
+        # ended is one cut short).
+        if outcome == "sent":
+            record.total_run_count -= 1
+            record.record(RunRecord(scheduled, start, None, "sent", None, worker))
+            record.last_outcome = "sent"
+            self.registry.ran(record)
+            return
+        if outcome == "missed":
+            record.total_run_count -= 1
+            record.missed_count += 1
+            record.last_outcome = "missed"
+            record.record(RunRecord(scheduled, None, None, "missed", error, worker))
+            self.registry.ran(record)
+            logger.warning("job %r (%s) missed: %s", record.name, record.id, error)
+            self.listeners.job_event("job_missed", record, scheduled, error=error)
+            return
+        run = RunRecord(scheduled, start, end, outcome, error, worker)
         record.last_duration = run.duration
         record.last_outcome = outcome
         record.record(run)

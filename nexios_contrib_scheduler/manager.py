@@ -36,19 +36,22 @@ from .config import (
     JobStatus,
     SchedulerConfig,
     check_coalesce,
+    check_executor,
     check_max_instances,
     check_max_runs,
     check_misfire_grace_time,
     check_pause_on_failure,
     check_timeout,
 )
-from .errors import ConflictingIdError, JobNotFoundError
+from .errors import ConfigError, ConflictingIdError, JobNotFoundError
 from .events import Listener, Listeners
 from .executor import JobExecutor, LocalFires
+from .executors import RemoteTask, remote_task_stand_in
 from .jobs import JobRecord, ScheduledJob, utcnow
 from .ledger import RunLedger
 from .listing import JobListing
 from .registry import JobRegistry
+from .remote import RemoteRuns
 from .scheduler import AdapterScheduler, apscheduler_grace
 from .triggers import ScheduleTrigger, Trigger, check_count
 
@@ -115,21 +118,23 @@ class SchedulerManager:
                 self.config.jobstore_url,
                 schedule=self._schedule,
                 run_now=self.run_job_now,
+                adopt=self._adopt,
             )
             jobstores["default"] = self.persistence.jobstore
-        self.executor = JobExecutor(
-            self.registry,
-            self.ledger,
-            self._slots,
-            LocalFires() if self.persistence is None else self.persistence,
-            None if self.persistence is None else self.persistence.on_submit,
-        )
+        fires = LocalFires() if self.persistence is None else self.persistence
+        find = None if self.persistence is None else self.persistence.on_submit
+        self.executor = JobExecutor(self.registry, self.ledger, self._slots, fires, find)
+        #: The remote engines' executors, by name (``SchedulerConfig(executors=...)``).
+        self.remote: dict[str, RemoteRuns] = {
+            name: RemoteRuns(name, engine, self.registry, self.ledger, fires, find)
+            for name, engine in self.config.executors.items()
+        }
         self._scheduler = AdapterScheduler(
             # APScheduler works in UTC: with a zone that has daylight saving, its wakeup
             # arithmetic on same-zone datetimes is off by the DST offset around a change.
             # Triggers read wall clocks in the configured zone themselves.
             timezone=timezone.utc,
-            executors={"default": self.executor},
+            executors={"default": self.executor, **self.remote},
             jobstores=jobstores,
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
@@ -137,6 +142,10 @@ class SchedulerManager:
             self._on_apscheduler_event, EVENT_JOB_REMOVED | EVENT_JOB_MAX_INSTANCES
         )
         self._scheduler.on_trigger_error = self._trigger_failed
+        # A job whose executor this worker lacks (a worker on older settings, during a
+        # deploy) stays scheduled: its fires go to this process, which records each as
+        # failed and says why, instead of APScheduler deleting the job.
+        self._scheduler.fallback_executor = self.executor
         self._scheduler.on_next_run_time = self._moved_on
         if self.persistence is not None:
             self.persistence.attach(self._scheduler)
@@ -249,7 +258,11 @@ class SchedulerManager:
             await self.persistence.stop()
         self._scheduler.pause()
         limit = self.config.shutdown_timeout if timeout is None else timeout
+        for runs in self.remote.values():
+            await runs.stop_waiting()  # their runs go on on the engine: recorded as sent
         tasks = dict(self.executor.tasks)
+        for runs in self.remote.values():
+            tasks.update(runs.tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=limit)
             if pending:
@@ -264,6 +277,8 @@ class SchedulerManager:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         self._scheduler.shutdown()
+        for runs in self.remote.values():
+            await runs.close()
         if self.persistence is not None:
             await self.persistence.flush()  # what is handed to the writer, written off the loop
             await asyncio.to_thread(self.persistence.close)
@@ -298,6 +313,7 @@ class SchedulerManager:
         timeout: float | None = None,
         pause_on_failure: bool | None = None,
         max_runs: int | None = None,
+        executor: str = "default",
     ) -> ScheduledJob:
         """Schedule ``func`` on ``trigger``; options left as ``None`` take ``job_defaults``.
 
@@ -308,15 +324,23 @@ class SchedulerManager:
         (status ``FAILED``) until ``resume_job``. ``max_runs`` completes the job after that
         many runs.
 
+        ``executor`` names where the fires run: ``"default"``, this process, or a remote
+        engine from ``SchedulerConfig(executors=...)``; ``func`` is then the engine's task
+        (its name, or the object the engine registers) and each fire is sent to it.
+
         Raises ``ConflictingIdError`` if ``id`` is taken (unless ``replace_existing``),
         ``TypeError`` for a non-callable or an unknown option, ``ValueError`` for bad option
         values.
         """
         if not isinstance(replace_existing, bool):
             raise TypeError(f"replace_existing must be True or False, not {replace_existing!r}")
+        executor = check_executor(executor, self.remote)
+        if executor != "default":
+            func = self.remote[executor].engine.task(func)
         record = self._new_record(
             func, trigger, name, args, kwargs, max_instances, misfire_grace_time, coalesce, id
         )
+        record.executor = executor
         defaults = self.config.job_defaults
         record.timeout = check_timeout(defaults["timeout"] if timeout is None else timeout)
         record.pause_on_failure = check_pause_on_failure(
@@ -373,6 +397,7 @@ class SchedulerManager:
         misfire_grace_time: float | Unchanged | None = UNCHANGED,
         coalesce: bool | Unchanged = UNCHANGED,
         timeout: float | Unchanged | None = UNCHANGED,
+        executor: str | Unchanged = UNCHANGED,
     ) -> ScheduledJob:
         """Change some of a job's options; those not given stay as they are.
 
@@ -380,9 +405,13 @@ class SchedulerManager:
         however late, ``timeout=None`` lifts the time limit. Values are checked as by
         ``add_job`` (same errors) and nothing changes if one is refused. Runs already in
         progress keep the options they started with. Raises ``JobNotFoundError`` for an
-        unknown id.
+        unknown id. ``executor`` moves the job to a remote engine (its function's name is
+        the task's) or between engines; a job whose function is a remote task cannot move
+        to ``"default"`` (add it again with a function).
         """
         changes: dict[str, Any] = {}
+        if executor is not UNCHANGED:
+            changes["executor"] = check_executor(executor, self.remote)
         if name is not UNCHANGED:
             changes["name"] = _check_name(name)
         if args is not UNCHANGED:
@@ -399,6 +428,10 @@ class SchedulerManager:
             changes["timeout"] = check_timeout(timeout)
         with self.registry.lock:
             record = self._found(job_id)
+            if "executor" in changes:
+                func = self._func_for(record, changes["executor"])
+                if func is not record.func:
+                    changes["func"] = func
             if "args" in changes or "kwargs" in changes:
                 problem = _call_problem(
                     record.func,
@@ -408,6 +441,8 @@ class SchedulerManager:
                 if problem is not None:
                     raise ValueError(problem)
             aps_changes = {k: v for k, v in changes.items() if k not in ("timeout",)}
+            if "func" in aps_changes:
+                aps_changes["func"] = _apscheduler_func(changes["func"])
             if "misfire_grace_time" in aps_changes:
                 aps_changes["misfire_grace_time"] = apscheduler_grace(changes["misfire_grace_time"])
             if aps_changes and self.running and not record.finished:
@@ -458,7 +493,7 @@ class SchedulerManager:
         defaults = self.config.job_defaults
         return JobRecord(
             id=job_id or uuid.uuid4().hex,
-            name=name or getattr(func, "__qualname__", None) or repr(func),
+            name=name or _default_name(func),
             func=func,
             trigger=trigger,
             args=args,
@@ -504,7 +539,7 @@ class SchedulerManager:
             return
         grace = record.misfire_grace_time
         self._scheduler.add_job(
-            record.func,
+            _apscheduler_func(record.func),
             trigger=record.schedule,
             id=record.id,
             name=record.name,
@@ -514,6 +549,7 @@ class SchedulerManager:
             misfire_grace_time=apscheduler_grace(grace),
             coalesce=record.coalesce,
             next_run_time=None if paused else first,
+            executor=record.executor,
             replace_existing=True,
             check_args=False,  # reported at add_job; each run records the error
         )
@@ -651,7 +687,7 @@ class SchedulerManager:
             record = self.registry.get(job_id)
             if record is None or record.finished or not self.running:
                 return False
-            if not self.executor.submit_manual(record):
+            if not self.executor_of(record).submit_manual(record):
                 logger.warning(
                     "job %r (%s) not run now: max_instances (%d) runs already in progress",
                     record.name,
@@ -702,6 +738,32 @@ class SchedulerManager:
             self.registry.changed(record)
         logger.debug("rescheduled job %r (%s): %s", record.name, job_id, trigger.describe())
         return self._view(record)
+
+    def executor_of(self, record: JobRecord) -> JobExecutor:
+        """The executor that runs ``record``'s fires (this process's for an engine this
+        worker does not have)."""
+        return self.remote.get(record.executor, self.executor)
+
+    def _adopt(self, record: JobRecord, scheduled: datetime, worker: str, counted: bool) -> bool:
+        """Follow a fire of a remote engine's job that a stopped leader claimed (and may
+        have sent); False if this worker has no such engine."""
+        runs = self.remote.get(record.executor)
+        if runs is None:
+            return False
+        runs.adopt(record, scheduled, worker, counted)
+        return True
+
+    def _func_for(self, record: JobRecord, executor: str) -> Callable[..., Any]:
+        """``record``'s function as ``executor`` takes it: a remote engine's task."""
+        if executor == "default":
+            if isinstance(record.func, RemoteTask):
+                raise ConfigError(
+                    f"job {record.id!r} sends the task {record.func.name!r} to its engine; "
+                    "it has no function to run in this process: add it again with one"
+                )
+            return record.func
+        task = self.remote[executor].engine.task(record.func)
+        return record.func if task == record.func else task
 
     def _found(self, job_id: object) -> JobRecord:
         """The record of ``job_id``; ``JobNotFoundError`` if there is none."""
@@ -827,6 +889,18 @@ def _check_name(name: object) -> str:
 # A slash, a control character (Unicode category Cc: C0, DEL and C1), or a lone surrogate
 # (no UTF-8 form, so no URL can name it).
 _UNSERVABLE_IN_ID = re.compile(r"[/\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _default_name(func: Callable[..., Any]) -> str:
+    if isinstance(func, RemoteTask):
+        return func.name
+    return getattr(func, "__qualname__", None) or repr(func)
+
+
+def _apscheduler_func(func: Callable[..., Any]) -> Callable[..., Any]:
+    """What APScheduler's job of ``func`` calls: a remote task's stand-in (importable, so
+    the job can be stored; the executors run the record's function, never this one)."""
+    return remote_task_stand_in if isinstance(func, RemoteTask) else func
 
 
 def _check_id(job_id: object) -> str:

@@ -120,6 +120,9 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
     #: Called with a job's id and what went wrong when its trigger could not give the next
     #: fire time in a pass; the job has been taken out of its store and was not run.
     on_trigger_error: Callable[[str, str], None] | None = None
+    #: The executor given the jobs whose executor is not configured here (APScheduler
+    #: deletes such a job); None: APScheduler's way.
+    fallback_executor: Any = None
     #: Called with a job's id and its next fire time (None: no fire left) each time a pass
     #: moves the job on, so that reads need not ask the job store.
     on_next_run_time: Callable[[str, datetime | None], None] | None = None
@@ -565,7 +568,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         """Submit one fire of ``job`` to its executor outside a pass, without moving the job
         on (a worker that lost the lease runs a fire it claimed ahead while it led).
         Raises ``LookupError`` for an unknown executor, and ``MaxInstancesReachedError``."""
-        executor = self._executors.get(job.executor)
+        executor = self._executor_for(job)
         if executor is None:
             raise LookupError(f"no executor {job.executor!r}")
         executor.submit_job(job, [run_time])
@@ -682,12 +685,25 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         if self._held_events and self._eventloop is not None:
             self._eventloop.call_soon(self._send_held)
 
+    def _executor_for(self, job: Job) -> Any:
+        """The executor of ``job``: the one it names, or the fallback (logged each time)."""
+        executor = self._executors.get(job.executor)
+        if executor is None and self.fallback_executor is not None:
+            self._logger.error(
+                'job "%s" names the executor %r, which this worker does not have; its fire '
+                "is recorded here as failed (configure it in SchedulerConfig(executors=...))",
+                job,
+                job.executor,
+            )
+            return self.fallback_executor
+        return executor
+
     def _submit_due(
         self, job: Job, alias: str, store: BaseJobStore, now: datetime,
         events: list[SchedulerEvent],
     ) -> None:  # fmt: skip
         """APScheduler's handling of one due job: submit its run times, then move it on."""
-        executor = self._executors.get(job.executor)
+        executor = self._executor_for(job)
         if executor is None:
             self._logger.error(
                 'Executor lookup ("%s") failed for job "%s" -- removing it from the job store',
@@ -770,7 +786,7 @@ class AdapterScheduler(AsyncIOScheduler):  # type: ignore[misc]
         """What ``_submit_due`` finds out before it submits a job: its executor, its run
         times and the fire time after them; None when the job is not to be submitted (a
         failed executor lookup or trigger is handled as ``_submit_due`` handles it)."""
-        executor = self._executors.get(job.executor)
+        executor = self._executor_for(job)
         if executor is None:
             self._logger.error(
                 'Executor lookup ("%s") failed for job "%s" -- removing it from the job store',

@@ -162,8 +162,16 @@ class TestRunRecords:
                 "ValueError: boom",
             )
         ]
+        assert runs[0].worker is None  # a field added since: its default
         with pytest.raises(AttributeError):
             runs[0].outcome = "success"  # type: ignore[misc]  # still frozen
+
+    def test_a_remote_run_keeps_its_worker(self):
+        when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        run = RunRecord(when, when, when, "success", None, "arq (arq:queue)")
+        assert pickle.loads(pickle.dumps(run)) == run
+        local = RunRecord(when, when, when, "success")
+        assert len(pickle.dumps(local)) < len(pickle.dumps(run))  # no room for a worker
 
 
 class TestStorableFunctions:

@@ -27,8 +27,12 @@ class RunOut(BaseModel):
     start: str | None = None
     end: str | None = None
     duration: float | None = Field(None, description="seconds")
-    outcome: str = Field(description="success, error, timeout, missed, skipped, cancelled")
+    outcome: str = Field(
+        description="success, error, timeout, missed, skipped, cancelled; sent: sent to a "
+        "remote engine, outcome unknown"
+    )
     error: str | None = None
+    worker: str | None = Field(None, description="the remote engine's worker that ran it")
 
 
 class JobOut(BaseModel):
@@ -50,6 +54,7 @@ class JobOut(BaseModel):
     max_instances: int = 1
     misfire_grace_time: float | None = None
     coalesce: bool = True
+    executor: str = Field("default", description="'default' (in process) or a remote engine")
     status: str = Field(description="e.g. 'ACTIVE'")
     paused_reason: str | None = None
     next_run_time: str | None = None

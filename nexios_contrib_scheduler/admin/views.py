@@ -19,6 +19,7 @@ from datetime import date, datetime, time
 from itertools import islice
 from typing import Any, TypeVar
 
+from ..executors import RemoteTask
 from ..jobs import ScheduledJob
 
 logger = logging.getLogger("nexios_contrib_scheduler")
@@ -209,6 +210,8 @@ def func_name(func: Callable[..., Any]) -> str:
     A ``functools.partial`` (and an object's ``repr``) would show the bound arguments, so
     a partial is named by the function it wraps, a callable object by its class.
     """
+    if isinstance(func, RemoteTask):
+        return clean(func.ref)
     target: Any = func
     partial = isinstance(func, functools.partial)
     while isinstance(target, functools.partial):
@@ -255,6 +258,7 @@ def job_view(job: ScheduledJob, *, show_arguments: bool) -> dict[str, Any]:
         "timeout": job.timeout,
         "pause_on_failure": job.pause_on_failure,
         "max_runs": job.max_runs,
+        "executor": clean(job.executor),
         "status": job.status.value,
         "paused_reason": optional_text(job.paused_reason),
         "next_run_time": _guarded(job, "next run time", lambda: _iso(job.next_run_time), None),
@@ -286,4 +290,5 @@ def job_detail_view(job: ScheduledJob, *, show_arguments: bool, fires: int) -> d
 
 def _run_view(run: dict[str, Any]) -> dict[str, Any]:
     run["error"] = optional_text(run.get("error"))
+    run["worker"] = optional_text(run.get("worker"))
     return run

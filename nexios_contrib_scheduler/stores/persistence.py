@@ -91,10 +91,14 @@ class Persistence:
         *,
         schedule: Callable[[JobRecord, datetime], None],
         run_now: Callable[[str], bool],
+        adopt: Callable[[JobRecord, datetime, str, bool], bool] | None = None,
     ) -> None:
         self.registry = registry
         self.schedule = schedule
         self.run_now = run_now
+        #: ``adopt(record, scheduled, worker, counted)``: follow a fire a stopped worker
+        #: claimed for a job run by a remote engine; False if this worker cannot.
+        self.adopt = adopt
         self.jobstore_url = jobstore
         self.namespace: str = config.namespace
         self.lease_seconds = float(config.lease_seconds)

@@ -29,6 +29,7 @@ from typing import Any
 from apscheduler.util import obj_to_ref, ref_to_obj
 
 from ..config import JobStatus
+from ..executors import TASK_REF_PREFIX, RemoteTask, remote_task_stand_in
 from ..jobs import JobRecord
 
 logger = logging.getLogger("nexios_contrib_scheduler")
@@ -88,7 +89,10 @@ class MissingFunction:
 
 
 def resolve(ref: str) -> Callable[..., Any]:
-    """The function ``ref`` names, or a ``MissingFunction`` saying why it cannot be imported."""
+    """The function ``ref`` names, or a ``MissingFunction`` saying why it cannot be imported
+    (a remote engine's task: the task of that name)."""
+    if ref.startswith(TASK_REF_PREFIX):
+        return RemoteTask(ref[len(TASK_REF_PREFIX) :])
     try:
         return ref_to_obj(ref)  # type: ignore[no-any-return]
     except Exception as exc:
@@ -137,7 +141,7 @@ def with_stand_in(job_state: bytes) -> tuple[bytes, MissingFunction] | None:
 
 
 def func_ref(func: Callable[..., Any]) -> str:
-    if isinstance(func, MissingFunction):
+    if isinstance(func, (MissingFunction, RemoteTask)):
         return func.ref
     return str(obj_to_ref(func))
 
@@ -245,7 +249,9 @@ def build(
     missing = sorted(_required_fields() - set(kwargs) - {"history_size"})
     if missing:
         raise ValueError(f"stored job lacks {', '.join(missing)}")
-    kwargs["func"] = func if func is not None else resolve(kwargs["func"])
+    if func is None or func is remote_task_stand_in:  # a remote task: named in the fields
+        func = resolve(kwargs["func"])
+    kwargs["func"] = func
     kwargs["history"] = deque(kwargs.get("history", ()), maxlen=history_size)
     kwargs["history_size"] = history_size
     return JobRecord(**kwargs)
@@ -304,6 +310,8 @@ def _unstorable(func: Any, name: str) -> str | None:
 
 
 def _why_unstorable(func: Any, name: str) -> str | None:
+    if isinstance(func, RemoteTask):
+        return None  # kept by its name
     if isinstance(func, functools.partial):
         return "a functools.partial"
     if inspect.ismethod(func) and not inspect.isclass(func.__self__):

@@ -1845,7 +1845,7 @@ class RedisState(StateBackend):
         return self.read_epoch() or epoch
 
     def server_time(self) -> float | None:
-        seconds, micros = self.client.time()
+        seconds, micros = cast("tuple[int, int]", self.client.time())
         return seconds + micros / 1e6
 
     def publish(self, message: Message) -> None:

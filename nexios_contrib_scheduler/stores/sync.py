@@ -668,18 +668,22 @@ class StoreSync:
             return
         still_running: dict[str, int] = {}
         ended: list[tuple[str, str]] = []
+        adopted = False
         for fire in in_flight:
             if leadership.worker_alive(fire.worker):
                 if fire.started and fire.worker != self.owner.worker_id:
                     still_running[fire.job_id] = still_running.get(fire.job_id, 0) + 1
                 continue
-            ended.append((fire.job_id, fire.fire))
             self._settled.add((fire.job_id, fire.fire))
             record = self.registry.get(fire.job_id)
+            if record is not None and self._adopt(record, fire):
+                adopted = True  # a remote engine's fire: followed to its outcome here
+                continue
+            ended.append((fire.job_id, fire.fire))
             if record is not None and not fire.started:
                 reason = f"claimed by worker {fire.worker}, which stopped before running it"
                 self.ledger.not_run(record, fire_time(fire.fire), reason)
-        if ended or self._cut_scan_due:
+        if ended or adopted or self._cut_scan_due:
             self._cut_scan_due = False
             for record in self.registry.records():
                 cut = record.total_run_count - record.success_count - record.failure_count
@@ -688,6 +692,12 @@ class StoreSync:
                     self.ledger.cut_short(record, cut)
         for job_id, token in ended:
             self.owner.writer.end_fire(job_id, token, None)
+
+    def _adopt(self, record: JobRecord, fire: InFlight) -> bool:
+        adopt = self.owner.adopt
+        if adopt is None or record.executor == "default":
+            return False
+        return adopt(record, fire_time(fire.fire), fire.worker, fire.started)
 
     def leading(self) -> None:
         """This worker has taken the lease: its next settling looks through every job."""

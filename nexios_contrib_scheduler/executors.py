@@ -1,0 +1,334 @@
+"""Engines that run a job's fires in other processes: the scheduler decides when, the
+engine's workers run the task.
+
+``SchedulerConfig(executors={"arq": ArqExecutor(RedisSettings())})`` names an engine;
+``add_job("send_report", trigger, executor="arq")`` sends each fire of the job to it. The
+fire is claimed in the job store before it is sent, like a run in this process, and the
+message carries the fire's key (``"<job id>@<microseconds>"``) as its id: a resend after a
+leader crash is refused by the engine as a duplicate. The outcome of each fire is read back
+from the engine and recorded in the job's history.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal
+
+logger = logging.getLogger("nexios_contrib_scheduler")
+
+#: How a remote task is written where a job's function is stored (``records.func_ref``).
+TASK_REF_PREFIX = "task:"
+
+RemoteOutcomeKind = Literal["success", "error", "timeout", "missed"]
+
+
+@dataclass(frozen=True)
+class RemoteTask:
+    """A task run by an engine's workers, by the name the engine knows it by.
+
+    It stands where a job's function would be; calling it in this process is a mistake,
+    and says so.
+    """
+
+    name: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            f"task {self.name!r} is sent to a remote engine's workers, and this worker has "
+            "no executor for it (SchedulerConfig(executors=...))"
+        )
+
+    @property
+    def ref(self) -> str:
+        return TASK_REF_PREFIX + self.name
+
+
+def remote_task_stand_in(*args: Any, **kwargs: Any) -> None:
+    """What APScheduler's own job of a remote task points to, so that the job can be
+    stored by reference; the scheduler sends the task instead of calling this."""
+    raise RuntimeError("a remote task runs on its engine's workers, not in this process")
+
+
+@dataclass(frozen=True)
+class RemoteFire:
+    """One fire to send: ``id`` is the message's id (the fire's key)."""
+
+    id: str
+    task: RemoteTask
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    #: When the message must no longer start (the end of the fire's misfire grace time,
+    #: UTC); None: the engine's own default.
+    expires_at: datetime | None
+    #: The job's ``timeout``: the engine's time limit for the run, where it takes one.
+    time_limit: float | None
+
+
+@dataclass(frozen=True)
+class RemoteOutcome:
+    """How a sent fire ended, as the engine reports it."""
+
+    outcome: RemoteOutcomeKind
+    start: datetime | None
+    end: datetime | None
+    error: str | None = None
+    #: The engine's worker that ran it, where the engine says.
+    worker: str | None = None
+
+
+class RemoteExecutor(abc.ABC):
+    """An engine that runs fires in other processes. Subclasses send a fire and read back
+    outcomes; the scheduler claims, sends, waits and records.
+
+    ``poll_interval``: seconds between two reads of the outcomes of fires in flight (one
+    read for all of them). ``outcome_wait``: how long after a fire is sent its outcome is
+    awaited; a fire with none by then is recorded as ``sent`` (it keeps its
+    ``max_instances`` slot until then). None: until it comes.
+    """
+
+    #: The engine's name, shown as where a job runs.
+    engine: ClassVar[str]
+
+    def __init__(self, *, poll_interval: float = 0.25, outcome_wait: float | None = 3600.0) -> None:
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)):
+            raise TypeError(f"poll_interval must be a number of seconds, not {poll_interval!r}")
+        if not 0.01 <= poll_interval <= 60:
+            raise ValueError(
+                f"poll_interval must be between 0.01 and 60 seconds, got {poll_interval!r}"
+            )
+        if outcome_wait is not None and (
+            isinstance(outcome_wait, bool)
+            or not isinstance(outcome_wait, (int, float))
+            or not outcome_wait > 0
+        ):
+            raise ValueError(
+                f"outcome_wait must be a positive number of seconds or None, got {outcome_wait!r}"
+            )
+        self.poll_interval = float(poll_interval)
+        self.outcome_wait = None if outcome_wait is None else float(outcome_wait)
+
+    @abc.abstractmethod
+    def task(self, func_or_name: Any) -> RemoteTask:
+        """The task a job names: its registered name, or the object the engine registers.
+        Raises ``TypeError`` for what cannot name a task, ``LookupError`` for a task the
+        engine is known not to have."""
+
+    @abc.abstractmethod
+    async def send(self, fire: RemoteFire) -> bool:
+        """Send ``fire``; False if the engine already holds a message with its id."""
+
+    @abc.abstractmethod
+    async def outcomes(self, ids: Collection[str]) -> dict[str, RemoteOutcome]:
+        """The outcomes known of the given fires (those still running are left out)."""
+
+    @abc.abstractmethod
+    async def known(self, ids: Collection[str]) -> set[str]:
+        """Which of the given fires the engine holds (queued, running or with an outcome):
+        the fires of a leader that stopped, which it may or may not have sent."""
+
+    async def close(self) -> None:
+        """Let go of the engine's connections."""
+        return None
+
+
+# ---------------------------------------------------------------- arq
+
+
+class ArqExecutor(RemoteExecutor):
+    """Fires sent to arq workers through Redis.
+
+    ``redis_settings``: arq's ``RedisSettings`` (or a mapping of its arguments; arq's
+    defaults when None). ``queue_name``: arq's queue (its default when None).
+    ``functions``: the functions the arq workers register (``WorkerSettings.functions``);
+    given, a job naming another is refused at ``add_job``. arq has no per-message time
+    limit: a job's ``timeout`` is the worker's (``job_timeout``, or
+    ``arq.func(..., timeout=)``); a run cut off by it is recorded as ``timeout``.
+    """
+
+    engine: ClassVar[str] = "arq"
+
+    def __init__(
+        self,
+        redis_settings: Any = None,
+        *,
+        queue_name: str | None = None,
+        functions: Sequence[Any] | None = None,
+        poll_interval: float = 0.25,
+        outcome_wait: float | None = 3600.0,
+    ) -> None:
+        super().__init__(poll_interval=poll_interval, outcome_wait=outcome_wait)
+        try:
+            from arq.connections import RedisSettings
+        except ImportError as exc:  # pragma: no cover - the extra is missing
+            raise ImportError(
+                "ArqExecutor needs arq: pip install 'nexios-contrib-scheduler[arq]'"
+            ) from exc
+        if redis_settings is None:
+            redis_settings = RedisSettings()
+        elif isinstance(redis_settings, Mapping):
+            redis_settings = RedisSettings(**redis_settings)
+        elif not isinstance(redis_settings, RedisSettings):
+            raise TypeError(
+                "redis_settings must be arq's RedisSettings or a mapping of its arguments, "
+                f"not {type(redis_settings).__name__}"
+            )
+        if queue_name is not None and (not isinstance(queue_name, str) or not queue_name):
+            raise TypeError(f"queue_name must be a non-empty string, not {queue_name!r}")
+        self.redis_settings = redis_settings
+        self.queue_name = queue_name
+        self._known = None if functions is None else frozenset(map(_arq_name, functions))
+        self._pool: Any = None
+        self._opening: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        settings = self.redis_settings
+        where = f"{settings.host}:{settings.port}/{settings.database}"
+        return f"ArqExecutor({where}, queue_name={self.queue_name!r})"
+
+    def task(self, func_or_name: Any) -> RemoteTask:
+        name = _arq_name(func_or_name)
+        if self._known is not None and name not in self._known:
+            raise LookupError(
+                f"the arq workers do not register a function {name!r}; they register "
+                f"{', '.join(sorted(map(repr, self._known))) or 'none'}"
+            )
+        return RemoteTask(name)
+
+    async def _redis(self) -> Any:
+        if self._pool is None:
+            if self._opening is None:
+                self._opening = asyncio.Lock()
+            async with self._opening:
+                if self._pool is None:
+                    from arq import create_pool
+
+                    # No retries of arq's own: a send that cannot connect fails at once,
+                    # and the scheduler decides whether the fire is tried again.
+                    settings = dataclasses.replace(self.redis_settings, conn_retries=0)
+                    self._pool = await create_pool(settings)
+        return self._pool
+
+    async def send(self, fire: RemoteFire) -> bool:
+        redis = await self._redis()
+        options: dict[str, Any] = {"_job_id": fire.id}
+        if self.queue_name is not None:
+            options["_queue_name"] = self.queue_name
+        if fire.expires_at is not None:
+            left = (fire.expires_at - datetime.now(timezone.utc)).total_seconds()
+            options["_expires"] = max(left, 0.001)
+        job = await redis.enqueue_job(fire.task.name, *fire.args, **options, **fire.kwargs)
+        return job is not None
+
+    async def outcomes(self, ids: Collection[str]) -> dict[str, RemoteOutcome]:
+        from arq.constants import result_key_prefix
+        from arq.jobs import deserialize_result
+
+        if not ids:
+            return {}
+        redis = await self._redis()
+        ordered = list(ids)
+        raw = await redis.mget([result_key_prefix + fire_id for fire_id in ordered])
+        found: dict[str, RemoteOutcome] = {}
+        for fire_id, value in zip(ordered, raw, strict=True):
+            if value is None:
+                continue
+            try:
+                result = deserialize_result(value)
+            except Exception as exc:
+                found[fire_id] = RemoteOutcome(
+                    "error", None, None, f"arq's result could not be read: {exc}"
+                )
+                continue
+            found[fire_id] = _arq_outcome(result, self.queue_name)
+        return found
+
+    async def known(self, ids: Collection[str]) -> set[str]:
+        from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+
+        redis = await self._redis()
+        ordered = list(ids)
+        found: set[str] = set()
+        async with redis.pipeline(transaction=False) as pipe:
+            for fire_id in ordered:
+                pipe.exists(
+                    job_key_prefix + fire_id,
+                    result_key_prefix + fire_id,
+                    in_progress_key_prefix + fire_id,
+                )
+            counts = await pipe.execute()
+        for fire_id, count in zip(ordered, counts, strict=True):
+            if count:
+                found.add(fire_id)
+        return found
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
+
+
+def _arq_name(func_or_name: Any) -> str:
+    """The name arq registers a function by: a string as it is, ``arq.func(...)``'s
+    ``name``, or a function's ``__name__``."""
+    if isinstance(func_or_name, RemoteTask):
+        return func_or_name.name
+    if isinstance(func_or_name, str):
+        if not func_or_name:
+            raise TypeError("an arq function name must not be empty")
+        return func_or_name
+    name = getattr(func_or_name, "name", None)
+    if isinstance(name, str) and hasattr(func_or_name, "coroutine"):
+        return name  # arq.worker.Function
+    name = getattr(func_or_name, "__name__", None)
+    if callable(func_or_name) and isinstance(name, str) and name != "<lambda>":
+        return name
+    raise TypeError(
+        "an arq job names the function the arq workers register: its name or the function, "
+        f"not {func_or_name!r}"
+    )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _arq_outcome(result: Any, queue_name: str | None) -> RemoteOutcome:
+    start, end = _aware(result.start_time), _aware(result.finish_time)
+    worker = f"arq ({result.queue_name or queue_name or 'arq:queue'})"
+    if result.success:
+        return RemoteOutcome("success", start, end, None, worker)
+    error = result.result
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return RemoteOutcome("timeout", start, end, "timed out on the arq worker", worker)
+    text = _describe(error)
+    if type(error).__name__ == "JobExecutionFailed" and "expired" in text:
+        return RemoteOutcome(
+            "missed", None, None, "not started on an arq worker before it expired", worker
+        )
+    return RemoteOutcome("error", start, end, text, worker)
+
+
+def _describe(error: Any) -> str:
+    if isinstance(error, BaseException):
+        text = str(error)
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return repr(error)
+
+
+__all__ = [
+    "ArqExecutor",
+    "RemoteExecutor",
+    "RemoteFire",
+    "RemoteOutcome",
+    "RemoteTask",
+]
