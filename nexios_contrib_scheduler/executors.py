@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
+import contextlib
 import dataclasses
+import json
 import logging
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -113,6 +117,11 @@ class RemoteExecutor(abc.ABC):
         self.poll_interval = float(poll_interval)
         self.outcome_wait = None if outcome_wait is None else float(outcome_wait)
 
+    @property
+    def tracks_outcomes(self) -> bool:
+        """Whether outcomes can be read back (False: every fire is recorded as sent)."""
+        return True
+
     @abc.abstractmethod
     def task(self, func_or_name: Any) -> RemoteTask:
         """The task a job names: its registered name, or the object the engine registers.
@@ -127,6 +136,12 @@ class RemoteExecutor(abc.ABC):
     async def outcomes(self, ids: Collection[str]) -> dict[str, RemoteOutcome]:
         """The outcomes known of the given fires (those still running are left out)."""
 
+    async def not_started(self, ids: Collection[str]) -> set[str]:
+        """Of the given fires, whose messages have expired, those the engine says never
+        started (and so never will: the broker dropped them). An engine that records an
+        expired message as an outcome of its own answers with none."""
+        return set()
+
     @abc.abstractmethod
     async def known(self, ids: Collection[str]) -> set[str]:
         """Which of the given fires the engine holds (queued, running or with an outcome):
@@ -135,6 +150,258 @@ class RemoteExecutor(abc.ABC):
     async def close(self) -> None:
         """Let go of the engine's connections."""
         return None
+
+
+# ---------------------------------------------------------------- Celery
+
+#: The state a fire has in Celery's result backend from just before it is sent until a
+#: worker reports on it: the next leader can then tell a fire that was sent.
+CELERY_SENT = "SENT"
+#: Where ``record_task_starts`` keeps when and where a fire's run started.
+CELERY_START_KEY = "nexios-scheduler-start-{}"
+
+
+class CeleryExecutor(RemoteExecutor):
+    """Fires sent to Celery workers through the app's broker; outcomes read from its
+    result backend.
+
+    ``celery_app`` is the Celery app the workers run (its broker and result backend). A
+    key-value result backend (Redis, the usual one) is read for the outcomes of all fires
+    in flight at once; with none (``result_backend`` unset), fires are recorded as
+    ``sent`` and nothing more. ``check_tasks``: refuse, at ``add_job``, a task name the
+    app does not know (the app's modules, ``imports`` and ``include``, are imported to
+    look); False to send names only the workers know. A job's ``timeout`` is the task's
+    hard time limit (``time_limit``). The workers' app should call
+    ``record_task_starts(app)``, so that each run's start and worker are known (without
+    it, a run's start is when the fire was sent; with ``result_extended=True`` the worker
+    is known).
+    """
+
+    engine: ClassVar[str] = "celery"
+
+    def __init__(
+        self,
+        celery_app: Any,
+        *,
+        check_tasks: bool = True,
+        poll_interval: float = 0.25,
+        outcome_wait: float | None = 3600.0,
+    ) -> None:
+        super().__init__(poll_interval=poll_interval, outcome_wait=outcome_wait)
+        try:
+            from celery import Celery
+        except ImportError as exc:  # pragma: no cover - the extra is missing
+            raise ImportError(
+                "CeleryExecutor needs celery: pip install 'nexios-contrib-scheduler[celery]'"
+            ) from exc
+        if not isinstance(celery_app, Celery):
+            raise TypeError(f"celery_app must be a Celery app, not {type(celery_app).__name__}")
+        if not isinstance(check_tasks, bool):
+            raise TypeError(f"check_tasks must be True or False, not {check_tasks!r}")
+        self.app = celery_app
+        self.check_tasks = check_tasks
+        self._imported = False
+        self._marked: set[str] = set()  # fires marked sent here whose message is not out yet
+        # One thread sends (the broker's and the backend's clients are blocking ones),
+        # in order, over the app's pooled connection.
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, "nexios-scheduler-celery")
+
+    def __repr__(self) -> str:
+        return f"CeleryExecutor({self.app.main!r})"
+
+    @property
+    def tracks_outcomes(self) -> bool:
+        backend = self.app.backend
+        return hasattr(backend, "mget") and type(backend).__name__ != "DisabledBackend"
+
+    def task(self, func_or_name: Any) -> RemoteTask:
+        name = (
+            func_or_name if isinstance(func_or_name, str) else getattr(func_or_name, "name", None)
+        )
+        if isinstance(func_or_name, RemoteTask):
+            name = func_or_name.name
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                "a Celery job names a task: the task object or its registered name, "
+                f"not {func_or_name!r}"
+            )
+        if self.check_tasks and name not in self.app.tasks:
+            if not self._imported:
+                self._imported = True
+                self.app.loader.import_default_modules()
+            if name not in self.app.tasks:
+                known = sorted(n for n in self.app.tasks if not n.startswith("celery."))
+                raise LookupError(
+                    f"the Celery app {self.app.main!r} has no task {name!r}; it has "
+                    f"{', '.join(map(repr, known)) or 'none'} "
+                    "(CeleryExecutor(app, check_tasks=False) sends names only the workers know)"
+                )
+        return RemoteTask(name)
+
+    async def send(self, fire: RemoteFire) -> bool:
+        loop = asyncio.get_running_loop()
+        sent: bool = await loop.run_in_executor(self._thread, self._send_now, fire)
+        return sent
+
+    def _send_now(self, fire: RemoteFire) -> bool:
+        app = self.app
+        backend = app.backend
+        if self.tracks_outcomes and fire.id not in self._marked:
+            if backend.get(backend.get_key_for_task(fire.id)) is not None:
+                return False  # sent before (by a leader that stopped)
+            # Marked before it is sent: a leader that stops in between leaves a fire the
+            # next one waits for (and records as sent), never one it would send again.
+            backend.store_result(fire.id, None, CELERY_SENT)
+            self._marked.add(fire.id)
+        app.send_task(
+            fire.task.name,
+            args=list(fire.args),
+            kwargs=dict(fire.kwargs),
+            task_id=fire.id,
+            expires=fire.expires_at,
+            time_limit=fire.time_limit,
+        )
+        self._marked.discard(fire.id)
+        # Celery's Redis backend listens for each sent task's result, for AsyncResult.get;
+        # the outcomes are read here instead.
+        cancel = getattr(getattr(backend, "result_consumer", None), "cancel_for", None)
+        if cancel is not None:
+            cancel(fire.id)
+        return True
+
+    async def outcomes(self, ids: Collection[str]) -> dict[str, RemoteOutcome]:
+        if not ids or not self.tracks_outcomes:
+            return {}
+        loop = asyncio.get_running_loop()
+        found: dict[str, RemoteOutcome] = await loop.run_in_executor(
+            self._thread, self._read_outcomes, list(ids)
+        )
+        return found
+
+    def _read_outcomes(self, ids: list[str]) -> dict[str, RemoteOutcome]:
+        backend = self.app.backend
+        keys = [backend.get_key_for_task(fire_id) for fire_id in ids]
+        metas = backend.mget(keys)
+        ended = [(i, raw) for i, raw in zip(ids, metas, strict=True) if raw is not None]
+        if not ended:
+            return {}
+        starts = backend.mget([CELERY_START_KEY.format(fire_id) for fire_id, _ in ended])
+        found: dict[str, RemoteOutcome] = {}
+        for (fire_id, raw), start in zip(ended, starts, strict=True):
+            try:
+                meta = backend.decode_result(raw)
+            except Exception as exc:
+                found[fire_id] = RemoteOutcome(
+                    "error", None, None, f"Celery's result could not be read: {exc}"
+                )
+                continue
+            outcome = _celery_outcome(meta, start)
+            if outcome is not None:
+                found[fire_id] = outcome
+        return found
+
+    async def known(self, ids: Collection[str]) -> set[str]:
+        loop = asyncio.get_running_loop()
+        known: set[str] = await loop.run_in_executor(self._thread, self._known_now, list(ids))
+        return known
+
+    async def not_started(self, ids: Collection[str]) -> set[str]:
+        # RabbitMQ drops a message past its expiry (its TTL) before a worker sees it, and
+        # nothing is stored: the fire's state is still the mark set as it was sent.
+        if not ids or not self.tracks_outcomes:
+            return set()
+        loop = asyncio.get_running_loop()
+        gone: set[str] = await loop.run_in_executor(self._thread, self._unstarted_now, list(ids))
+        return gone
+
+    def _unstarted_now(self, ids: list[str]) -> set[str]:
+        backend = self.app.backend
+        metas = backend.mget([backend.get_key_for_task(fire_id) for fire_id in ids])
+        starts = backend.mget([CELERY_START_KEY.format(fire_id) for fire_id in ids])
+        gone: set[str] = set()
+        for fire_id, raw, start in zip(ids, metas, starts, strict=True):
+            if raw is None or start is not None:
+                continue
+            with contextlib.suppress(Exception):
+                if backend.decode_result(raw).get("status") == CELERY_SENT:
+                    gone.add(fire_id)
+        return gone
+
+    def _known_now(self, ids: list[str]) -> set[str]:
+        if not self.tracks_outcomes:
+            return set(ids)  # cannot tell: taken as sent, never sent again
+        backend = self.app.backend
+        values = backend.mget([backend.get_key_for_task(fire_id) for fire_id in ids])
+        return {fire_id for fire_id, raw in zip(ids, values, strict=True) if raw is not None}
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.shutdown)
+
+
+def record_task_starts(celery_app: Any) -> None:
+    """In the Celery app the workers run: note when and on which worker each run of a
+    scheduled fire starts (one key in the result backend, kept as long as results are),
+    so that its history shows the worker's start. Other tasks are left alone."""
+    from celery.signals import task_prerun
+
+    def noted(sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any) -> None:
+        if not task_id or "@" not in task_id or task is None:
+            return
+        backend = task.backend
+        if not hasattr(backend, "set"):
+            return
+        started = {"start": time.time(), "worker": task.request.hostname}
+        try:
+            backend.set(CELERY_START_KEY.format(task_id), json.dumps(started))
+        except Exception:
+            logger.warning("could not note the start of %s", task_id, exc_info=True)
+
+    task_prerun.connect(noted, weak=False, dispatch_uid="nexios_scheduler_task_starts")
+
+
+def _celery_outcome(meta: Mapping[str, Any], start_raw: Any) -> RemoteOutcome | None:
+    """How a fire went, from its meta in the result backend; None while it has not ended."""
+    from celery import states
+
+    status = meta.get("status")
+    if status not in states.READY_STATES:
+        return None
+    start: datetime | None = None
+    worker = meta.get("worker")
+    if start_raw is not None:
+        with contextlib.suppress(Exception):
+            noted = json.loads(start_raw)
+            start = datetime.fromtimestamp(float(noted["start"]), timezone.utc)
+            worker = noted.get("worker") or worker
+    end = _celery_time(meta.get("date_done"))
+    shown = f"celery ({worker})" if worker else "celery"
+    result = meta.get("result")
+    if status == states.SUCCESS:
+        return RemoteOutcome("success", start, end, None, shown)
+    kind = type(result).__name__
+    text = _describe(result)
+    if status == states.REVOKED:
+        if "expired" in text:
+            return RemoteOutcome(
+                "missed", None, None, "not started on a Celery worker before it expired", shown
+            )
+        return RemoteOutcome("error", start, end, f"revoked on Celery: {text}", shown)
+    if kind in ("TimeLimitExceeded", "SoftTimeLimitExceeded"):
+        return RemoteOutcome(
+            "timeout", start, end, f"timed out on the Celery worker ({text})", shown
+        )
+    if kind == "WorkerLostError":
+        return RemoteOutcome("error", start, end, f"the Celery worker was lost: {text}", shown)
+    return RemoteOutcome("error", start, end, text, shown)
+
+
+def _celery_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return _aware(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return _aware(datetime.fromisoformat(value))
+    return None
 
 
 # ---------------------------------------------------------------- arq
@@ -327,8 +594,10 @@ def _describe(error: Any) -> str:
 
 __all__ = [
     "ArqExecutor",
+    "CeleryExecutor",
     "RemoteExecutor",
     "RemoteFire",
     "RemoteOutcome",
     "RemoteTask",
+    "record_task_starts",
 ]

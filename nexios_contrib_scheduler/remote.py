@@ -32,6 +32,9 @@ logger = logging.getLogger("nexios_contrib_scheduler")
 #: doubled each time up to the most.
 SEND_RETRY_FIRST = 0.5
 SEND_RETRY_MOST = 5.0
+#: Seconds after a fire's message expired before the engine is asked whether it started
+#: (a worker that took it just before its expiry has begun it by then).
+EXPIRY_MARGIN = 5.0
 
 
 @contextlib.asynccontextmanager
@@ -58,6 +61,7 @@ class RemoteRuns(JobExecutor):
         self._poller: asyncio.Task[None] | None = None
         self._poll_failing = False
         self._stopping = False
+        self._expiring: dict[str, datetime] = {}  # fires in flight whose messages expire
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
@@ -107,8 +111,10 @@ class RemoteRuns(JobExecutor):
                 record.id,
                 fire_id,
             )
+        if not self.engine.tracks_outcomes:
+            return self._report(record, scheduled, now, None)  # sent, and nothing more
         try:
-            outcome = await self._outcome(fire_id)
+            outcome = await self._outcome(fire_id, expires_at)
         except asyncio.CancelledError:
             self._finished(record, scheduled, now, "sent", None)  # it runs on: not known
             raise
@@ -240,9 +246,12 @@ class RemoteRuns(JobExecutor):
 
     # ------------------------------------------------------------ outcomes
 
-    async def _outcome(self, fire_id: str) -> RemoteOutcome | None:
+    async def _outcome(
+        self, fire_id: str, expires_at: datetime | None = None
+    ) -> RemoteOutcome | None:
         """The fire's outcome once read; None if none came within ``outcome_wait`` (or the
-        wait was cut short: shutdown)."""
+        wait was cut short: shutdown). A fire whose message expired (``expires_at``) and
+        that the engine says never started is missed."""
         if self._stopping:  # sent as the scheduler stops: one look, no wait
             with contextlib.suppress(Exception):
                 return (await self.engine.outcomes([fire_id])).get(fire_id)
@@ -251,6 +260,8 @@ class RemoteRuns(JobExecutor):
         waiter = self._waiting.get(fire_id)
         if waiter is None:
             waiter = self._waiting[fire_id] = loop.create_future()
+        if expires_at is not None:
+            self._expiring[fire_id] = expires_at
         if self._poller is None or self._poller.done():
             self._poller = loop.create_task(self._poll())
         try:
@@ -267,6 +278,7 @@ class RemoteRuns(JobExecutor):
         finally:
             if self._waiting.get(fire_id) is waiter:
                 del self._waiting[fire_id]
+                self._expiring.pop(fire_id, None)
 
     async def _poll(self) -> None:
         """Read the outcomes of every fire in flight, every ``poll_interval``, while any is."""
@@ -300,6 +312,37 @@ class RemoteRuns(JobExecutor):
             future = waiting.get(fire_id)
             if future is not None and not future.done():
                 future.set_result(outcome)
+        await self._drop_expired(waiting, found)
+
+    async def _drop_expired(
+        self,
+        waiting: dict[str, asyncio.Future[RemoteOutcome | None]],
+        found: dict[str, RemoteOutcome],
+    ) -> None:
+        """Fires whose messages expired ``EXPIRY_MARGIN`` ago without an outcome: those
+        the engine says never started are missed (their messages were dropped)."""
+        limit = utcnow() - timedelta(seconds=EXPIRY_MARGIN)
+        expired = [
+            fire_id
+            for fire_id, at in self._expiring.items()
+            if at < limit and fire_id in waiting and fire_id not in found
+        ]
+        if not expired:
+            return
+        try:
+            gone = await self.engine.not_started(expired)
+        except Exception:
+            return  # asked again at the next read
+        missed = RemoteOutcome(
+            "missed",
+            None,
+            None,
+            f"not started on a {self.engine.engine} worker before it expired",
+        )
+        for fire_id in gone:
+            future = waiting[fire_id]
+            if not future.done():
+                future.set_result(missed)
 
     async def stop_waiting(self) -> None:
         """At shutdown: a last read of outcomes; fires still without one are recorded as

@@ -3,8 +3,9 @@
 
 The docs promise that ``pip install nexios-contrib-scheduler`` runs jobs in memory, that
 ``[sqlalchemy]`` alone is enough for SQLite, ``[postgres]`` for PostgreSQL, ``[redis]`` for
-Redis, ``[metrics]`` for ``/metrics`` and ``[arq]`` for ``ArqExecutor``, and that a store
-(or an engine) whose extra is missing says which one to install. The development virtualenv has every extra, so only separate
+Redis, ``[metrics]`` for ``/metrics``, ``[arq]`` for ``ArqExecutor`` and ``[celery]`` for
+``CeleryExecutor``, and that a store (or an engine) whose extra is missing says which one
+to install. The development virtualenv has every extra, so only separate
 installs can tell. For each install this script:
 
 * builds the package once from a copy of the working tree (not an editable install: the
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTALLS = ["", "sqlalchemy", "postgres", "redis", "metrics", "arq"]
+INSTALLS = ["", "sqlalchemy", "postgres", "redis", "metrics", "arq", "celery"]
 POSTGRES_URL = os.environ.get(
     "NEXIOS_SCHEDULER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -158,7 +159,9 @@ PROMISES = {
     "postgres": {"sqlite", "postgresql"},
     "redis": {"redis"},
     "metrics": set(),
-    "arq": set(),
+    # arq and Celery's [redis] bring redis-py: the Redis store works with them too.
+    "arq": {"redis"},
+    "celery": {"redis"},
 }
 STORE_EXTRAS = {"sqlite": "sqlalchemy", "postgresql": "postgres", "redis": "redis"}
 
@@ -275,13 +278,20 @@ async def check_metrics(extra: str) -> None:
         assert status == 501 and wanted in body, (status, body[:500])
 
 
-def check_arq(extra: str) -> None:
+def check_engines(extra: str) -> list[str]:
+    """Each remote engine's executor is made with its extra; ArqExecutor names its extra
+    without it (a CeleryExecutor needs a Celery app, which cannot be made without it)."""
     from nexios_contrib_scheduler import SchedulerConfig
-    from nexios_contrib_scheduler.executors import ArqExecutor
+    from nexios_contrib_scheduler.executors import ArqExecutor, CeleryExecutor
 
+    if extra == "celery":
+        from celery import Celery
+
+        SchedulerConfig(executors={"celery": CeleryExecutor(Celery("probe"))})
+        return ["celery executor made"]
     if extra == "arq":
         SchedulerConfig(executors={"arq": ArqExecutor(queue_name="probe")})
-        return
+        return ["arq executor made"]
     try:
         ArqExecutor()
     except ImportError as exc:
@@ -289,6 +299,7 @@ def check_arq(extra: str) -> None:
         assert wanted in str(exc), f"{exc!r} does not say {wanted}"
     else:
         raise AssertionError("ArqExecutor was made without [arq]")
+    return ["arq executor named [arq]"]
 
 
 async def probe(extra: str) -> list[str]:
@@ -322,8 +333,7 @@ async def probe(extra: str) -> list[str]:
             raise AssertionError(f"a {kind} job store was accepted without [{needs}]")
     await check_metrics(extra)
     done.append("/metrics answered" if extra == "metrics" else "/metrics named [metrics]")
-    check_arq(extra)
-    done.append("ArqExecutor made" if extra == "arq" else "ArqExecutor named [arq]")
+    done.extend(check_engines(extra))
     command = [str(Path(sys.prefix) / "bin" / "nexios-scheduler"), "cron", "@daily", "-n", "1"]
     listed = subprocess.run(
         [*command, "--from", "2026-01-01T12:00"], capture_output=True, text=True, check=False

@@ -15,6 +15,14 @@ fi
 if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
 fi
+# RabbitMQ on loopback, the Celery workers' broker in the remote-executor tests.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && command -v rabbitmq-server >/dev/null; then
+  rabbitmq-server -detached || true
+  for _ in $(seq 60); do
+    (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break
+    sleep 1
+  done
+fi
 
 # Debian's Chromium for the dashboard's browser test (Playwright drives it; it never
 # downloads a browser of its own).
@@ -38,7 +46,7 @@ echo "== mkdocs build --strict"
 site_dir="$(mktemp -d)"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site_dir"
 rm -rf "$site_dir"
-echo "== extras: fresh installs with no extra, [sqlalchemy], [postgres], [redis], [metrics]"
+echo "== extras: fresh installs with no extra, [sqlalchemy], [postgres], [redis], [metrics], [arq], [celery]"
 python3 scripts/check_extras.py
 echo "== pytest"
 .venv/bin/python -m pytest "$@"

@@ -1,9 +1,12 @@
-"""A leader that sends one fire to arq and is then killed: tests/test_remote_arq.py runs it.
+"""A leader that sends one fire to a remote engine and is then killed: the remote-executor
+tests run it.
 
-``python remote_leader.py <jobstore> <coordination> <arq redis url> <queue> <job id>``
-starts a scheduler that leads, adds a one-shot arq job due at once, and prints ``SENT``
-once the fire is claimed and sent (or, when the arq URL cannot be reached, once the fire is
-claimed and being tried), with its run state written. Then it waits to be killed.
+``python remote_leader.py arq <jobstore> <coordination> <redis url> <queue> <job id>``, or
+``python remote_leader.py celery <jobstore> <coordination> "" "" <job id>`` (the Celery app
+of ``celery_tasks``), starts a scheduler that leads, adds a one-shot job due at once
+(sending ``record("failover")``), and prints ``SENT`` once the fire is claimed and sent
+(or, when the engine cannot be reached, claimed and being tried), with its run state
+written. Then it waits to be killed.
 """
 
 from __future__ import annotations
@@ -12,33 +15,44 @@ import asyncio
 import sys
 from datetime import timedelta
 
-from arq.connections import RedisSettings
-
 from nexios_contrib_scheduler import DateTimeTrigger, SchedulerConfig, SchedulerManager
-from nexios_contrib_scheduler.executors import ArqExecutor
+from nexios_contrib_scheduler.executors import ArqExecutor, CeleryExecutor, RemoteExecutor
 from nexios_contrib_scheduler.jobs import utcnow
 
 
-async def main(jobstore: str, coordination: str, arq_url: str, queue: str, job_id: str) -> None:
-    engine = ArqExecutor(RedisSettings.from_dsn(arq_url), queue_name=queue, poll_interval=0.05)
+def engine_of(kind: str, url: str, queue: str) -> tuple[RemoteExecutor, str]:
+    if kind == "arq":
+        from arq.connections import RedisSettings
+
+        settings = RedisSettings.from_dsn(url)
+        return ArqExecutor(settings, queue_name=queue, poll_interval=0.05), "record"
+    import celery_tasks
+
+    return CeleryExecutor(celery_tasks.app, poll_interval=0.05), "tests.record"
+
+
+async def main(
+    kind: str, jobstore: str, coordination: str, url: str, queue: str, job_id: str
+) -> None:
+    engine, task = engine_of(kind, url, queue)
     manager = SchedulerManager(
         config=SchedulerConfig(
             timezone="UTC",
             jobstore=jobstore,
             coordination=coordination,
             lease_seconds=1,
-            executors={"arq": engine},
+            executors={kind: engine},
         )
     )
     await manager.start()
     while not manager.is_leader:
         await asyncio.sleep(0.01)
     job = manager.add_job(
-        "record",
+        task,
         DateTimeTrigger(utcnow() + timedelta(seconds=0.05)),
         args=("failover",),
         id=job_id,
-        executor="arq",
+        executor=kind,
     )
     while job.current_instances == 0:
         await asyncio.sleep(0.01)
@@ -49,4 +63,4 @@ async def main(jobstore: str, coordination: str, arq_url: str, queue: str, job_i
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:6]))
+    asyncio.run(main(*sys.argv[1:7]))

@@ -373,6 +373,7 @@ async def test_the_next_leader_follows_the_fire_of_a_killed_leader(
         [
             sys.executable,
             "remote_leader.py",
+            "arq",
             store,
             coordination,
             arq_url,
