@@ -90,13 +90,14 @@ class Cluster:
     env: dict[str, str]
     logs: Path
     workers: list[Worker] = field(default_factory=list)
+    app: str = "mw_app:app"  # the app each worker serves (a module in tests/)
 
     def start(self, count: int) -> None:
         for n in range(count):
             port = _free_port()
             log = self.logs / f"worker-{n}.log"
             proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "mw_app:app", "--app-dir", str(HERE)]
+                [sys.executable, "-m", "uvicorn", self.app, "--app-dir", str(HERE)]
                 + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                 env=self.env,
                 stdout=log.open("w"),

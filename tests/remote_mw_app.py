@@ -1,0 +1,69 @@
+"""A Nexios app whose jobs are sent to Celery or arq workers; tests/test_remote_e2e.py serves
+it as several uvicorn worker processes sharing a PostgreSQL job store.
+
+The environment says how: ``RM_ENGINE`` (``celery`` or ``arq``), ``RM_STORE`` (the job
+store and coordination URL), ``RM_NAMESPACE``, ``RM_QUEUE`` (the engine's queue, also
+``CELERY_TEST_QUEUE`` for the Celery app of ``celery_tasks``) and ``RM_REDIS`` (arq's
+Redis). Each job sends ``record(<job id>)``; the engine workers write down each run.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nexios import NexiosApp
+from nexios.http import Request, Response
+
+from nexios_contrib_scheduler import CronTrigger, IntervalTrigger, SchedulerConfig, setup_scheduler
+from nexios_contrib_scheduler.executors import ArqExecutor, CeleryExecutor, RemoteExecutor
+
+ENGINE = os.environ["RM_ENGINE"]
+STORE = os.environ["RM_STORE"]
+
+engine: RemoteExecutor
+if ENGINE == "celery":
+    import celery_tasks
+
+    engine, task = CeleryExecutor(celery_tasks.app, poll_interval=0.1), "tests.record"
+else:
+    from arq.connections import RedisSettings
+
+    settings = RedisSettings.from_dsn(os.environ["RM_REDIS"])
+    engine = ArqExecutor(settings, queue_name=os.environ["RM_QUEUE"], poll_interval=0.1)
+    task = "record"
+
+config = SchedulerConfig(
+    jobstore=STORE,
+    coordination=STORE,
+    namespace=os.environ["RM_NAMESPACE"],
+    lease_seconds=2,
+    # Every fire counts: late fires (after a takeover) are still sent, one by one.
+    job_defaults={"coalesce": False, "misfire_grace_time": 60, "max_instances": 10},
+    history_size=100,
+    shutdown_timeout=5,
+    executors={ENGINE: engine},
+)
+app = NexiosApp()
+scheduler = setup_scheduler(app, config)
+for job_id in ("tick-a", "tick-b"):
+    scheduler.add_job(
+        task, IntervalTrigger(seconds=1), args=(job_id,), id=job_id, executor=ENGINE,
+        replace_existing=True,
+    )  # fmt: skip
+scheduler.add_job(
+    task, CronTrigger("* * * * *"), args=("minutely",), id="minutely", executor=ENGINE,
+    replace_existing=True,
+)  # fmt: skip
+
+
+@app.get("/status")
+async def status(request: Request, response: Response) -> Response:
+    return response.json({**scheduler.status(), "pid": os.getpid()})
+
+
+@app.get("/jobs/{job_id}")
+async def get_job(request: Request, response: Response, job_id: str) -> Response:
+    job = scheduler.get_job(job_id)
+    if job is None:
+        return response.json({"error": "no such job"}, status_code=404)
+    return response.json(job.to_dict())
