@@ -15,7 +15,7 @@ from .runner import FULL, QUICK, Results, machine, run_plan
 from .stores import DEFAULT_POSTGRES, DEFAULT_REDIS, STORES
 from .systems import SYSTEMS, available
 
-WORKLOADS = ("burst", "scale", "memory", "cron", "requests", "persistent")
+WORKLOADS = ("burst", "scale", "memory", "cron", "requests", "persistent", "remote")
 
 
 def _list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     json_path = args.json
     save = None if json_path is None else (lambda res: json_path.write_text(res.to_json()))
-    in_memory = [name for name in args.only if name != "persistent"]
+    in_memory = [name for name in args.only if name not in ("persistent", "remote")]
     results = (
         run_plan(plan, in_memory, systems, _log, save) if in_memory else Results(plan, systems)
     )
@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             print()
         print(render_persistent(results, pplan, args.stores, machine()))
         print(f"\n(persistent stores: {time.perf_counter() - persistent_began:.0f} s)")
+    if "remote" in args.only:
+        from .remote import run_remote
+
+        print(run_remote(args.reps or (1 if args.quick else 3), _log))
     print(f"\n(ran in {time.perf_counter() - began:.0f} s)")
     if json_path is not None:
         json_path.write_text(results.to_json())

@@ -29,6 +29,9 @@ logger = logging.getLogger("nexios_contrib_scheduler")
 #: How a remote task is written where a job's function is stored (``records.func_ref``).
 TASK_REF_PREFIX = "task:"
 
+#: Most fires sent to an engine in one batch.
+SEND_BATCH = 500
+
 RemoteOutcomeKind = Literal["success", "error", "timeout", "missed"]
 
 
@@ -116,6 +119,10 @@ class RemoteExecutor(abc.ABC):
             )
         self.poll_interval = float(poll_interval)
         self.outcome_wait = None if outcome_wait is None else float(outcome_wait)
+        # Fires handed to ``send`` and not yet sent, each with the future of its answer.
+        self._batch: list[tuple[RemoteFire, asyncio.Future[bool]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def tracks_outcomes(self) -> bool:
@@ -128,9 +135,43 @@ class RemoteExecutor(abc.ABC):
         Raises ``TypeError`` for what cannot name a task, ``LookupError`` for a task the
         engine is known not to have."""
 
-    @abc.abstractmethod
     async def send(self, fire: RemoteFire) -> bool:
-        """Send ``fire``; False if the engine already holds a message with its id."""
+        """Send ``fire``; False if the engine already holds a message with its id.
+
+        The fires sent in one turn of the event loop (a scheduling pass submits a slice of
+        due jobs in one turn) go to the engine together (``send_many``), up to
+        ``SEND_BATCH`` at a time."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        self._batch.append((fire, answer))
+        if not self._flushing:
+            self._flushing = True
+            self._flusher = loop.create_task(self._flush())
+        return await answer
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the rest of this turn's fires join the batch
+            while self._batch:
+                batch, self._batch = self._batch[:SEND_BATCH], self._batch[SEND_BATCH:]
+                try:
+                    answers = await self.send_many([fire for fire, _ in batch])
+                except Exception as exc:
+                    answers = [exc] * len(batch)
+                for (_, answer), sent in zip(batch, answers, strict=True):
+                    if answer.done():
+                        continue
+                    if isinstance(sent, BaseException):
+                        answer.set_exception(sent)
+                    else:
+                        answer.set_result(sent)
+        finally:
+            self._flushing = False
+
+    @abc.abstractmethod
+    async def send_many(self, fires: list[RemoteFire]) -> list[bool | Exception]:
+        """Send the fires: for each, True if sent, False if the engine holds a message
+        with its id already, or the exception that kept it from being sent."""
 
     @abc.abstractmethod
     async def outcomes(self, ids: Collection[str]) -> dict[str, RemoteOutcome]:
@@ -238,36 +279,84 @@ class CeleryExecutor(RemoteExecutor):
                 )
         return RemoteTask(name)
 
-    async def send(self, fire: RemoteFire) -> bool:
+    async def send_many(self, fires: list[RemoteFire]) -> list[bool | Exception]:
         loop = asyncio.get_running_loop()
-        sent: bool = await loop.run_in_executor(self._thread, self._send_now, fire)
+        sent: list[bool | Exception] = await loop.run_in_executor(
+            self._thread, self._send_now, fires
+        )
         return sent
 
-    def _send_now(self, fire: RemoteFire) -> bool:
+    def _send_now(self, fires: list[RemoteFire]) -> list[bool | Exception]:
         app = self.app
         backend = app.backend
-        if self.tracks_outcomes and fire.id not in self._marked:
-            if backend.get(backend.get_key_for_task(fire.id)) is not None:
-                return False  # sent before (by a leader that stopped)
-            # Marked before it is sent: a leader that stops in between leaves a fire the
-            # next one waits for (and records as sent), never one it would send again.
-            backend.store_result(fire.id, None, CELERY_SENT)
-            self._marked.add(fire.id)
-        app.send_task(
-            fire.task.name,
-            args=list(fire.args),
-            kwargs=dict(fire.kwargs),
-            task_id=fire.id,
-            expires=fire.expires_at,
-            time_limit=fire.time_limit,
-        )
-        self._marked.discard(fire.id)
-        # Celery's Redis backend listens for each sent task's result, for AsyncResult.get;
-        # the outcomes are read here instead.
+        answers: list[bool | Exception] = [True] * len(fires)
+        if self.tracks_outcomes:
+            self._mark(fires, answers)
         cancel = getattr(getattr(backend, "result_consumer", None), "cancel_for", None)
-        if cancel is not None:
-            cancel(fire.id)
-        return True
+        with app.producer_or_acquire() as producer:
+            for i, fire in enumerate(fires):
+                if answers[i] is not True:
+                    continue
+                try:
+                    app.send_task(
+                        fire.task.name,
+                        args=list(fire.args),
+                        kwargs=dict(fire.kwargs),
+                        task_id=fire.id,
+                        expires=fire.expires_at,
+                        time_limit=fire.time_limit,
+                        producer=producer,
+                    )
+                except Exception as exc:
+                    answers[i:] = [exc] * (len(fires) - i)  # the broker is gone: the rest too
+                    break
+                self._marked.discard(fire.id)
+                # Celery's Redis backend listens for each sent task's result (for
+                # AsyncResult.get): the outcomes are read here instead.
+                if cancel is not None:
+                    cancel(fire.id)
+        return answers
+
+    def _sent_prefix(self) -> bytes:
+        """How a fire's ``SENT`` mark begins as the backend encodes it (empty if its
+        encoding is not text that starts with the state)."""
+        try:
+            encoded = self.app.backend.encode({"status": CELERY_SENT})
+        except Exception:
+            return b""
+        raw = encoded.encode() if isinstance(encoded, str) else bytes(encoded)
+        return raw[:-1] if raw.startswith(b"{") and raw.endswith(b"}") else b""
+
+    def _mark(self, fires: list[RemoteFire], answers: list[bool | Exception]) -> None:
+        """Mark each fire ``SENT`` in the result backend before its message goes out (a
+        leader that stops in between leaves a fire the next one follows and records as
+        sent, never one it would send again); a fire marked already, not by this worker
+        for this send, was sent before: False."""
+        backend = self.app.backend
+        keys = [backend.get_key_for_task(fire.id) for fire in fires]
+        held = backend.mget(keys)
+        fresh: list[int] = []
+        for i, (fire, value) in enumerate(zip(fires, held, strict=True)):
+            if fire.id in self._marked:
+                continue  # marked by an earlier try of this send
+            if value is not None:
+                answers[i] = False
+            else:
+                fresh.append(i)
+        client = getattr(backend, "client", None)
+        expires = getattr(backend, "expires", None)
+        if client is None or not hasattr(client, "pipeline"):
+            for i in fresh:
+                backend.store_result(fires[i].id, None, CELERY_SENT)
+                self._marked.add(fires[i].id)
+            return
+        with client.pipeline(transaction=False) as pipe:
+            for i in fresh:
+                meta: dict[str, Any] = {"status": CELERY_SENT, "result": None}
+                meta.update(traceback=None, children=[], date_done=None, task_id=fires[i].id)
+                pipe.set(keys[i], backend.encode(meta), ex=expires or None)
+            pipe.execute()
+        self._marked.update(fires[i].id for i in fresh)
 
     async def outcomes(self, ids: Collection[str]) -> dict[str, RemoteOutcome]:
         if not ids or not self.tracks_outcomes:
@@ -282,7 +371,13 @@ class CeleryExecutor(RemoteExecutor):
         backend = self.app.backend
         keys = [backend.get_key_for_task(fire_id) for fire_id in ids]
         metas = backend.mget(keys)
-        ended = [(i, raw) for i, raw in zip(ids, metas, strict=True) if raw is not None]
+        # Most fires in flight hold the mark set as they were sent: not decoded.
+        sent = self._sent_prefix()
+        ended = [
+            (i, raw)
+            for i, raw in zip(ids, metas, strict=True)
+            if raw is not None and not (sent and bytes(raw).startswith(sent))
+        ]
         if not ended:
             return {}
         starts = backend.mget([CELERY_START_KEY.format(fire_id) for fire_id, _ in ended])
@@ -407,6 +502,24 @@ def _celery_time(value: Any) -> datetime | None:
 # ---------------------------------------------------------------- arq
 
 
+#: arq's enqueue_job, for many jobs: KEYS = the queue, then each job's key and result key;
+#: ARGV = the score (enqueue time, ms), then each job's id, payload and expiry (ms).
+_ARQ_ENQUEUE = """
+local answers = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local job_key, result_key = KEYS[2 * i], KEYS[2 * i + 1]
+  if redis.call('EXISTS', job_key, result_key) == 0 then
+    redis.call('PSETEX', job_key, ARGV[3 * i + 1], ARGV[3 * i])
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3 * i - 1])
+    answers[i] = 1
+  else
+    answers[i] = 0
+  end
+end
+return answers
+"""
+
+
 class ArqExecutor(RemoteExecutor):
     """Fires sent to arq workers through Redis.
 
@@ -452,6 +565,7 @@ class ArqExecutor(RemoteExecutor):
         self._known = None if functions is None else frozenset(map(_arq_name, functions))
         self._pool: Any = None
         self._opening: asyncio.Lock | None = None
+        self._script: Any = None
 
     def __repr__(self) -> str:
         settings = self.redis_settings
@@ -481,16 +595,38 @@ class ArqExecutor(RemoteExecutor):
                     self._pool = await create_pool(settings)
         return self._pool
 
-    async def send(self, fire: RemoteFire) -> bool:
+    async def send_many(self, fires: list[RemoteFire]) -> list[bool | Exception]:
+        """arq's ``enqueue_job`` for many fires in one script call: each job written and
+        queued unless arq holds its id already (queued, or with a result), atomically per
+        job."""
+        from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+        from arq.jobs import serialize_job
+
         redis = await self._redis()
-        options: dict[str, Any] = {"_job_id": fire.id}
-        if self.queue_name is not None:
-            options["_queue_name"] = self.queue_name
-        if fire.expires_at is not None:
-            left = (fire.expires_at - datetime.now(timezone.utc)).total_seconds()
-            options["_expires"] = max(left, 0.001)
-        job = await redis.enqueue_job(fire.task.name, *fire.args, **options, **fire.kwargs)
-        return job is not None
+        if self._script is None:
+            self._script = redis.register_script(_ARQ_ENQUEUE)
+        queue = self.queue_name or redis.default_queue_name
+        now_ms = int(time.time() * 1000)
+        now = datetime.now(timezone.utc)
+        keys: list[str] = [queue]
+        args: list[Any] = []
+        for fire in fires:
+            expires_ms = expires_extra_ms
+            if fire.expires_at is not None:
+                left = (fire.expires_at - now).total_seconds()
+                expires_ms = max(int(left * 1000), 1)
+            payload = serialize_job(
+                fire.task.name,
+                fire.args,
+                dict(fire.kwargs),
+                None,
+                now_ms,
+                serializer=redis.job_serializer,
+            )
+            keys += [job_key_prefix + fire.id, result_key_prefix + fire.id]
+            args += [fire.id, payload, expires_ms]
+        answers = await self._script(keys=keys, args=[now_ms, *args])
+        return [bool(answer) for answer in answers]
 
     async def outcomes(self, ids: Collection[str]) -> dict[str, RemoteOutcome]:
         from arq.constants import result_key_prefix

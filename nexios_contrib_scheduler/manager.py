@@ -299,7 +299,7 @@ class SchedulerManager:
 
     def add_job(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., Any] | str,
         trigger: Trigger,
         *,
         name: str | None = None,
@@ -337,6 +337,11 @@ class SchedulerManager:
         executor = check_executor(executor, self.remote)
         if executor != "default":
             func = self.remote[executor].engine.task(func)
+        elif isinstance(func, str):
+            raise TypeError(
+                f"add_job needs a callable, not str {func!r}: a task's name is for a "
+                "remote engine's executor (executor='celery', 'arq', ...)"
+            )
         record = self._new_record(
             func, trigger, name, args, kwargs, max_instances, misfire_grace_time, coalesce, id
         )

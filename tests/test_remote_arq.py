@@ -496,3 +496,35 @@ async def test_outcomes_are_read_again_once_arqs_redis_is_back(
     warnings = [r for r in caplog.records if "could not read outcomes" in r.getMessage()]
     assert len(warnings) == 1, "the outage is logged once"
     assert any("can be read again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_burst_of_fires_goes_to_arq_in_a_few_batches(
+    arq_world: ArqWorld, managers: Any
+) -> None:
+    calls: list[int] = []
+
+    class Counting(ArqExecutor):
+        async def send_many(self, fires: list[RemoteFire]) -> list[bool | Exception]:
+            calls.append(len(fires))
+            return await super().send_many(fires)
+
+    engine = Counting(arq_world.settings, queue_name=arq_world.queue, poll_interval=0.05)
+    manager: SchedulerManager = managers(SchedulerConfig(timezone="UTC", executors={"arq": engine}))
+    await manager.start()
+    due = utcnow() + timedelta(seconds=0.5)
+    jobs = [
+        manager.add_job(
+            "record",
+            DateTimeTrigger(due),
+            args=(str(i),),
+            id=job_id(arq_world, f"b{i}"),
+            executor="arq",
+        )  # fmt: skip
+        for i in range(300)
+    ]
+    await wait_until(
+        lambda: sum(job.success_count for job in jobs) == 300, 60, "the burst's 300 runs"
+    )
+    assert sum(calls) == 300
+    assert len(calls) <= 30, f"sent in {len(calls)} batches: {calls}"
+    assert sorted(label for _, label in arq_world.witness()) == sorted(map(str, range(300)))
