@@ -148,12 +148,12 @@ def _engine(kind: str, queue: str) -> Any:
             return answer
 
     if kind == "celery":
-        engine: Any = TimedCelery(remote_tasks.app, poll_interval=0.05)
+        engine: Any = TimedCelery(remote_tasks.app)  # outcomes read every 0.25 s: the default
     else:
         from arq.connections import RedisSettings
 
         settings = RedisSettings.from_dsn(remote_tasks.REDIS)
-        engine = TimedArq(settings, queue_name=queue, poll_interval=0.05)
+        engine = TimedArq(settings, queue_name=queue)
     engine.sent_at = sent
     return engine
 

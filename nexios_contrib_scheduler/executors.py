@@ -244,8 +244,10 @@ class CeleryExecutor(RemoteExecutor):
         self._imported = False
         self._marked: set[str] = set()  # fires marked sent here whose message is not out yet
         # One thread sends (the broker's and the backend's clients are blocking ones),
-        # in order, over the app's pooled connection.
+        # in order, over the app's pooled connection; another reads the outcomes, so that
+        # a read of many fires in flight does not hold up the sends.
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "nexios-scheduler-celery")
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, "nexios-scheduler-celery-read")
 
     def __repr__(self) -> str:
         return f"CeleryExecutor({self.app.main!r})"
@@ -363,7 +365,7 @@ class CeleryExecutor(RemoteExecutor):
             return {}
         loop = asyncio.get_running_loop()
         found: dict[str, RemoteOutcome] = await loop.run_in_executor(
-            self._thread, self._read_outcomes, list(ids)
+            self._reader, self._read_outcomes, list(ids)
         )
         return found
 
@@ -397,7 +399,7 @@ class CeleryExecutor(RemoteExecutor):
 
     async def known(self, ids: Collection[str]) -> set[str]:
         loop = asyncio.get_running_loop()
-        known: set[str] = await loop.run_in_executor(self._thread, self._known_now, list(ids))
+        known: set[str] = await loop.run_in_executor(self._reader, self._known_now, list(ids))
         return known
 
     async def not_started(self, ids: Collection[str]) -> set[str]:
@@ -406,7 +408,7 @@ class CeleryExecutor(RemoteExecutor):
         if not ids or not self.tracks_outcomes:
             return set()
         loop = asyncio.get_running_loop()
-        gone: set[str] = await loop.run_in_executor(self._thread, self._unstarted_now, list(ids))
+        gone: set[str] = await loop.run_in_executor(self._reader, self._unstarted_now, list(ids))
         return gone
 
     def _unstarted_now(self, ids: list[str]) -> set[str]:
@@ -430,7 +432,9 @@ class CeleryExecutor(RemoteExecutor):
         return {fire_id for fire_id, raw in zip(ids, values, strict=True) if raw is not None}
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._thread.shutdown)
+        loop = asyncio.get_running_loop()
+        for thread in (self._thread, self._reader):
+            await loop.run_in_executor(None, thread.shutdown)
 
 
 def record_task_starts(celery_app: Any) -> None:
