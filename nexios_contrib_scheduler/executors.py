@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import time
@@ -193,6 +194,18 @@ class RemoteExecutor(abc.ABC):
         return None
 
 
+def _engine_module(name: str, who: str) -> Any:
+    """The engine's module ``name``; an ImportError naming the extra to install if the
+    engine is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        extra = name.partition(".")[0]
+        raise ImportError(
+            f"{who} needs {extra}: pip install 'nexios-contrib-scheduler[{extra}]'"
+        ) from exc
+
+
 # ---------------------------------------------------------------- Celery
 
 #: The state a fire has in Celery's result backend from just before it is sent until a
@@ -229,13 +242,8 @@ class CeleryExecutor(RemoteExecutor):
         outcome_wait: float | None = 3600.0,
     ) -> None:
         super().__init__(poll_interval=poll_interval, outcome_wait=outcome_wait)
-        try:
-            from celery import Celery
-        except ImportError as exc:  # pragma: no cover - the extra is missing
-            raise ImportError(
-                "CeleryExecutor needs celery: pip install 'nexios-contrib-scheduler[celery]'"
-            ) from exc
-        if not isinstance(celery_app, Celery):
+        celery = _engine_module("celery", "CeleryExecutor")
+        if not isinstance(celery_app, celery.Celery):
             raise TypeError(f"celery_app must be a Celery app, not {type(celery_app).__name__}")
         if not isinstance(check_tasks, bool):
             raise TypeError(f"check_tasks must be True or False, not {check_tasks!r}")
@@ -547,12 +555,7 @@ class ArqExecutor(RemoteExecutor):
         outcome_wait: float | None = 3600.0,
     ) -> None:
         super().__init__(poll_interval=poll_interval, outcome_wait=outcome_wait)
-        try:
-            from arq.connections import RedisSettings
-        except ImportError as exc:  # pragma: no cover - the extra is missing
-            raise ImportError(
-                "ArqExecutor needs arq: pip install 'nexios-contrib-scheduler[arq]'"
-            ) from exc
+        RedisSettings = _engine_module("arq.connections", "ArqExecutor").RedisSettings  # noqa: N806
         if redis_settings is None:
             redis_settings = RedisSettings()
         elif isinstance(redis_settings, Mapping):

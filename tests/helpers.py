@@ -1,6 +1,6 @@
 """The one home of the tests' waiting helpers (and of two faults: ``unannounced``, a lost
-notification, and ``FailingFirst``, a store that went away and came back), and of
-``report_workers``, what a failed test's worker processes say.
+notification, and ``FailingFirst``, a store that went away and came back), of
+``report_workers``, what a failed test's worker processes say, and of ``stop_processes``.
 
 A wait only bounds how long a test is willing to wait for something that must happen; it
 never judges speed. Timeouts are generous because the machine running the suite may be
@@ -106,3 +106,15 @@ def report_workers(workers: Iterable[WorkerProcess]) -> None:
         time.sleep(1.0)
     for worker in workers:
         print(f"--- worker pid {worker.proc.pid}:\n{worker.log.read_text()[-12000:]}")
+
+
+def stop_processes(*procs: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """SIGTERM the processes, wait for them (``timeout`` seconds each), SIGKILL what is left."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

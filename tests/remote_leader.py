@@ -12,12 +12,34 @@ written. Then it waits to be killed.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 from nexios_contrib_scheduler import DateTimeTrigger, SchedulerConfig, SchedulerManager
 from nexios_contrib_scheduler.executors import ArqExecutor, CeleryExecutor, RemoteExecutor
 from nexios_contrib_scheduler.jobs import utcnow
+
+
+async def sent_then_killed(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Run this script with ``argv`` until it says ``SENT``, then SIGKILL it."""
+    leader = subprocess.Popen(
+        [sys.executable, str(Path(__file__)), *argv],
+        cwd=Path(__file__).parent,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert leader.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(leader.stdout.readline), 60)
+        assert line.strip() == "SENT", f"the first leader said {line!r}"
+    finally:
+        leader.kill()
+        leader.wait()
 
 
 def engine_of(kind: str, url: str, queue: str) -> tuple[RemoteExecutor, str]:

@@ -22,8 +22,9 @@ import pytest
 import redis
 from arq.connections import RedisSettings
 from fault_services import private_redis
-from helpers import wait_until
+from helpers import stop_processes, wait_until
 from mw_services import redis_url
+from remote_leader import sent_then_killed
 
 from nexios_contrib_scheduler import (
     DateTimeTrigger,
@@ -63,12 +64,7 @@ class ArqWorld:
 
     def stop_worker(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_processes(self.process)
             self.process = None
 
     def witness(self) -> list[tuple[str, str]]:
@@ -98,15 +94,21 @@ def arq_world() -> Iterator[ArqWorld]:
         client.close()
 
 
+async def started(managers: Any, world: ArqWorld) -> SchedulerManager:
+    """A started scheduler (memory store) sending to ``world``'s arq."""
+    manager: SchedulerManager = managers(
+        SchedulerConfig(timezone="UTC", executors={"arq": world.executor()})
+    )
+    await manager.start()
+    return manager
+
+
 def job_id(world: ArqWorld, name: str) -> str:
     return f"{world.queue.removeprefix('arq:')}-{name}"
 
 
 async def test_each_fire_runs_once_on_the_arq_worker(arq_world: ArqWorld, managers: Any) -> None:
-    manager: SchedulerManager = managers(
-        SchedulerConfig(timezone="UTC", executors={"arq": arq_world.executor()})
-    )
-    await manager.start()
+    manager = await started(managers, arq_world)
     job = manager.add_job(
         "record",
         IntervalTrigger(seconds=0.2),
@@ -137,10 +139,7 @@ async def test_each_fire_runs_once_on_the_arq_worker(arq_world: ArqWorld, manage
 async def test_a_failing_task_is_recorded_with_the_workers_error(
     arq_world: ArqWorld, managers: Any
 ) -> None:
-    manager: SchedulerManager = managers(
-        SchedulerConfig(timezone="UTC", executors={"arq": arq_world.executor()})
-    )
-    await manager.start()
+    manager = await started(managers, arq_world)
     job = manager.add_job(
         "boom",
         IntervalTrigger(hours=1),  # its first fire is at once
@@ -160,10 +159,7 @@ async def test_a_failing_task_is_recorded_with_the_workers_error(
 async def test_a_run_over_the_workers_time_limit_is_a_timeout(
     arq_world: ArqWorld, managers: Any
 ) -> None:
-    manager: SchedulerManager = managers(
-        SchedulerConfig(timezone="UTC", executors={"arq": arq_world.executor()})
-    )
-    await manager.start()
+    manager = await started(managers, arq_world)
     job = manager.add_job(
         "slow",
         DateTimeTrigger(utcnow() + timedelta(seconds=0.1)),
@@ -201,10 +197,7 @@ async def test_a_fire_sent_again_is_refused_and_runs_once(arq_world: ArqWorld) -
 async def test_run_job_now_sends_one_and_a_paused_job_sends_none(
     arq_world: ArqWorld, managers: Any
 ) -> None:
-    manager: SchedulerManager = managers(
-        SchedulerConfig(timezone="UTC", executors={"arq": arq_world.executor()})
-    )
-    await manager.start()
+    manager = await started(managers, arq_world)
     job = manager.add_job(
         "record",
         IntervalTrigger(hours=1),
@@ -224,10 +217,7 @@ async def test_a_fire_not_started_before_its_grace_ends_is_missed(
     arq_world: ArqWorld, managers: Any
 ) -> None:
     arq_world.stop_worker()  # nobody takes the message while its grace runs out
-    manager: SchedulerManager = managers(
-        SchedulerConfig(timezone="UTC", executors={"arq": arq_world.executor()})
-    )
-    await manager.start()
+    manager = await started(managers, arq_world)
     job = manager.add_job(
         "record",
         DateTimeTrigger(utcnow() + timedelta(seconds=0.05)),
@@ -248,10 +238,7 @@ async def test_shutdown_records_a_fire_still_on_the_engine_as_sent(
     arq_world: ArqWorld, managers: Any
 ) -> None:
     arq_world.stop_worker()
-    manager: SchedulerManager = managers(
-        SchedulerConfig(timezone="UTC", executors={"arq": arq_world.executor()})
-    )
-    await manager.start()
+    manager = await started(managers, arq_world)
     job = manager.add_job(
         "record",
         DateTimeTrigger(utcnow() + timedelta(seconds=0.05)),
@@ -369,28 +356,7 @@ async def test_the_next_leader_follows_the_fire_of_a_killed_leader(
     store, coordination = f"sqlite:///{tmp_path / 'jobs.db'}", f"file://{tmp_path / 'lock'}"
     job_key = job_id(arq_world, "failover")
     arq_url = arq_world.url if sent else "redis://127.0.0.1:1/0"
-    leader = subprocess.Popen(
-        [
-            sys.executable,
-            "remote_leader.py",
-            "arq",
-            store,
-            coordination,
-            arq_url,
-            arq_world.queue,
-            job_key,
-        ],
-        cwd=TESTS,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        line = await asyncio.wait_for(asyncio.to_thread(leader.stdout.readline), 60)  # type: ignore[union-attr]
-        assert line.strip() == "SENT", f"the first leader said {line!r}"
-    finally:
-        leader.kill()
-        leader.wait()
+    await sent_then_killed(["arq", store, coordination, arq_url, arq_world.queue, job_key])
     follower: SchedulerManager = managers(
         SchedulerConfig(
             timezone="UTC",

@@ -25,8 +25,9 @@ TAG = uuid.uuid4().hex[:12]
 os.environ["CELERY_TEST_QUEUE"] = f"nexios-test-{TAG}"
 
 import celery_tasks  # noqa: E402  (reads the queue above)
-from helpers import wait_until  # noqa: E402
+from helpers import stop_processes, wait_until  # noqa: E402
 from mw_services import redis_url  # noqa: E402
+from remote_leader import sent_then_killed  # noqa: E402
 
 from nexios_contrib_scheduler import (  # noqa: E402
     DateTimeTrigger,
@@ -71,12 +72,7 @@ class CeleryWorker:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_processes(self.process)
             self.process = None
 
 
@@ -207,20 +203,9 @@ async def test_the_next_leader_follows_the_fire_of_a_killed_leader(
     store, coordination = f"sqlite:///{tmp_path / 'jobs.db'}", f"file://{tmp_path / 'lock'}"
     job_key = new_id("failover")
     try:
-        leader = subprocess.Popen(
-            [sys.executable, "remote_leader.py", "celery", store, coordination, "", "", job_key],
-            cwd=TESTS,
-            env={**os.environ, "CELERY_TEST_QUEUE": QUEUE},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        await sent_then_killed(
+            ["celery", store, coordination, "", "", job_key], {"CELERY_TEST_QUEUE": QUEUE}
         )
-        try:
-            line = await asyncio.wait_for(asyncio.to_thread(leader.stdout.readline), 60)  # type: ignore[union-attr]
-            assert line.strip() == "SENT", f"the first leader said {line!r}"
-        finally:
-            leader.kill()
-            leader.wait()
         follower: SchedulerManager = managers(
             SchedulerConfig(
                 timezone="UTC",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import report_workers
+from helpers import report_workers, stop_processes
 from mw_services import drop_namespace, postgres_url, redis_url
 from test_multiworker import Cluster, Worker
 
@@ -67,14 +67,7 @@ class Engine:
             )
 
     def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(*self.procs)
 
     def runs(self) -> list[tuple[str, int]]:
         """(job id, scheduled µs) of every run the engine's workers wrote down."""
