@@ -250,3 +250,38 @@ async def test_a_worker_process_lost_during_a_run_is_recorded_as_celery_reports_
     await wait_until(lambda: job.failure_count == 1, 60, "the lost run to be recorded")
     assert job.history[-1].outcome == "error"
     assert "the Celery worker was lost" in (job.last_error or "")
+
+
+async def test_a_fire_due_while_the_broker_is_down_is_missed_and_the_app_serves(
+    worker: CeleryWorker, managers: Any
+) -> None:
+    """A Celery app whose broker cannot be reached: each try to send fails in the sending
+    thread (the event loop keeps turning), and the fire is recorded missed once its grace
+    is over; it is never sent."""
+    from celery import Celery
+
+    down = Celery("down", broker="amqp://guest:guest@127.0.0.1:1//", backend=celery_tasks.BACKEND)
+    down.conf.update(broker_connection_timeout=0.5, task_publish_retry=False)
+    manager: SchedulerManager = managers(
+        SchedulerConfig(
+            timezone="UTC",
+            executors={"celery": CeleryExecutor(down, check_tasks=False, poll_interval=0.05)},
+        )
+    )
+    await manager.start()
+    job = manager.add_job(
+        "tests.record",
+        DateTimeTrigger(utcnow() + timedelta(seconds=0.05)),
+        id=new_id("down"),
+        executor="celery",
+        misfire_grace_time=1.5,
+    )
+    beats = 0
+    while job.missed_count == 0 and beats < 3000:  # up to 30 s of 10 ms turns
+        await asyncio.sleep(0.01)
+        beats += 1
+    assert job.missed_count == 1, "the fire was not recorded missed"
+    assert beats > 20, "the loop went on turning while the sends failed"
+    error = job.history[-1].error or ""
+    assert "could not be reached before its grace ran out" in error, error
+    assert job.failure_count == 0 and job.total_run_count == 0
