@@ -4,7 +4,8 @@ it as several uvicorn worker processes sharing a PostgreSQL job store.
 The environment says how: ``RM_ENGINE`` (``celery`` or ``arq``), ``RM_STORE`` (the job
 store and coordination URL), ``RM_NAMESPACE``, ``RM_QUEUE`` (the engine's queue, also
 ``CELERY_TEST_QUEUE`` for the Celery app of ``celery_tasks``) and ``RM_REDIS`` (arq's
-Redis). Each job sends ``record(<job id>)``; the engine workers write down each run.
+Redis). The jobs (``<namespace>-tick-a``, ``-tick-b``, ``-minutely``) send
+``record(<job id>)``; the engine workers write down each run.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ else:
 config = SchedulerConfig(
     jobstore=STORE,
     coordination=STORE,
-    namespace=os.environ["RM_NAMESPACE"],
+    namespace=os.environ["RM_NAMESPACE"],  # the jobs' ids begin with it too
     lease_seconds=2,
     # Every fire counts: late fires (after a takeover) are still sent, one by one.
     job_defaults={"coalesce": False, "misfire_grace_time": 60, "max_instances": 10},
@@ -45,14 +46,15 @@ config = SchedulerConfig(
 )
 app = NexiosApp()
 scheduler = setup_scheduler(app, config)
-for job_id in ("tick-a", "tick-b"):
+NAMESPACE = os.environ["RM_NAMESPACE"]
+for name in ("tick-a", "tick-b"):
     scheduler.add_job(
-        task, IntervalTrigger(seconds=1), args=(job_id,), id=job_id, executor=ENGINE,
-        replace_existing=True,
+        task, IntervalTrigger(seconds=1), args=(name,), id=f"{NAMESPACE}-{name}",
+        executor=ENGINE, replace_existing=True,
     )  # fmt: skip
 scheduler.add_job(
-    task, CronTrigger("* * * * *"), args=("minutely",), id="minutely", executor=ENGINE,
-    replace_existing=True,
+    task, CronTrigger("* * * * *"), args=("minutely",), id=f"{NAMESPACE}-minutely",
+    executor=ENGINE, replace_existing=True,
 )  # fmt: skip
 
 

@@ -70,7 +70,7 @@ class Engine:
         stop_processes(*self.procs)
 
     def runs(self) -> list[tuple[str, int]]:
-        """(job id, scheduled µs) of every run the engine's workers wrote down."""
+        """(job name, scheduled µs) of every run the engine's workers wrote down."""
         client = redis.Redis.from_url(self.redis_url)
         try:
             rows = client.lrange(f"{self.queue}:witness", 0, -1)
@@ -80,7 +80,7 @@ class Engine:
         for row in rows:
             job_id, _, when = row.decode().split("|", 1)[0].partition("@")
             if when.isdigit():
-                found.append((job_id, int(when)))
+                found.append((_name(job_id), int(when)))
         return found
 
 
@@ -130,15 +130,20 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Clus
                 connection.default_channel.queue_delete(queue)
 
 
-def _history(worker: Worker) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+def _name(job_id: str) -> str:
+    """A job's name in the app: its id without the namespace it begins with."""
+    return job_id.split("-", 1)[1]
+
+
+def _history(worker: Worker, namespace: str) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
     """The fires the worker's history shows run (success) and on record as not run."""
     ran: set[tuple[str, int]] = set()
     on_record: set[tuple[str, int]] = set()
-    for job_id in (*INTERVAL_JOBS, "minutely"):
-        for run in worker.get(f"/jobs/{job_id}").get("history", []):
+    for name in (*INTERVAL_JOBS, "minutely"):
+        for run in worker.get(f"/jobs/{namespace}-{name}").get("history", []):
             if run["scheduled_time"] is None:
                 continue
-            key = (job_id, _us(run["scheduled_time"]))
+            key = (name, _us(run["scheduled_time"]))
             if run["outcome"] == "success":
                 ran.add(key)
             elif run["outcome"] in ("missed", "skipped"):
@@ -173,7 +178,7 @@ def test_each_fire_runs_once_on_the_engine_across_a_leader_kill(
     deadline = time.monotonic() + 90
     while True:
         counts = Counter(engine.runs())
-        ran, on_record = _history(survivor)
+        ran, on_record = _history(survivor, cluster.env["RM_NAMESPACE"])
         due = expected(counts)
         gaps = [k for k in due if counts[k] == 0 and k not in on_record]
         unrecorded = [k for k in due if counts[k] and k not in ran]
