@@ -210,7 +210,9 @@ class Witness:
         starts: list[Run] = []
         ends: dict[Run, float] = {}
         text = path.read_text() if path.exists() else ""
-        for line in text.splitlines():
+        # A line is whole once its newline is written: the last piece is empty, or a line
+        # a worker is writing as this reads (a read can see part of a write).
+        for line in text.split("\n")[:-1]:
             stage, job_id, scheduled, pid, at = line.split()
             if scheduled == "-":  # a run started by hand, not by a fire
                 continue
@@ -501,7 +503,8 @@ def _leaders_file(cluster: Cluster) -> list[tuple[str, int, float]]:
     """``(what, pid, time)``: each election (``leader``) and self-kill (``killed``)."""
     path = Path(cluster.env["FAULT_LEADERS"])
     text = path.read_text() if path.exists() else ""
-    return [(what, int(pid), float(at)) for what, pid, at in map(str.split, text.splitlines())]
+    lines = text.split("\n")[:-1]  # whole lines only, as in Witness.read
+    return [(what, int(pid), float(at)) for what, pid, at in map(str.split, lines)]
 
 
 # --- 1. SIGSTOP the leader past its lease, then SIGCONT ------------------------------------
