@@ -158,18 +158,22 @@ def _engine(kind: str, queue: str) -> Any:
     return engine
 
 
-async def send_workload(kind: str, queue: str) -> dict[str, Any]:
-    from nexios_contrib_scheduler import DateTimeTrigger, SchedulerConfig, SchedulerManager
+async def _started(kind: str, queue: str, **job_defaults: Any) -> tuple[Any, Any]:
+    """A started scheduler (memory store) sending to ``kind``, and its timed engine."""
+    from nexios_contrib_scheduler import SchedulerConfig, SchedulerManager
 
     engine = _engine(kind, queue)
-    manager = SchedulerManager(
-        config=SchedulerConfig(
-            timezone="UTC",
-            executors={kind: engine},
-            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
-        )
-    )
+    defaults = {"misfire_grace_time": None, **job_defaults}
+    config = SchedulerConfig(timezone="UTC", executors={kind: engine}, job_defaults=defaults)
+    manager = SchedulerManager(config=config)
     await manager.start()
+    return manager, engine
+
+
+async def send_workload(kind: str, queue: str) -> dict[str, Any]:
+    from nexios_contrib_scheduler import DateTimeTrigger
+
+    manager, engine = await _started(kind, queue, max_instances=1, coalesce=True)
     task = "bench.noop" if kind == "celery" else "arq_noop"
     due = math.ceil(time.time() + 1.5)
     jobs = [
@@ -199,17 +203,9 @@ async def send_workload(kind: str, queue: str) -> dict[str, Any]:
 
 async def lateness_workload(kind: str, queue: str) -> dict[str, Any]:
     """This package: 500 entries a second for ``WINDOW`` seconds, then the workers' stamps."""
-    from nexios_contrib_scheduler import IntervalTrigger, SchedulerConfig, SchedulerManager
+    from nexios_contrib_scheduler import IntervalTrigger
 
-    engine = _engine(kind, queue)
-    manager = SchedulerManager(
-        config=SchedulerConfig(
-            timezone="UTC",
-            executors={kind: engine},
-            job_defaults={"max_instances": 5, "coalesce": False, "misfire_grace_time": None},
-        )
-    )
-    await manager.start()
+    manager, _ = await _started(kind, queue, max_instances=5, coalesce=False)
     task = "bench.stamp" if kind == "celery" else "arq_stamp"
     start = math.ceil(time.time() + 1.0)
     for i in range(LATENESS_ENTRIES):

@@ -122,8 +122,7 @@ class RemoteExecutor(abc.ABC):
         self.outcome_wait = None if outcome_wait is None else float(outcome_wait)
         # Fires handed to ``send`` and not yet sent, each with the future of its answer.
         self._batch: list[tuple[RemoteFire, asyncio.Future[bool]]] = []
-        self._flushing = False
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None  # sending them, while not done
 
     @property
     def tracks_outcomes(self) -> bool:
@@ -145,29 +144,25 @@ class RemoteExecutor(abc.ABC):
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool] = loop.create_future()
         self._batch.append((fire, answer))
-        if not self._flushing:
-            self._flushing = True
+        if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
         return await answer
 
     async def _flush(self) -> None:
-        try:
-            await asyncio.sleep(0)  # the rest of this turn's fires join the batch
-            while self._batch:
-                batch, self._batch = self._batch[:SEND_BATCH], self._batch[SEND_BATCH:]
-                try:
-                    answers = await self.send_many([fire for fire, _ in batch])
-                except Exception as exc:
-                    answers = [exc] * len(batch)
-                for (_, answer), sent in zip(batch, answers, strict=True):
-                    if answer.done():
-                        continue
-                    if isinstance(sent, BaseException):
-                        answer.set_exception(sent)
-                    else:
-                        answer.set_result(sent)
-        finally:
-            self._flushing = False
+        await asyncio.sleep(0)  # the rest of this turn's fires join the batch
+        while self._batch:
+            batch, self._batch = self._batch[:SEND_BATCH], self._batch[SEND_BATCH:]
+            try:
+                answers = await self.send_many([fire for fire, _ in batch])
+            except Exception as exc:
+                answers = [exc] * len(batch)
+            for (_, answer), sent in zip(batch, answers, strict=True):
+                if answer.done():
+                    continue
+                if isinstance(sent, BaseException):
+                    answer.set_exception(sent)
+                else:
+                    answer.set_result(sent)
 
     @abc.abstractmethod
     async def send_many(self, fires: list[RemoteFire]) -> list[bool | Exception]:
@@ -250,6 +245,7 @@ class CeleryExecutor(RemoteExecutor):
         self.app = celery_app
         self.check_tasks = check_tasks
         self._imported = False
+        self._tracks: bool | None = None
         self._marked: set[str] = set()  # fires marked sent here whose message is not out yet
         # One thread sends (the broker's and the backend's clients are blocking ones),
         # in order, over the app's pooled connection; another reads the outcomes, so that
@@ -262,15 +258,20 @@ class CeleryExecutor(RemoteExecutor):
 
     @property
     def tracks_outcomes(self) -> bool:
-        backend = self.app.backend
-        return hasattr(backend, "mget") and type(backend).__name__ != "DisabledBackend"
+        # A key-value result backend (Redis) can be read for many fires at once; the
+        # disabled one (no result_backend) and the others cannot. Asked once: the app's
+        # backend is made per thread, and this is asked for each fire.
+        if self._tracks is None:
+            self._tracks = hasattr(self.app.backend, "mget")
+        return self._tracks
 
     def task(self, func_or_name: Any) -> RemoteTask:
-        name = (
-            func_or_name if isinstance(func_or_name, str) else getattr(func_or_name, "name", None)
-        )
         if isinstance(func_or_name, RemoteTask):
-            name = func_or_name.name
+            name: Any = func_or_name.name
+        elif isinstance(func_or_name, str):
+            name = func_or_name
+        else:
+            name = getattr(func_or_name, "name", None)  # a Celery task object
         if not isinstance(name, str) or not name:
             raise TypeError(
                 "a Celery job names a task: the task object or its registered name, "
