@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 
+from .pacing import Pacer
+
 logger = logging.getLogger("nexios_contrib_scheduler")
 
 #: How a remote task is written where a job's function is stored (``records.func_ref``).
@@ -32,6 +34,8 @@ TASK_REF_PREFIX = "task:"
 
 #: Most fires sent to an engine in one batch.
 SEND_BATCH = 500
+#: Most answers to sends handed to their fires' runs in one turn of the event loop.
+ANSWERS_SLICE = 64
 
 RemoteOutcomeKind = Literal["success", "error", "timeout", "missed"]
 
@@ -123,6 +127,7 @@ class RemoteExecutor(abc.ABC):
         # Fires handed to ``send`` and not yet sent, each with the future of its answer.
         self._batch: list[tuple[RemoteFire, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None  # sending them, while not done
+        self._pacer = Pacer()
 
     @property
     def tracks_outcomes(self) -> bool:
@@ -156,13 +161,24 @@ class RemoteExecutor(abc.ABC):
                 answers = await self.send_many([fire for fire, _ in batch])
             except Exception as exc:
                 answers = [exc] * len(batch)
-            for (_, answer), sent in zip(batch, answers, strict=True):
-                if answer.done():
-                    continue
-                if isinstance(sent, BaseException):
-                    answer.set_exception(sent)
-                else:
-                    answer.set_result(sent)
+            # The fires' runs go on (to await their outcomes) as their answers are set: a
+            # slice of them per turn of the loop, sized from what the slices before cost.
+            done = list(zip(batch, answers, strict=True))
+            continuing = False
+            while done:
+                size = self._pacer.next_size(continuing, ANSWERS_SLICE)
+                now, done = done[:size], done[size:]
+                for (_, answer), sent in now:
+                    if answer.done():
+                        continue
+                    if isinstance(sent, BaseException):
+                        answer.set_exception(sent)
+                    else:
+                        answer.set_result(sent)
+                self._pacer.took(len(now))
+                continuing = True
+                if done:
+                    await asyncio.sleep(0)
 
     @abc.abstractmethod
     async def send_many(self, fires: list[RemoteFire]) -> list[bool | Exception]:
@@ -208,6 +224,16 @@ def _engine_module(name: str, who: str) -> Any:
 CELERY_SENT = "SENT"
 #: Where ``record_task_starts`` keeps when and where a fire's run started.
 CELERY_START_KEY = "nexios-scheduler-start-{}"
+#: The attributes of a Celery task that say how its messages are published.
+PUBLISH_OPTIONS = (
+    "queue",
+    "routing_key",
+    "exchange",
+    "priority",
+    "serializer",
+    "delivery_mode",
+    "compression",
+)
 
 
 class CeleryExecutor(RemoteExecutor):
@@ -247,6 +273,7 @@ class CeleryExecutor(RemoteExecutor):
         self._imported = False
         self._tracks: bool | None = None
         self._marked: set[str] = set()  # fires marked sent here whose message is not out yet
+        self._task_options: dict[str, tuple[Any, dict[str, Any]]] = {}
         # One thread sends (the broker's and the backend's clients are blocking ones),
         # in order, over the app's pooled connection; another reads the outcomes, so that
         # a read of many fires in flight does not hold up the sends.
@@ -299,34 +326,67 @@ class CeleryExecutor(RemoteExecutor):
 
     def _send_now(self, fires: list[RemoteFire]) -> list[bool | Exception]:
         app = self.app
-        backend = app.backend
         answers: list[bool | Exception] = [True] * len(fires)
         if self.tracks_outcomes:
             self._mark(fires, answers)
-        cancel = getattr(getattr(backend, "result_consumer", None), "cancel_for", None)
         with app.producer_or_acquire() as producer:
             for i, fire in enumerate(fires):
                 if answers[i] is not True:
                     continue
                 try:
-                    app.send_task(
-                        fire.task.name,
-                        args=list(fire.args),
-                        kwargs=dict(fire.kwargs),
-                        task_id=fire.id,
-                        expires=fire.expires_at,
-                        time_limit=fire.time_limit,
-                        producer=producer,
-                    )
+                    self._publish(producer, fire)
                 except Exception as exc:
                     answers[i:] = [exc] * (len(fires) - i)  # the broker is gone: the rest too
                     break
                 self._marked.discard(fire.id)
-                # Celery's Redis backend listens for each sent task's result (for
-                # AsyncResult.get): the outcomes are read here instead.
-                if cancel is not None:
-                    cancel(fire.id)
         return answers
+
+    def _publish(self, producer: Any, fire: RemoteFire) -> None:
+        """Publish one fire's message as ``app.send_task`` would (the task's own
+        publishing options, the app's routes, the expiry as the message's TTL, the
+        publish signals and sent event), less what the scheduler does not use: its
+        result object, and the Redis backend's subscription to the result (outcomes are
+        read for all fires at once instead), which cost two more round trips to Redis
+        for each fire."""
+        app = self.app
+        amqp = app.amqp
+        name = fire.task.name
+        args, kwargs = list(fire.args), dict(fire.kwargs)
+        task_type, options = self._publish_options(name)
+        options = amqp.router.route(dict(options), name, args, kwargs, task_type)
+        if fire.expires_at is not None:
+            ttl = (fire.expires_at - datetime.now(timezone.utc)).total_seconds()
+            options["expiration"] = max(0.0, ttl)
+        message = amqp.create_task_message(
+            fire.id,
+            name,
+            args,
+            kwargs,
+            expires=fire.expires_at,
+            reply_to=app.thread_oid,
+            time_limit=fire.time_limit,
+            create_sent_event=app.conf.task_send_sent_event,
+            ignore_result=None,  # the task's own setting, on the worker
+            **options,
+        )
+        amqp.send_task_message(producer, name, message, **options)
+
+    def _publish_options(self, name: str) -> tuple[Any, dict[str, Any]]:
+        """The task registered under ``name`` in this app, if any, and the publishing
+        options it sets (its queue, priority, serializer...), asked once per task."""
+        found = self._task_options.get(name)
+        if found is None:
+            app = self.app
+            # An app not finalized yet is not made to (send_task does not either): its
+            # tasks are then names only the workers know.
+            task_type = app.tasks.get(name) if app.finalized else None
+            options = {
+                key: value
+                for key in PUBLISH_OPTIONS
+                if (value := getattr(task_type, key, None)) is not None
+            }
+            found = self._task_options[name] = (task_type, options)
+        return found
 
     def _sent_prefix(self) -> bytes:
         """How a fire's ``SENT`` mark begins as the backend encodes it (empty if its

@@ -23,6 +23,7 @@ from .executor import Find, Fires, JobExecutor
 from .executors import RemoteExecutor, RemoteFire, RemoteOutcome, RemoteTask
 from .jobs import JobRecord, describe_exception, utcnow
 from .ledger import RunLedger
+from .pacing import Pacer
 from .registry import JobRegistry
 from .stores.fires import FireKey
 
@@ -35,6 +36,8 @@ SEND_RETRY_MOST = 5.0
 #: Seconds after a fire's message expired before the engine is asked whether it started
 #: (a worker that took it just before its expiry has begun it by then).
 EXPIRY_MARGIN = 5.0
+#: Most outcomes handed to their fires' runs in one turn of the event loop.
+OUTCOMES_SLICE = 64
 
 
 @contextlib.asynccontextmanager
@@ -62,6 +65,8 @@ class RemoteRuns(JobExecutor):
         self._poll_failing = False
         self._stopping = False
         self._expiring: dict[str, datetime] = {}  # fires in flight whose messages expire
+        self._deadlines: dict[str, float] = {}  # loop time when each fire's outcome_wait ends
+        self._pacer = Pacer()  # slices of outcomes handed over in a turn
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
@@ -258,27 +263,24 @@ class RemoteRuns(JobExecutor):
             return None
         loop = asyncio.get_running_loop()
         waiter = self._waiting.get(fire_id)
-        if waiter is None:
-            waiter = self._waiting[fire_id] = loop.create_future()
+        if waiter is not None:  # awaited already (a fire followed twice): its outcome too
+            return await asyncio.shield(waiter)
+        # One future a fire, resolved by the poller (with None once ``outcome_wait`` is
+        # over): thousands of fires in flight cost no timer or task each.
+        waiter = self._waiting[fire_id] = loop.create_future()
+        if self.engine.outcome_wait is not None:
+            self._deadlines[fire_id] = loop.time() + self.engine.outcome_wait
         if expires_at is not None:
             self._expiring[fire_id] = expires_at
         if self._poller is None or self._poller.done():
             self._poller = loop.create_task(self._poll())
         try:
-            wait = self.engine.outcome_wait
-            return await asyncio.wait_for(asyncio.shield(waiter), wait)
-        except asyncio.TimeoutError:
-            logger.warning(
-                "fire %s: no outcome from %s within %gs; recorded as sent",
-                fire_id,
-                self.engine.engine,
-                self.engine.outcome_wait,
-            )
-            return None
+            return await waiter
         finally:
             if self._waiting.get(fire_id) is waiter:
                 del self._waiting[fire_id]
-                self._expiring.pop(fire_id, None)
+            self._expiring.pop(fire_id, None)
+            self._deadlines.pop(fire_id, None)
 
     async def _poll(self) -> None:
         """Read the outcomes of every fire in flight, every ``poll_interval``, while any is."""
@@ -304,15 +306,47 @@ class RemoteRuns(JobExecutor):
                     describe_exception(exc),
                 )
             self._poll_failing = True
-            return
-        if self._poll_failing:
-            logger.info("outcomes from %s (%r) can be read again", self.engine.engine, self.name)
-            self._poll_failing = False
-        for fire_id, outcome in found.items():
-            future = waiting.get(fire_id)
-            if future is not None and not future.done():
-                future.set_result(outcome)
-        await self._drop_expired(waiting, found)
+            found = {}
+        else:
+            if self._poll_failing:
+                logger.info(
+                    "outcomes from %s (%r) can be read again", self.engine.engine, self.name
+                )
+                self._poll_failing = False
+        ended: list[tuple[asyncio.Future[RemoteOutcome | None], RemoteOutcome | None]] = [
+            (waiting[fire_id], outcome) for fire_id, outcome in found.items() if fire_id in waiting
+        ]
+        now = asyncio.get_running_loop().time()
+        for fire_id, deadline in list(self._deadlines.items()):
+            if deadline <= now and fire_id in waiting and fire_id not in found:
+                logger.warning(
+                    "fire %s: no outcome from %s within %gs; recorded as sent",
+                    fire_id,
+                    self.engine.engine,
+                    self.engine.outcome_wait,
+                )
+                ended.append((waiting[fire_id], None))
+        await self._deliver(ended)
+        if not self._poll_failing:
+            await self._drop_expired(waiting, found)
+
+    async def _deliver(
+        self, ended: list[tuple[asyncio.Future[RemoteOutcome | None], RemoteOutcome | None]]
+    ) -> None:
+        """Hand each fire its outcome, a slice per turn of the loop: each fire's run then
+        records it (history, counters, events, listeners) in the next turn, and a read that
+        brings back thousands must not do all of that in one. The pacer sizes each slice
+        from what the slices before cost."""
+        continuing = False
+        while ended:
+            size = self._pacer.next_size(continuing, OUTCOMES_SLICE)
+            now, ended = ended[:size], ended[size:]
+            for future, outcome in now:
+                if not future.done():
+                    future.set_result(outcome)
+            self._pacer.took(len(now))
+            continuing = True
+            await asyncio.sleep(0)
 
     async def _drop_expired(
         self,
@@ -339,10 +373,7 @@ class RemoteRuns(JobExecutor):
             None,
             f"not started on a {self.engine.engine} worker before it expired",
         )
-        for fire_id in gone:
-            future = waiting[fire_id]
-            if not future.done():
-                future.set_result(missed)
+        await self._deliver([(waiting[fire_id], missed) for fire_id in gone])
 
     async def stop_waiting(self) -> None:
         """At shutdown: a last read of outcomes; fires still without one are recorded as

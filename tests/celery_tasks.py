@@ -49,3 +49,13 @@ def boom(self) -> None:  # type: ignore[no-untyped-def]
 def slow(self, seconds: float) -> None:  # type: ignore[no-untyped-def]
     _witness.rpush(WITNESS, f"{self.request.id}|slow|{self.request.hostname}")
     time.sleep(seconds)
+
+
+#: A queue no test worker reads: messages published there stay for the tests to look at.
+ELSEWHERE = f"{QUEUE}-elsewhere"
+app.conf.task_routes = {"tests.elsewhere": {"queue": ELSEWHERE, "priority": 3}}
+
+
+@app.task(name="tests.elsewhere")
+def elsewhere(label: str = "") -> str:
+    return label

@@ -251,6 +251,33 @@ async def test_shutdown_records_a_fire_still_on_the_engine_as_sent(
     assert job.current_instances == 0
 
 
+async def test_a_fire_with_no_outcome_within_outcome_wait_is_recorded_sent(
+    arq_world: ArqWorld, managers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    arq_world.stop_worker()  # the message waits in the queue: no outcome comes
+    manager: SchedulerManager = managers(
+        SchedulerConfig(timezone="UTC", executors={"arq": arq_world.executor(outcome_wait=0.3)})
+    )
+    await manager.start()
+    job = manager.add_job(
+        "record",
+        IntervalTrigger(seconds=0.2),
+        id=job_id(arq_world, "unanswered"),
+        executor="arq",
+        max_instances=1,
+    )
+    with caplog.at_level(logging.WARNING, logger="nexios_contrib_scheduler"):
+        await wait_until(
+            lambda: len([r for r in job.history if r.outcome == "sent"]) >= 2,
+            20,
+            "two fires recorded as sent once outcome_wait was over",
+        )
+    # Each held the job's one instance until its wait was over, then let the next go.
+    assert job.current_instances <= 1
+    assert job.failure_count == 0 and job.success_count == 0
+    assert "no outcome from arq within 0.3s; recorded as sent" in caplog.text
+
+
 def test_a_job_naming_an_executor_not_configured_is_refused() -> None:
     manager = SchedulerManager(config=SchedulerConfig(timezone="UTC"))
     with pytest.raises(ConfigError, match=r"no executor 'celery'; configured: 'default'"):

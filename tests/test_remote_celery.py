@@ -35,7 +35,11 @@ from nexios_contrib_scheduler import (  # noqa: E402
     SchedulerConfig,
     SchedulerManager,
 )
-from nexios_contrib_scheduler.executors import CeleryExecutor, RemoteTask  # noqa: E402
+from nexios_contrib_scheduler.executors import (  # noqa: E402
+    CeleryExecutor,
+    RemoteFire,
+    RemoteTask,
+)
 from nexios_contrib_scheduler.jobs import utcnow  # noqa: E402
 
 TESTS = Path(__file__).parent
@@ -194,6 +198,62 @@ def test_a_task_the_app_does_not_know_is_refused_unless_told() -> None:
     assert job.func == RemoteTask("tests.nope")
     with pytest.raises(TypeError, match="must be a Celery app"):
         CeleryExecutor(object())
+
+
+def test_a_fire_is_published_as_celerys_send_task_publishes_it() -> None:
+    """The executor publishes a fire's message itself (without send_task's result object
+    and subscription): the same exchange, routing key, headers and properties as
+    send_task, with the app's routes (a queue and a priority) applied."""
+    from celery.signals import before_task_publish
+
+    rabbitmq_reachable()
+    seen: list[dict[str, Any]] = []
+
+    def capture(sender: Any = None, **message: Any) -> None:
+        seen.append({"task": sender, **message})
+
+    app = celery_tasks.app
+    executor = CeleryExecutor(app)
+    expires = utcnow() + timedelta(minutes=5)
+    ours, theirs = f"ours-{TAG}", f"theirs-{TAG}"
+    fire = RemoteFire(ours, executor.task("tests.elsewhere"), ("a",), {"b": 1}, expires, 7.0)
+    before_task_publish.connect(capture)
+    try:
+        assert asyncio.run(executor.send_many([fire])) == [True]
+        app.send_task(
+            "tests.elsewhere",
+            args=["a"],
+            kwargs={"b": 1},
+            task_id=theirs,
+            expires=expires,
+            time_limit=7.0,
+        )
+    finally:
+        before_task_publish.disconnect(capture)
+        asyncio.run(executor.close())
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(celery_tasks.ELSEWHERE)
+    assert [m["task"] for m in seen] == ["tests.elsewhere", "tests.elsewhere"]
+    mine, celerys = seen
+
+    def comparable(message: dict[str, Any], task_id: str) -> dict[str, Any]:
+        headers = {**message["headers"]}
+        assert headers.pop("id") == headers.pop("root_id") == task_id
+        properties = {**message["properties"]}
+        assert properties.pop("correlation_id") == task_id
+        assert properties.pop("reply_to")  # the sending thread's: each has its own
+        expiration = properties.pop("expiration")
+        assert 290 < expiration <= 300  # the message's TTL: until the fire's grace ends
+        return {**message, "headers": headers, "properties": properties}
+
+    assert comparable(mine, ours) == comparable(celerys, theirs)
+    assert mine["routing_key"] == celery_tasks.ELSEWHERE
+    assert mine["properties"]["priority"] == 3
+    assert mine["headers"]["timelimit"] == (7.0, None) or mine["headers"]["timelimit"] == [
+        7.0,
+        None,
+    ]
+    assert mine["headers"]["expires"] == expires.isoformat()
 
 
 async def test_the_next_leader_follows_the_fire_of_a_killed_leader(
