@@ -219,7 +219,11 @@ class RemoteRuns(JobExecutor):
                     f"sending it to {self.engine.engine}",
                 )
                 return
-            self._report(record, scheduled, now, await self._outcome(fire_id))
+            # Its message expires when its grace ends, as the dead leader sent it: one the
+            # broker dropped unstarted is then known as missed, not awaited for nothing.
+            grace = record.misfire_grace_time
+            expires_at = None if grace is None else scheduled + timedelta(seconds=grace)
+            self._report(record, scheduled, now, await self._outcome(fire_id, expires_at))
         finally:
             self._run_job_success(record.id, [])
 

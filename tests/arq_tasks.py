@@ -1,7 +1,8 @@
 """The arq worker the remote-executor tests start as a process of its own.
 
 ``python -m arq arq_tasks.WorkerSettings`` (from ``tests/``) with ``ARQ_TEST_REDIS`` (the
-Redis URL) and ``ARQ_TEST_QUEUE`` (a queue of the test's own). Each task leaves a witness:
+Redis URL), ``ARQ_TEST_QUEUE`` (a queue of the test's own) and, optionally,
+``ARQ_TEST_JOB_TIMEOUT`` (the worker's job timeout, 300 s by default). Each task leaves a witness:
 its message id (the fire's key) and its label, pushed on ``<queue>:witness``.
 """
 
@@ -33,8 +34,17 @@ async def slow(ctx: dict[str, Any], seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+async def hang(ctx: dict[str, Any], seconds: float) -> None:
+    """Runs until the worker's own job timeout (``ARQ_TEST_JOB_TIMEOUT``) cuts it off."""
+    await ctx["redis"].rpush(WITNESS, f"{ctx['job_id']}|hang")
+    await asyncio.sleep(seconds)
+
+
 class WorkerSettings:
-    functions = [record, boom, func(slow, timeout=0.5)]
+    functions = [record, boom, func(slow, timeout=0.5), hang]
+    # arq takes a job back from a worker that died with it once the job's in-progress
+    # mark expires: this many seconds plus ten.
+    job_timeout = float(os.environ.get("ARQ_TEST_JOB_TIMEOUT", "300"))
     redis_settings = RedisSettings.from_dsn(
         os.environ.get("ARQ_TEST_REDIS", "redis://127.0.0.1:6379/0")
     )

@@ -3,7 +3,8 @@ tests run it.
 
 ``python remote_leader.py arq <jobstore> <coordination> <redis url> <queue> <job id>``, or
 ``python remote_leader.py celery <jobstore> <coordination> "" "" <job id>`` (the Celery app
-of ``celery_tasks``), starts a scheduler that leads, adds a one-shot job due at once
+of ``celery_tasks``), with an optional last argument: the job's misfire grace time in
+seconds (none by default). It starts a scheduler that leads, adds a one-shot job due at once
 (sending ``record("failover")``), and prints ``SENT`` once the fire is claimed and sent
 (or, when the engine cannot be reached, claimed and being tried), with its run state
 written. Then it waits to be killed.
@@ -54,7 +55,7 @@ def engine_of(kind: str, url: str, queue: str) -> tuple[RemoteExecutor, str]:
 
 
 async def main(
-    kind: str, jobstore: str, coordination: str, url: str, queue: str, job_id: str
+    kind: str, jobstore: str, coordination: str, url: str, queue: str, job_id: str, grace: str = ""
 ) -> None:
     engine, task = engine_of(kind, url, queue)
     manager = SchedulerManager(
@@ -75,6 +76,7 @@ async def main(
         args=("failover",),
         id=job_id,
         executor=kind,
+        misfire_grace_time=float(grace) if grace else None,
     )
     while job.current_instances == 0:
         await asyncio.sleep(0.01)
@@ -85,4 +87,4 @@ async def main(
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:7]))
+    asyncio.run(main(*sys.argv[1:8]))

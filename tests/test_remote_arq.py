@@ -52,8 +52,10 @@ class ArqWorld:
     def executor(self, **options: Any) -> ArqExecutor:
         return ArqExecutor(self.settings, queue_name=self.queue, poll_interval=0.05, **options)
 
-    def start_worker(self) -> None:
+    def start_worker(self, job_timeout: float | None = None) -> None:
         env = {**os.environ, "ARQ_TEST_REDIS": self.url, "ARQ_TEST_QUEUE": self.queue}
+        if job_timeout is not None:
+            env["ARQ_TEST_JOB_TIMEOUT"] = str(job_timeout)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "arq", "arq_tasks.WorkerSettings"],
             cwd=TESTS,
@@ -170,6 +172,36 @@ async def test_a_run_over_the_workers_time_limit_is_a_timeout(
     await wait_until(lambda: job.failure_count == 1, 30, "the run cut off by arq")
     assert job.history[-1].outcome == "timeout"
     assert job.last_error == "timed out on the arq worker"
+
+
+async def test_a_worker_killed_mid_run_is_recorded_as_arq_reports_it(
+    arq_world: ArqWorld, managers: Any
+) -> None:
+    """arq gives a job whose worker died back to a worker once the job's in-progress mark
+    expires (its timeout plus 10 s); with no tries left, it records the job as failed.
+    The fire's history says so, and the fire ran once."""
+    arq_world.stop_worker()
+    arq_world.start_worker(job_timeout=3)
+    manager = await started(managers, arq_world)
+    job = manager.add_job(
+        "hang",
+        DateTimeTrigger(utcnow() + timedelta(seconds=0.05)),
+        args=(60,),
+        id=job_id(arq_world, "hang"),
+        executor="arq",
+    )
+    await wait_until(lambda: arq_world.witness() != [], 30, "the run to start on the worker")
+    assert arq_world.process is not None
+    arq_world.process.kill()  # SIGKILL: the run dies with its worker
+    arq_world.process.wait()
+    arq_world.process = None
+    assert job.current_instances == 1  # in flight until arq reports on it
+    arq_world.start_worker(job_timeout=3)
+    await wait_until(lambda: job.failure_count == 1, 60, "arq's report of the lost run")
+    assert job.history[-1].outcome == "error"
+    assert "max 1 retries exceeded" in (job.last_error or ""), job.last_error
+    assert [label for _, label in arq_world.witness()] == ["hang"]  # never run again
+    assert job.current_instances == 0
 
 
 async def test_a_fire_sent_again_is_refused_and_runs_once(arq_world: ArqWorld) -> None:
