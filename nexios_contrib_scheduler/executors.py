@@ -329,25 +329,30 @@ class CeleryExecutor(RemoteExecutor):
         answers: list[bool | Exception] = [True] * len(fires)
         if self.tracks_outcomes:
             self._mark(fires, answers)
+        declared: set[str] = set()  # the queues declared for this batch
         with app.producer_or_acquire() as producer:
             for i, fire in enumerate(fires):
                 if answers[i] is not True:
                     continue
                 try:
-                    self._publish(producer, fire)
+                    self._publish(producer, fire, declared)
                 except Exception as exc:
                     answers[i:] = [exc] * (len(fires) - i)  # the broker is gone: the rest too
                     break
                 self._marked.discard(fire.id)
         return answers
 
-    def _publish(self, producer: Any, fire: RemoteFire) -> None:
+    def _publish(self, producer: Any, fire: RemoteFire, declared: set[str]) -> None:
         """Publish one fire's message as ``app.send_task`` would (the task's own
         publishing options, the app's routes, the expiry as the message's TTL, the
         publish signals and sent event), less what the scheduler does not use: its
         result object, and the Redis backend's subscription to the result (outcomes are
         read for all fires at once instead), which cost two more round trips to Redis
-        for each fire."""
+        for each fire. The queue a message goes to is declared once per batch
+        (``declared``: the names of those declared), not once per message."""
+        from kombu.common import Broadcast
+        from kombu.entity import Queue
+
         app = self.app
         amqp = app.amqp
         name = fire.task.name
@@ -369,6 +374,12 @@ class CeleryExecutor(RemoteExecutor):
             ignore_result=None,  # the task's own setting, on the worker
             **options,
         )
+        queue = options.get("queue")
+        if options.get("declare") is None and isinstance(queue, Queue):
+            if not isinstance(queue, Broadcast) and queue.name not in declared:
+                producer.maybe_declare(queue, retry=app.conf.task_publish_retry)
+                declared.add(queue.name)
+            options["declare"] = []
         amqp.send_task_message(producer, name, message, **options)
 
     def _publish_options(self, name: str) -> tuple[Any, dict[str, Any]]:

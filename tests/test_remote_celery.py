@@ -228,6 +228,12 @@ def test_a_fire_is_published_as_celerys_send_task_publishes_it() -> None:
             expires=expires,
             time_limit=7.0,
         )
+        with app.connection_for_write() as connection:
+            # The executor declared the queue before its message (the first one published).
+            _, count, _ = connection.default_channel.queue_declare(
+                celery_tasks.ELSEWHERE, passive=True
+            )
+        assert count == 2
     finally:
         before_task_publish.disconnect(capture)
         asyncio.run(executor.close())
@@ -244,10 +250,12 @@ def test_a_fire_is_published_as_celerys_send_task_publishes_it() -> None:
         assert properties.pop("reply_to")  # the sending thread's: each has its own
         expiration = properties.pop("expiration")
         assert 290 < expiration <= 300  # the message's TTL: until the fire's grace ends
-        return {**message, "headers": headers, "properties": properties}
+        # send_task declares the queue with each message; the executor once per batch.
+        return {**message, "headers": headers, "properties": properties, "declare": None}
 
     assert comparable(mine, ours) == comparable(celerys, theirs)
     assert mine["routing_key"] == celery_tasks.ELSEWHERE
+    assert [queue.name for queue in celerys["declare"]] == [celery_tasks.ELSEWHERE]
     assert mine["properties"]["priority"] == 3
     assert mine["headers"]["timelimit"] == (7.0, None) or mine["headers"]["timelimit"] == [
         7.0,
