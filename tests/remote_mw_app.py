@@ -5,7 +5,8 @@ The environment says how: ``RM_ENGINE`` (``celery`` or ``arq``), ``RM_STORE`` (t
 store and coordination URL), ``RM_NAMESPACE``, ``RM_QUEUE`` (the engine's queue, also
 ``CELERY_TEST_QUEUE`` for the Celery app of ``celery_tasks``) and ``RM_REDIS`` (arq's
 Redis). The jobs (``<namespace>-tick-a``, ``-tick-b``, ``-minutely``) send
-``record(<job id>)``; the engine workers write down each run.
+``record(<job id>)``; the engine workers write down each run. The dashboard is at
+``/scheduler/``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from nexios import NexiosApp
 from nexios.http import Request, Response
 
 from nexios_contrib_scheduler import CronTrigger, IntervalTrigger, SchedulerConfig, setup_scheduler
+from nexios_contrib_scheduler.admin import scheduler_router
 from nexios_contrib_scheduler.executors import ArqExecutor, CeleryExecutor, RemoteExecutor
 
 ENGINE = os.environ["RM_ENGINE"]
@@ -46,6 +48,8 @@ config = SchedulerConfig(
 )
 app = NexiosApp()
 scheduler = setup_scheduler(app, config)
+# The dashboard, open to all: a test app on the loopback interface.
+app.mount_router(scheduler_router("/scheduler", allow_unauthenticated=True))
 NAMESPACE = os.environ["RM_NAMESPACE"]
 for name in ("tick-a", "tick-b"):
     scheduler.add_job(

@@ -203,3 +203,38 @@ def test_each_fire_runs_once_on_the_engine_across_a_leader_kill(
     assert gaps == [], f"fires neither run nor on record: {gaps}\n{detail}"
     assert unrecorded == [], f"runs missing from the survivor's history: {unrecorded}\n{detail}"
     assert figures["executions"] > 30, detail
+    _dashboard_shows_the_engine(survivor, cluster.env["RM_NAMESPACE"], engine.kind)
+
+
+def _dashboard_shows_the_engine(worker: Worker, namespace: str, kind: str) -> None:
+    """The survivor's dashboard, in a real headless Chromium: each job's engine beside its
+    name, "Runs on" in its details, and in its history the engine's worker of each run."""
+    from playwright.sync_api import sync_playwright
+    from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
+
+    assert Path(CHROMIUM).exists(), f"Chromium is missing: {CHROMIUM} (apt-get install chromium)"
+    job_id = f"{namespace}-tick-a"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{worker.url}/scheduler/")
+            row = page.locator(f'tr.job-row[data-job-id="{job_id}"]')
+            row.wait_for()
+            assert row.locator(".tag", has_text=kind).count() == 1
+            row.locator(".job-name").click()
+            detail = page.locator(f'tr.detail[data-detail-for="{job_id}"]')
+            detail.wait_for()
+            assert f"{kind} workers" in detail.inner_text()
+            runs_on = detail.locator("text=/^on /").first
+            runs_on.wait_for()
+            shown = runs_on.inner_text()
+            assert (kind == "arq" and shown.startswith("on arq (")) or (
+                kind == "celery" and "@" in shown
+            ), shown
+            assert errors == [], f"the page raised: {errors}"
+        finally:
+            browser.close()
