@@ -1,10 +1,13 @@
-"""A private PostgreSQL cluster and a private Redis server that the fault tests may break.
+"""A private PostgreSQL cluster, a private Redis server and a private RabbitMQ node that the
+fault tests may break.
 
-The shared servers on 5432 and 6379 serve every other test and must never be restarted, so
-the tests that take a store away start their own: ``initdb`` into a temporary directory and
-``pg_ctl`` on a free port (as the ``postgres`` user when run as root, since ``initdb``
-refuses root), and ``redis-server --save "" --appendonly no`` on a free port, which loses
-every key when it restarts, as an unpersisted production Redis does. A missing binary fails
+The shared servers on 5432, 6379 and 5672 serve every other test and must never be
+restarted, so the tests that take a store or a broker away start their own: ``initdb`` into
+a temporary directory and ``pg_ctl`` on a free port (as the ``postgres`` user when run as
+root, since ``initdb`` refuses root); ``redis-server --save "" --appendonly no`` on a free
+port, which loses every key when it restarts, as an unpersisted production Redis does; and
+a RabbitMQ node of its own name on a free port, its database in a temporary directory, which
+keeps its durable queues and persistent messages when it restarts. A missing binary fails
 the test, naming it.
 """
 
@@ -15,6 +18,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -43,6 +47,14 @@ def _wait_for_port(port: int, what: str, timeout: float = STARTUP_TIMEOUT) -> No
             if time.monotonic() > deadline:
                 pytest.fail(f"{what} did not listen on port {port} within {timeout}s")
             time.sleep(0.05)
+
+
+def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _postgres_bin(name: str) -> str:
@@ -159,6 +171,115 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of our own: a name of its own (never the shared ``rabbit@localhost``),
+    a free AMQP port and a free distribution port, its database, logs and Erlang cookie in a
+    temporary directory, no plugins and no configuration but the defaults (``guest`` may log
+    in from 127.0.0.1). ``stop`` then ``start`` brings it back with what it kept on disk.
+
+    ``rabbitmq-server`` is run from ``/usr/lib/rabbitmq/bin``: the one on PATH
+    (``/usr/sbin``) switches to the ``rabbitmq`` user, who cannot use a directory root made.
+    The node registers with the machine's ``epmd`` (started by the first Erlang node; the
+    shared node's, on a machine that runs one).
+    """
+
+    def __init__(self) -> None:
+        self.server = RABBITMQ_BIN / "rabbitmq-server"
+        self.ctl = RABBITMQ_BIN / "rabbitmqctl"
+        if not (self.server.exists() and self.ctl.exists()):
+            pytest.fail(
+                f"the fault tests need RabbitMQ's rabbitmq-server and rabbitmqctl in "
+                f"{RABBITMQ_BIN}: apt-get install rabbitmq-server",
+                pytrace=False,
+            )
+        self.port = free_port()
+        self.dist_port = free_port()
+        while self.dist_port == self.port:
+            self.dist_port = free_port()
+        self.node = f"nexios-fault-{self.port}-{os.getpid()}@localhost"
+        self.dir = Path(tempfile.mkdtemp(prefix="fault-rabbitmq-"))
+        self.log = self.dir / "server.log"
+        self.pid_file = self.dir / "pid"
+        (self.dir / "plugins").write_text("[].\n")
+        (self.dir / "adv.config").write_text("[].\n")
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")}
+        self.env = {
+            **environ,
+            "HOME": str(self.dir),  # the Erlang cookie the node and rabbitmqctl share
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.pid_file),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "plugins"),
+            "RABBITMQ_ENABLED_PLUGINS": "",
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "none"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.dir / "adv.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "nothing"),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _ctl(self, *argv: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.ctl), "-n", self.node, *argv],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self) -> None:
+        self.pid_file.unlink(missing_ok=True)  # a node killed leaves its pid behind
+        with self.log.open("ab") as log:
+            # A session of its own: the script's shell, the Erlang VM and the VM's helpers
+            # are one process group, which ``stop`` can kill if the node does not halt.
+            self.proc = subprocess.Popen(
+                [str(self.server)],
+                cwd=self.dir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            done = self._ctl("wait", str(self.pid_file), "--timeout", str(int(STARTUP_TIMEOUT)))
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is None or done.returncode != 0:
+            said = "" if done is None else done.stdout + done.stderr
+            pytest.fail(
+                f"the private RabbitMQ ({self.node}) did not start:\n{said}"
+                f"{self.log.read_text()[-6000:]}"
+            )
+        _wait_for_port(self.port, "the private RabbitMQ")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                halting = self._ctl("stop", timeout=60).returncode == 0
+            except (subprocess.SubprocessError, OSError):
+                halting = False
+            if not (halting and _exited(proc, 30)):
+                proc.terminate()  # the script stops the VM it started
+                if not _exited(proc, 15):
+                    proc.kill()
+                    proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its group is left
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def private_postgres() -> Iterator[PrivatePostgres]:
     server = PrivatePostgres()
@@ -173,6 +294,16 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 @contextlib.contextmanager
 def private_redis() -> Iterator[PrivateRedis]:
     server = PrivateRedis()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@contextlib.contextmanager
+def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
+    server = PrivateRabbitMQ()
     try:
         server.start()
         yield server

@@ -2,19 +2,22 @@
 from RabbitMQ, and its results go to the test Redis.
 
 The module has a queue of its own (``CELERY_TEST_QUEUE``, set before the Celery app is
-imported) and one worker process for it; each test has job ids of its own.
+imported) and one worker process for it; each test has job ids of its own. The test that
+stops the broker mid-run has a RabbitMQ node, a queue and a worker of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,8 @@ TAG = uuid.uuid4().hex[:12]
 os.environ["CELERY_TEST_QUEUE"] = f"nexios-test-{TAG}"
 
 import celery_tasks  # noqa: E402  (reads the queue above)
-from helpers import stop_processes, wait_until  # noqa: E402
+from fault_services import PrivateRabbitMQ  # noqa: E402
+from helpers import stop_processes, wait_for, wait_until  # noqa: E402
 from mw_services import redis_url  # noqa: E402
 from remote_leader import sent_then_killed  # noqa: E402
 
@@ -40,7 +44,8 @@ from nexios_contrib_scheduler.executors import (  # noqa: E402
     RemoteFire,
     RemoteTask,
 )
-from nexios_contrib_scheduler.jobs import utcnow  # noqa: E402
+from nexios_contrib_scheduler.jobs import RunRecord, utcnow  # noqa: E402
+from nexios_contrib_scheduler.stores.fires import FireKey  # noqa: E402
 
 TESTS = Path(__file__).parent
 QUEUE = celery_tasks.QUEUE
@@ -99,10 +104,10 @@ def worker() -> Iterator[CeleryWorker]:
         client.close()
 
 
-def witness() -> list[tuple[str, ...]]:
+def witness(key: str = celery_tasks.WITNESS) -> list[tuple[str, ...]]:
     client = redis.Redis.from_url(celery_tasks.BACKEND)
     try:
-        rows = client.lrange(celery_tasks.WITNESS, 0, -1)
+        rows = client.lrange(key, 0, -1)
     finally:
         client.close()
     return [tuple(row.decode().split("|")) for row in rows]
@@ -353,3 +358,251 @@ async def test_a_fire_due_while_the_broker_is_down_is_missed_and_the_app_serves(
     error = job.history[-1].error or ""
     assert "could not be reached before its grace ran out" in error, error
     assert job.failure_count == 0 and job.total_run_count == 0
+
+
+def consumers(broker_url: str, queue: str) -> int:
+    """How many consumers ``queue`` has on the broker at ``broker_url`` (0 if it cannot say)."""
+    import kombu
+
+    try:
+        with kombu.Connection(broker_url, connect_timeout=2) as connection:
+            _, _, count = connection.default_channel.queue_declare(queue, passive=True)
+    except Exception:
+        return 0
+    return int(count)
+
+
+class Beats:
+    """Counts the turns of the event loop (one each 10 ms when it is free) and notes the
+    longest time between two."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.01)
+            now = loop.time()
+            self.count += 1
+            self.longest = max(self.longest, now - last)
+            last = now
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._beat())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+async def refused_until_listening(port: int, seen: list[datetime]) -> None:
+    """Try to connect to ``port`` every 50 ms until it accepts; ``seen[0]`` is then the last
+    time a try began that was refused: the broker did not listen from its stop until then."""
+    while True:
+        at = utcnow()
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            seen[:] = [at]
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+UNREACHABLE = "could not be reached before its grace ran out"
+EXPIRED = "not started on a celery worker before it expired"
+
+
+async def test_the_broker_stopped_mid_run_and_started_again(managers: Any, tmp_path: Path) -> None:
+    """RabbitMQ stops while a job fires every 0.5 s to a Celery worker, stays down for
+    longer than a fire's grace, and starts again. Every fire keeps one outcome in the job's
+    history: those due while the broker was down are missed (each try to send them failed
+    until their grace ran out) and never run; the event loop goes on turning meanwhile; once
+    the broker is back the sends go through again, and once the worker has reconnected (by
+    itself) it runs the fires again; no fire runs twice."""
+    from celery import Celery
+
+    redis_url()
+    interval, grace = 0.5, 1.5
+    queue = f"nexios-test-{TAG}-outage-{uuid.uuid4().hex[:6]}"
+    witness_key = f"{queue}:witness"
+    job_id = new_id("outage")
+    worker_log = tmp_path / "worker.log"
+    beats = Beats()
+
+    def forget_keys() -> None:  # the witness list, the fires' results, marks and starts
+        client = redis.Redis.from_url(celery_tasks.BACKEND)
+        try:
+            client.delete(witness_key, *client.scan_iter(match=f"*{job_id}*"))
+        finally:
+            client.close()
+
+    def show_worker_log() -> None:  # for a failed test's report
+        if worker_log.exists():
+            print(f"--- worker log:\n{worker_log.read_text()[-8000:]}")
+
+    # Each step of the cleanup runs, last made first, whatever the steps before it raised.
+    async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.callback(show_worker_log)
+        cleanup.callback(forget_keys)
+        broker = PrivateRabbitMQ()
+        cleanup.callback(broker.close)
+        broker.start()
+        env = {**os.environ, "CELERY_TEST_BROKER": broker.url, "CELERY_TEST_QUEUE": queue}
+        with worker_log.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "celery_tasks", "worker", "-Q", queue]
+                + ["--pool=prefork", "-c", "1", "-n", f"w-{TAG}-outage@%h", "-l", "warning"]
+                + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
+                cwd=TESTS,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        cleanup.callback(stop_processes, process)
+        wait_for(lambda: consumers(broker.url, queue) > 0, 60, "the worker to consume")
+
+        # The scheduler's Celery app: a send while the broker is down fails at once, with no
+        # retries of Celery's or kombu's (the scheduler tries again itself while the fire's
+        # grace lasts). kombu connects a pooled connection with retries whatever
+        # broker_connection_timeout says (it sleeps 2 s after the first refusal before it
+        # looks at the timeout): ``max_retries: 0`` stops that.
+        app = Celery(f"outage-{TAG}", broker=broker.url, backend=celery_tasks.BACKEND)
+        app.conf.update(
+            task_default_queue=queue,
+            broker_connection_timeout=1.0,
+            broker_connection_retry=False,
+            broker_transport_options={"max_retries": 0},
+            task_publish_retry=False,
+        )
+        cleanup.callback(app.close)
+        # The queue is durable and its messages persistent (Celery's defaults, which the
+        # worker declares the queue with): a message the broker took and no worker had taken
+        # yet when it stopped is still there when it starts again.
+        assert app.amqp.queues[queue].durable and app.conf.task_default_delivery_mode == 2
+        engine = CeleryExecutor(app, check_tasks=False, poll_interval=0.05)
+        manager: SchedulerManager = managers(
+            SchedulerConfig(timezone="UTC", history_size=1000, executors={"celery": engine})
+        )
+        await manager.start()
+        cleanup.push_async_callback(manager.shutdown)
+        job = manager.add_job(
+            "tests.record",
+            IntervalTrigger(seconds=interval),
+            args=("outage",),
+            id=job_id,
+            executor="celery",
+            misfire_grace_time=grace,
+            max_instances=100,  # every fire is sent: none skipped for those in flight
+        )
+
+        def outcomes(outcome: str, says: str = "") -> list[RunRecord]:
+            return [r for r in job.history if r.outcome == outcome and says in (r.error or "")]
+
+        await wait_until(lambda: job.success_count >= 5, 60, "five fires run before the outage")
+
+        beats.start()
+        cleanup.push_async_callback(beats.stop)
+        stopping = utcnow()
+        await asyncio.to_thread(broker.stop)  # returns once the node's process is gone
+        stopped = utcnow()
+        await wait_until(
+            lambda: (
+                len(outcomes("missed", UNREACHABLE)) >= 3
+                and (utcnow() - stopping).total_seconds() > grace
+            ),
+            30,
+            "fires missed while the broker is down, for longer than a fire's grace",
+        )
+        starting = utcnow()
+        refused: list[datetime] = [stopped]
+        probe = asyncio.ensure_future(refused_until_listening(broker.port, refused))
+        try:
+            await asyncio.to_thread(broker.start)
+            await asyncio.wait_for(probe, 30)
+        finally:
+            probe.cancel()
+        started = utcnow()
+        await beats.stop()
+
+        def after() -> list[RunRecord]:
+            return [r for r in outcomes("success") if started < (r.scheduled_time or started)]
+
+        # The worker reconnects by itself, 2, 6, 12, 20, 30 s after it lost the broker.
+        await wait_until(lambda: len(after()) >= 3, 90, "three fires run after the outage")
+        manager.pause_job(job.id)
+        await wait_until(lambda: job.current_instances == 0, 60, "the fires in flight to end")
+        history = sorted(job.history, key=lambda r: r.scheduled_time or started)
+        success_count, missed_count = job.success_count, job.missed_count
+        rows = witness(witness_key)
+
+    print(f"stopping {stopping}, stopped {stopped}, starting {starting}, started {started}")
+    print(f"refused until {refused[0]}; {beats.count} turns, longest {beats.longest:.3f}s")
+    for run in history:
+        print(run.scheduled_time, run.outcome, run.error)
+
+    def fire_id(run: RunRecord) -> str:
+        return FireKey(job_id, run.scheduled_time).token
+
+    def due(run: RunRecord) -> datetime:
+        assert run.scheduled_time is not None
+        return run.scheduled_time
+
+    # Never silently lost: every fire from the first to the last has one outcome.
+    times = [due(run) for run in history]
+    steps = {later - earlier for earlier, later in itertools.pairwise(times)}
+    assert steps == {timedelta(seconds=interval)}, f"a fire is missing or recorded twice: {steps}"
+    assert {run.outcome for run in history} <= {"success", "missed"}
+    assert success_count == len([r for r in history if r.outcome == "success"])
+    assert missed_count == len([r for r in history if r.outcome == "missed"])
+
+    # What ran on the worker ran once, and is what the history says succeeded: no missed
+    # fire ran, before, during or after the outage. A fire published just before the broker
+    # stopped is the one in doubt: the worker may have taken it (it ran: success), or its
+    # message was still in the queue, which kept it (durable queue, persistent message), or
+    # it was lost with the connection the broker closed. But its message expires when its
+    # grace ends, and the broker was down for longer than a grace: once back, RabbitMQ drops
+    # it or the worker revokes it as expired. It never runs late, nor twice (a message the
+    # worker had taken and not yet acknowledged comes back expired too); it is missed.
+    assert refused[0] - stopped > timedelta(seconds=grace)
+    ran_ids = [row[0] for row in rows]
+    assert len(ran_ids) == len(set(ran_ids)), f"a fire ran twice: {ran_ids}"
+    assert set(ran_ids) == {fire_id(r) for r in history if r.outcome == "success"}
+
+    # Before: a fire whose grace ended before the broker was stopped was settled while it
+    # was up (its message expired then if no worker had taken it): it ran.
+    before = [r for r in history if due(r) + timedelta(seconds=grace) < stopping]
+    assert len(before) >= 2 and all(r.outcome == "success" for r in before), before
+
+    # Down: the broker did not listen from ``stopped`` until ``refused[0]``, so every try to
+    # send a fire due then and not past its grace by then was refused: missed, never sent.
+    # The first of them may be the exception: the first publish over the connection the
+    # broker closed as it stopped is written before the connection is known to be gone,
+    # and lost; that fire is missed too, once its message expired unstarted.
+    down = [
+        r for r in history if stopped <= due(r) and due(r) + timedelta(seconds=grace) <= refused[0]
+    ]
+    assert len(down) >= 3, f"the broker was down for {refused[0] - stopped}"
+    assert all(r.outcome == "missed" for r in down), down
+    assert all(UNREACHABLE in (r.error or "") for r in down[1:]), down
+    assert UNREACHABLE in (down[0].error or "") or EXPIRED in (down[0].error or ""), down[0]
+    assert beats.count > 100, f"the event loop turned {beats.count} times in the outage"
+
+    # After: a fire due once the broker was back was sent (none could not be reached);
+    # those whose messages expired before the worker had reconnected are missed, and each
+    # from the first that ran after the outage on ran.
+    back = [r for r in history if due(r) > started]
+    assert not [r for r in back if UNREACHABLE in (r.error or "")], back
+    assert all(EXPIRED in (r.error or "") for r in back if r.outcome == "missed"), back
+    first = next(i for i, r in enumerate(back) if r.outcome == "success")
+    assert len(back[first:]) >= 3 and all(r.outcome == "success" for r in back[first:]), back
