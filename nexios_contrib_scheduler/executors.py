@@ -334,6 +334,13 @@ class CeleryExecutor(RemoteExecutor):
             for i, fire in enumerate(fires):
                 if answers[i] is not True:
                     continue
+                if fire.expires_at is not None and fire.expires_at <= datetime.now(timezone.utc):
+                    # Its grace ran out while it waited (behind a broker that was slow to
+                    # connect, say): not sent, rather than sent with no time left to start.
+                    answers[i] = TimeoutError(
+                        "the fire's grace ran out before its message could be published"
+                    )
+                    continue
                 try:
                     self._publish(producer, fire, declared)
                 except Exception as exc:
