@@ -300,6 +300,49 @@ async def test_the_next_leader_follows_the_fire_of_a_killed_leader(
     assert job.total_run_count == 1 and job.history[-1].worker is not None
 
 
+async def test_the_next_leader_records_a_dead_leaders_expired_fire_as_missed(
+    worker: CeleryWorker, managers: Any, tmp_path: Path
+) -> None:
+    """The first leader sends a fire with a 1 s grace and is killed; no worker takes the
+    message before it expires. The next leader follows the fire with its expiry, finds it
+    never started and records it missed; the worker, back, never runs it."""
+    worker.stop()
+    store, coordination = f"sqlite:///{tmp_path / 'jobs.db'}", f"file://{tmp_path / 'lock'}"
+    job_key = new_id("expired")
+    try:
+        await sent_then_killed(
+            ["celery", store, coordination, "", "", job_key, "1"], {"CELERY_TEST_QUEUE": QUEUE}
+        )
+        follower: SchedulerManager = managers(
+            SchedulerConfig(
+                timezone="UTC",
+                jobstore=store,
+                coordination=coordination,
+                lease_seconds=1,
+                executors={"celery": CeleryExecutor(celery_tasks.app, poll_interval=0.05)},
+            )
+        )
+        await follower.start()
+        await wait_until(lambda: follower.get_job(job_key) is not None, 30, "the job")
+        job = follower.get_job(job_key)
+        assert job is not None
+        await wait_until(lambda: job.missed_count == 1, 30, "the expired fire recorded missed")
+    finally:
+        worker.start()
+    assert "not started on a celery worker before it expired" in (job.history[-1].error or "")
+    assert job.current_instances == 0 and job.total_run_count == 0
+    # A fire sent after it, on the same queue, runs: the expired one never did.
+    probe = follower.add_job(
+        "tests.record",
+        DateTimeTrigger(utcnow() + timedelta(seconds=0.05)),
+        args=("probe",),
+        id=new_id("probe"),
+        executor="celery",
+    )
+    await wait_until(lambda: probe.success_count == 1, 60, "the probe to run")
+    assert ran(job_key) == []
+
+
 async def test_a_worker_process_lost_during_a_run_is_recorded_as_celery_reports_it(
     worker: CeleryWorker, managers: Any
 ) -> None:
