@@ -1,7 +1,8 @@
 """Fires sent to remote engines: ``python -m bench --only remote``.
 
 Two workloads, each measured in a fresh process, with two engine worker processes
-running (``bench/remote_tasks.py``):
+running (``bench/remote_tasks.py``); for the send workload, the workers run on a CPU apart
+from the sender's (``_cpus``):
 
 * **send**: 2,000 one-shot jobs due at one instant, sent to Celery (RabbitMQ, Redis
   results) or arq (Redis). Sends per second (from the due time to the last send
@@ -21,7 +22,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -56,13 +56,16 @@ def _env(queue: str, entries: int = 0) -> dict[str, str]:
     }
 
 
-def _cpus() -> tuple[set[int], set[int]]:
+def _cpus(apart: bool) -> tuple[set[int], set[int]]:
     """The CPUs the sending process (this package's app, or Celery beat) runs on, and those
-    the engine's workers run on: apart, where the machine has more than one, as they would
-    be in production (the workers are other hosts). On one shared set, the workers' runs
-    would take the app's CPU and show as its loop's stalls."""
+    the engine's workers run on. ``apart`` (the send workload): the workers on the last CPU
+    and the sender on the others, where the machine has more than one, as they would be in
+    production (the workers are other hosts); sharing the CPUs, the workers' runs of the
+    burst would take the app's CPU and show as its loop's stalls. Otherwise (lateness, which
+    is measured on idle engine workers) all share all CPUs: on one CPU of their own, the
+    workers could not keep up with 500 runs a second on this machine."""
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
+    if not apart or len(cpus) < 2:
         return set(cpus), set(cpus)
     return set(cpus[:-1]), {cpus[-1]}
 
@@ -74,7 +77,9 @@ def _on(cpus: set[int]) -> Callable[[], None]:
     return pin
 
 
-def start_workers(kind: str, queue: str, logs: Path) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    kind: str, queue: str, logs: Path, apart: bool = False
+) -> list[subprocess.Popen[bytes]]:
     procs = []
     for n in range(2):
         if kind == "celery":
@@ -91,7 +96,7 @@ def start_workers(kind: str, queue: str, logs: Path) -> list[subprocess.Popen[by
                 env=_env(queue),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_on(_cpus()[1]),
+                preexec_fn=_on(_cpus(apart)[1]),
             )
         )
     return procs
@@ -160,25 +165,16 @@ def _engine(kind: str, queue: str) -> Any:
 
     sent: list[float] = []
 
-    held = [int(pid) for pid in os.environ.get("BENCH_HELD", "").split()]
-
-    def resume_workers() -> None:
-        if len(sent) == SEND_JOBS:
-            for pid in held:
-                os.kill(pid, signal.SIGCONT)
-
     class TimedCelery(CeleryExecutor):
         async def send(self, fire: Any) -> bool:
             answer = await super().send(fire)
             sent.append(time.time())
-            resume_workers()
             return answer
 
     class TimedArq(ArqExecutor):
         async def send(self, fire: Any) -> bool:
             answer = await super().send(fire)
             sent.append(time.time())
-            resume_workers()
             return answer
 
     if kind == "celery":
@@ -288,7 +284,7 @@ def beat_lateness(queue: str, logs: Path) -> dict[str, Any]:
         env=_env(queue, LATENESS_ENTRIES),
         stdout=(logs / "beat.log").open("w"),
         stderr=subprocess.STDOUT,
-        preexec_fn=_on(_cpus()[0]),
+        preexec_fn=_on(_cpus(False)[0]),
     )
     try:
         time.sleep(1.0 + SETTLE + WINDOW + 2)
@@ -313,7 +309,8 @@ def beat_lateness(queue: str, logs: Path) -> dict[str, Any]:
 
 
 def _one(workload: str, kind: str, queue: str, logs: Path, log: Log) -> dict[str, Any]:
-    workers = start_workers(kind, queue, logs)
+    apart = workload == "send"
+    workers = start_workers(kind, queue, logs, apart)
     try:
         time.sleep(4)  # the workers connect
         if workload == "beat":
@@ -326,7 +323,7 @@ def _one(workload: str, kind: str, queue: str, logs: Path, log: Log) -> dict[str
             capture_output=True,
             text=True,
             timeout=300,
-            preexec_fn=_on(_cpus()[0]),
+            preexec_fn=_on(_cpus(apart)[0]),
         )
         log(f"{workload} {kind}: {time.perf_counter() - began:.1f}s")
         for line in out.stdout.splitlines():
