@@ -321,8 +321,13 @@ class RemoteRuns(JobExecutor):
             (waiting[fire_id], outcome) for fire_id, outcome in found.items() if fire_id in waiting
         ]
         now = asyncio.get_running_loop().time()
-        for fire_id, deadline in list(self._deadlines.items()):
-            if deadline <= now and fire_id in waiting and fire_id not in found:
+        over: list[str] = []
+        for fire_id, deadline in self._deadlines.items():
+            if deadline > now:
+                break  # kept in the order they were set, one outcome_wait after each send
+            over.append(fire_id)
+        for fire_id in over:
+            if fire_id in waiting and fire_id not in found:
                 logger.warning(
                     "fire %s: no outcome from %s within %gs; recorded as sent",
                     fire_id,
