@@ -274,7 +274,7 @@ async def lateness_workload(kind: str, queue: str) -> dict[str, Any]:
 
 def beat_lateness(queue: str, logs: Path) -> dict[str, Any]:
     """Celery beat holding the same entries, in its own process, for the same window."""
-    schedule_file = Path(tempfile.mkdtemp(prefix="beat-")) / "schedule"
+    schedule_file = logs / f"beat-schedule-{queue}"  # with the run's logs
     began = time.time()
     command = [sys.executable, "-m", "celery", "-A", "bench.remote_tasks", "beat"]
     command += ["-s", str(schedule_file), "--max-interval", "1", "-l", "warning"]
