@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 
-from .pacing import Pacer
+from .pacing import Pacer, in_slices
 
 logger = logging.getLogger("nexios_contrib_scheduler")
 
@@ -163,22 +163,9 @@ class RemoteExecutor(abc.ABC):
                 answers = [exc] * len(batch)
             # The fires' runs go on (to await their outcomes) as their answers are set: a
             # slice of them per turn of the loop, sized from what the slices before cost.
-            done = list(zip(batch, answers, strict=True))
-            continuing = False
-            while done:
-                size = self._pacer.next_size(continuing, ANSWERS_SLICE)
-                now, done = done[:size], done[size:]
-                for (_, answer), sent in now:
-                    if answer.done():
-                        continue
-                    if isinstance(sent, BaseException):
-                        answer.set_exception(sent)
-                    else:
-                        answer.set_result(sent)
-                self._pacer.took(len(now))
-                continuing = True
-                if done:
-                    await asyncio.sleep(0)
+            await in_slices(
+                self._pacer, list(zip(batch, answers, strict=True)), ANSWERS_SLICE, _answer
+            )
 
     @abc.abstractmethod
     async def send_many(self, fires: list[RemoteFire]) -> list[bool | Exception]:
@@ -203,6 +190,17 @@ class RemoteExecutor(abc.ABC):
     async def close(self) -> None:
         """Let go of the engine's connections."""
         return None
+
+
+def _answer(sent: tuple[tuple[RemoteFire, asyncio.Future[bool]], bool | Exception]) -> None:
+    """Give a fire's ``send`` its answer (unless it was given up on)."""
+    (_, answer), outcome = sent
+    if answer.done():
+        return
+    if isinstance(outcome, BaseException):
+        answer.set_exception(outcome)
+    else:
+        answer.set_result(outcome)
 
 
 def _engine_module(name: str, who: str) -> Any:

@@ -14,9 +14,13 @@ app still sees its jobs start) nor more than ``most``.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Seconds of the loop's time a slice of a burst, with the first steps of its runs, aims at.
 TURN_BUDGET = 0.004
@@ -65,3 +69,22 @@ class Pacer:
     def took(self, count: int) -> None:
         """The slice that began last handled ``count`` items."""
         self._count = count
+
+
+async def in_slices(
+    pacer: Pacer, items: Sequence[T], most: int, handle: Callable[[T], object]
+) -> None:
+    """Call ``handle`` on each of ``items``, a slice per turn of the event loop (the loop
+    runs between slices), each slice sized by ``pacer`` (at most ``most``). Meant for work
+    whose cost lands in the next turn: setting the results of futures that runs await."""
+    continuing = False
+    start = 0
+    while start < len(items):
+        size = pacer.next_size(continuing, most)
+        for item in items[start : start + size]:
+            handle(item)
+        pacer.took(min(size, len(items) - start))
+        start += size
+        continuing = True
+        if start < len(items):
+            await asyncio.sleep(0)

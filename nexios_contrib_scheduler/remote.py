@@ -23,7 +23,7 @@ from .executor import Find, Fires, JobExecutor
 from .executors import RemoteExecutor, RemoteFire, RemoteOutcome, RemoteTask
 from .jobs import JobRecord, describe_exception, utcnow
 from .ledger import RunLedger
-from .pacing import Pacer
+from .pacing import Pacer, in_slices
 from .registry import JobRegistry
 from .stores.fires import FireKey
 
@@ -344,18 +344,8 @@ class RemoteRuns(JobExecutor):
     ) -> None:
         """Hand each fire its outcome, a slice per turn of the loop: each fire's run then
         records it (history, counters, events, listeners) in the next turn, and a read that
-        brings back thousands must not do all of that in one. The pacer sizes each slice
-        from what the slices before cost."""
-        continuing = False
-        while ended:
-            size = self._pacer.next_size(continuing, OUTCOMES_SLICE)
-            now, ended = ended[:size], ended[size:]
-            for future, outcome in now:
-                if not future.done():
-                    future.set_result(outcome)
-            self._pacer.took(len(now))
-            continuing = True
-            await asyncio.sleep(0)
+        brings back thousands must not do all of that in one."""
+        await in_slices(self._pacer, ended, OUTCOMES_SLICE, _resolve)
 
     async def _drop_expired(
         self,
@@ -402,6 +392,12 @@ class RemoteRuns(JobExecutor):
     async def close(self) -> None:
         await self.stop_waiting()
         await self.engine.close()
+
+
+def _resolve(ended: tuple[asyncio.Future[RemoteOutcome | None], RemoteOutcome | None]) -> None:
+    future, outcome = ended
+    if not future.done():
+        future.set_result(outcome)
 
 
 class RemoteRunError(Exception):

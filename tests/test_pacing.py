@@ -9,7 +9,7 @@ import pytest
 from helpers import wait_until
 
 from nexios_contrib_scheduler import DateTimeTrigger, SchedulerConfig, SchedulerManager
-from nexios_contrib_scheduler.pacing import TURN_BUDGET, Pacer
+from nexios_contrib_scheduler.pacing import TURN_BUDGET, Pacer, in_slices
 
 UTC = timezone.utc
 
@@ -88,6 +88,34 @@ def test_the_budget_is_a_few_milliseconds() -> None:
     # Two turns of the loop can fall between two beats of a 1 ms timer: a turn of at most
     # the budget, plus the little else the loop does, keeps that under 10 ms.
     assert 0.001 <= TURN_BUDGET <= 0.005
+
+
+async def test_in_slices_handles_each_item_in_order_a_slice_per_turn() -> None:
+    """Between two slices the loop runs (a ticker sees each turn); the slices follow the
+    pacer: the most first, then what fits in the budget, learnt from the clock."""
+    import asyncio
+
+    clock = FakeClock()
+    pacer = Pacer(least=2, budget=0.004, clock=clock)
+    turns: list[list[int]] = [[]]
+    handled: list[int] = []
+
+    def handle(item: int) -> None:
+        handled.append(item)
+        turns[-1].append(item)
+        clock.now += 0.0009  # each item costs 0.9 ms: 4 fit in the 4 ms budget
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0)
+            turns.append([])
+
+    ticking = asyncio.get_running_loop().create_task(ticker())
+    await asyncio.sleep(0)
+    await in_slices(pacer, list(range(20)), 8, handle)
+    ticking.cancel()
+    assert handled == list(range(20))
+    assert [len(turn) for turn in turns if turn] == [8, 4, 4, 4]
 
 
 async def test_a_burst_of_costly_runs_starts_a_few_per_turn() -> None:
