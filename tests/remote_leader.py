@@ -16,10 +16,19 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from nexios_contrib_scheduler import DateTimeTrigger, SchedulerConfig, SchedulerManager
+from helpers import wait_until
+
+from nexios_contrib_scheduler import (
+    DateTimeTrigger,
+    ScheduledJob,
+    SchedulerConfig,
+    SchedulerManager,
+)
 from nexios_contrib_scheduler.executors import ArqExecutor, CeleryExecutor, RemoteExecutor
 from nexios_contrib_scheduler.jobs import utcnow
 
@@ -43,6 +52,39 @@ async def sent_then_killed(argv: list[str], env: dict[str, str] | None = None) -
         leader.wait()
 
 
+def leader_config(
+    kind: str, jobstore: str, coordination: str, engine: RemoteExecutor
+) -> SchedulerConfig:
+    """The configuration of the leader this script runs, and of the one that follows it."""
+    return SchedulerConfig(
+        timezone="UTC",
+        jobstore=jobstore,
+        coordination=coordination,
+        lease_seconds=1,
+        executors={kind: engine},
+    )
+
+
+async def killed_then_followed(
+    managers: Callable[[SchedulerConfig], Any],
+    argv: list[str],
+    engine: RemoteExecutor,
+    env: dict[str, str] | None = None,
+) -> tuple[SchedulerManager, ScheduledJob]:
+    """Run this script with ``argv`` (``kind jobstore coordination url queue job_id
+    [grace]``) until it has sent its fire, SIGKILL it, and start the next leader (made by
+    the tests' ``managers`` fixture) sending to ``engine``. That leader, and the job once
+    it has read it from the store."""
+    kind, jobstore, coordination, job_id = argv[0], argv[1], argv[2], argv[5]
+    await sent_then_killed(argv, env)
+    follower: SchedulerManager = managers(leader_config(kind, jobstore, coordination, engine))
+    await follower.start()
+    await wait_until(lambda: follower.get_job(job_id) is not None, 30, "the job in the store")
+    job = follower.get_job(job_id)
+    assert job is not None
+    return follower, job
+
+
 def engine_of(kind: str, url: str, queue: str) -> tuple[RemoteExecutor, str]:
     if kind == "arq":
         from arq.connections import RedisSettings
@@ -58,15 +100,7 @@ async def main(
     kind: str, jobstore: str, coordination: str, url: str, queue: str, job_id: str, grace: str = ""
 ) -> None:
     engine, task = engine_of(kind, url, queue)
-    manager = SchedulerManager(
-        config=SchedulerConfig(
-            timezone="UTC",
-            jobstore=jobstore,
-            coordination=coordination,
-            lease_seconds=1,
-            executors={kind: engine},
-        )
-    )
+    manager = SchedulerManager(config=leader_config(kind, jobstore, coordination, engine))
     await manager.start()
     while not manager.is_leader:
         await asyncio.sleep(0.01)

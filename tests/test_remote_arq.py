@@ -24,7 +24,7 @@ from arq.connections import RedisSettings
 from fault_services import private_redis
 from helpers import stop_processes, wait_until
 from mw_services import redis_url
-from remote_leader import sent_then_killed
+from remote_leader import killed_then_followed
 
 from nexios_contrib_scheduler import (
     DateTimeTrigger,
@@ -415,20 +415,11 @@ async def test_the_next_leader_follows_the_fire_of_a_killed_leader(
     store, coordination = f"sqlite:///{tmp_path / 'jobs.db'}", f"file://{tmp_path / 'lock'}"
     job_key = job_id(arq_world, "failover")
     arq_url = arq_world.url if sent else "redis://127.0.0.1:1/0"
-    await sent_then_killed(["arq", store, coordination, arq_url, arq_world.queue, job_key])
-    follower: SchedulerManager = managers(
-        SchedulerConfig(
-            timezone="UTC",
-            jobstore=store,
-            coordination=coordination,
-            lease_seconds=1,
-            executors={"arq": arq_world.executor()},
-        )
+    _, job = await killed_then_followed(
+        managers,
+        ["arq", store, coordination, arq_url, arq_world.queue, job_key],
+        arq_world.executor(),
     )
-    await follower.start()
-    await wait_until(lambda: follower.get_job(job_key) is not None, 30, "the job in the store")
-    job = follower.get_job(job_key)
-    assert job is not None
     if sent:
         await wait_until(lambda: job.current_instances == 1, 30, "the fire to be followed")
         arq_world.start_worker()

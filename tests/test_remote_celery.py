@@ -28,10 +28,10 @@ TAG = uuid.uuid4().hex[:12]
 os.environ["CELERY_TEST_QUEUE"] = f"nexios-test-{TAG}"
 
 import celery_tasks  # noqa: E402  (reads the queue above)
-from fault_services import PrivateRabbitMQ  # noqa: E402
+from fault_services import private_rabbitmq  # noqa: E402
 from helpers import stop_processes, wait_for, wait_until  # noqa: E402
 from mw_services import redis_url  # noqa: E402
-from remote_leader import sent_then_killed  # noqa: E402
+from remote_leader import killed_then_followed  # noqa: E402
 
 from nexios_contrib_scheduler import (  # noqa: E402
     DateTimeTrigger,
@@ -277,22 +277,12 @@ async def test_the_next_leader_follows_the_fire_of_a_killed_leader(
     store, coordination = f"sqlite:///{tmp_path / 'jobs.db'}", f"file://{tmp_path / 'lock'}"
     job_key = new_id("failover")
     try:
-        await sent_then_killed(
-            ["celery", store, coordination, "", "", job_key], {"CELERY_TEST_QUEUE": QUEUE}
+        _, job = await killed_then_followed(
+            managers,
+            ["celery", store, coordination, "", "", job_key],
+            CeleryExecutor(celery_tasks.app, poll_interval=0.05),
+            {"CELERY_TEST_QUEUE": QUEUE},
         )
-        follower: SchedulerManager = managers(
-            SchedulerConfig(
-                timezone="UTC",
-                jobstore=store,
-                coordination=coordination,
-                lease_seconds=1,
-                executors={"celery": CeleryExecutor(celery_tasks.app, poll_interval=0.05)},
-            )
-        )
-        await follower.start()
-        await wait_until(lambda: follower.get_job(job_key) is not None, 30, "the job")
-        job = follower.get_job(job_key)
-        assert job is not None
         await wait_until(lambda: job.current_instances == 1, 30, "the fire to be followed")
     finally:
         worker.start()
@@ -311,22 +301,12 @@ async def test_the_next_leader_records_a_dead_leaders_expired_fire_as_missed(
     store, coordination = f"sqlite:///{tmp_path / 'jobs.db'}", f"file://{tmp_path / 'lock'}"
     job_key = new_id("expired")
     try:
-        await sent_then_killed(
-            ["celery", store, coordination, "", "", job_key, "1"], {"CELERY_TEST_QUEUE": QUEUE}
+        follower, job = await killed_then_followed(
+            managers,
+            ["celery", store, coordination, "", "", job_key, "1"],  # a grace of 1 s
+            CeleryExecutor(celery_tasks.app, poll_interval=0.05),
+            {"CELERY_TEST_QUEUE": QUEUE},
         )
-        follower: SchedulerManager = managers(
-            SchedulerConfig(
-                timezone="UTC",
-                jobstore=store,
-                coordination=coordination,
-                lease_seconds=1,
-                executors={"celery": CeleryExecutor(celery_tasks.app, poll_interval=0.05)},
-            )
-        )
-        await follower.start()
-        await wait_until(lambda: follower.get_job(job_key) is not None, 30, "the job")
-        job = follower.get_job(job_key)
-        assert job is not None
         await wait_until(lambda: job.missed_count == 1, 30, "the expired fire recorded missed")
     finally:
         worker.start()
@@ -499,9 +479,7 @@ async def test_the_broker_stopped_mid_run_and_started_again(managers: Any, tmp_p
     async with contextlib.AsyncExitStack() as cleanup:
         cleanup.callback(show_worker_log)
         cleanup.callback(forget_keys)
-        broker = PrivateRabbitMQ()
-        cleanup.callback(broker.close)
-        broker.start()
+        broker = cleanup.enter_context(private_rabbitmq())
         env = {**os.environ, "CELERY_TEST_BROKER": broker.url, "CELERY_TEST_QUEUE": queue}
         with worker_log.open("ab") as log:
             process = subprocess.Popen(
